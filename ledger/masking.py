@@ -1,0 +1,100 @@
+"""One masking function for everything that is written, posted, logged or exported.
+
+Rules:
+* Values under a sensitive key (token, password, secret, authorization, api key, credential,
+  cookie, private key, or any key the plan marks sensitive) become ``"***"``; account-like keys
+  (iban, account number) keep only their last 4 characters.
+* In free text: ``Authorization``/``Bearer`` values, Slack tokens (``xox?-``, ``xapp-``),
+  ``password=``/``token=`` style assignments, and private-key blocks become ``***``.
+* Digit runs of 13 to 19 digits (optionally grouped by spaces or dashes) are treated as card
+  numbers: at most the first 6 and the last 4 digits stay visible. IBANs keep the country code and
+  the last 4 characters. Masking a number that only looks like a card is the safe error.
+
+Masking is idempotent: ``mask(mask(x)) == mask(x)``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+MASK = "***"
+
+_SECRET_KEY = re.compile(
+    r"(token|passw(or)?d|passwd|secret|authori[sz]ation|api[_-]?key|credential|cookie|private[_-]?key|"
+    r"signing|session[_-]?id|pin$|cvv|cvc)",
+    re.IGNORECASE,
+)
+_ACCOUNT_KEY = re.compile(r"(iban|account[_-]?(number|no|num)|acct|pan$|card[_-]?number)", re.IGNORECASE)
+
+_BEARER = re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=\-]{4,}", re.IGNORECASE)
+_AUTH_HEADER = re.compile(r"(authorization\s*[:=]\s*)(\"?)[^\s\",;]+(?:\s+[^\s\",;]+)?", re.IGNORECASE)
+_SLACK_TOKEN = re.compile(r"\b(xox[abposer]|xapp)-[A-Za-z0-9-]{6,}")
+_ASSIGNMENT = re.compile(
+    r"\b((?:pass(?:word)?|passwd|pwd|token|secret|api[_-]?key|access[_-]?key|client[_-]?secret)\s*[=:]\s*)"
+    r"(\"[^\"]*\"|'[^']*'|[^\s,;&\"']+)",
+    re.IGNORECASE,
+)
+_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.DOTALL)
+# 13-19 digits, optionally separated into groups by single spaces or dashes.
+_CARD = re.compile(r"(?<![\d*])\d(?:[ -]?\d){12,18}(?![\d*])")
+_IBAN = re.compile(r"\b([A-Z]{2})(\d{2})((?:\s?[A-Z0-9]){11,30})\b")
+
+
+def _mask_card(match: re.Match[str]) -> str:
+    digits = re.sub(r"\D", "", match.group(0))
+    return digits[:6] + "*" * (len(digits) - 10) + digits[-4:]
+
+
+def _mask_iban(match: re.Match[str]) -> str:
+    compact = re.sub(r"\s", "", match.group(0))
+    if not any(c.isdigit() for c in compact[4:]):
+        return match.group(0)
+    return compact[:2] + "*" * (len(compact) - 6) + compact[-4:]
+
+
+def mask_text(text: str) -> str:
+    text = _PRIVATE_KEY.sub(MASK, text)
+    text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    text = _SLACK_TOKEN.sub(MASK, text)
+    text = _ASSIGNMENT.sub(lambda m: f"{m.group(1)}{MASK}", text)
+    text = _IBAN.sub(_mask_iban, text)
+    return _CARD.sub(_mask_card, text)
+
+
+def _mask_account(value: Any) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value)
+    keep = 4 if len(text) > 8 else 0
+    return "*" * max(len(text) - keep, 3) + (text[-keep:] if keep else "")
+
+
+def mask(value: Any, sensitive_keys: Iterable[str] = ()) -> Any:
+    """Return a masked copy of ``value`` (JSON-like data or a string)."""
+    extra = frozenset(k.lower() for k in sensitive_keys)
+    return _mask(value, extra)
+
+
+def _mask(value: Any, extra: frozenset[str]) -> Any:
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, Mapping):
+        out: dict[Any, Any] = {}
+        for key, item in value.items():
+            name = str(key)
+            if name.lower() in extra or _SECRET_KEY.search(name):
+                out[key] = item if item is None or isinstance(item, bool) else MASK
+            elif _ACCOUNT_KEY.search(name):
+                out[key] = _mask_account(item) if not isinstance(item, (Mapping, list, tuple)) else MASK
+            else:
+                out[key] = _mask(item, extra)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_mask(item, extra) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool) and 13 <= len(str(abs(value))) <= 19:
+        # A bare integer of card length is masked like one (it becomes a string).
+        return mask_text(str(value))
+    return value

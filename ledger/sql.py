@@ -1,0 +1,230 @@
+"""SQLModel ledger store for SQLite (the embedded default) and PostgreSQL.
+
+Why the locking is done this way:
+
+* SQLite: every write transaction starts with ``BEGIN IMMEDIATE``, which takes the database's
+  single write lock up front, so "read the last seq, then insert the next" cannot interleave
+  with another writer. WAL with ``synchronous=FULL`` means an acknowledged append (a release, for
+  example) survives a power cut.
+* PostgreSQL: rows inserted by concurrent transactions become visible in *commit* order, not
+  insert order, so a reader tailing by seq could otherwise see seq 8 before seq 7 commits, and
+  two writers could both compute "next is 7". Each append therefore takes a transaction-scoped
+  advisory lock keyed by the execution id before reading the head; positions are assigned and
+  committed one writer at a time per execution. The primary key (execution_id, seq) remains the
+  final guard: a second writer at the same seq fails with ``AppendConflict``.
+
+There is deliberately no update or delete of ledger rows anywhere in this module. The lease table
+is coordination data, not history, and is the only table written with UPDATE.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import event, func, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlmodel import Field, Session, SQLModel, col, create_engine, select
+
+from ledger.chain import GENESIS_HASH, format_ts, parse_ts, seal
+from ledger.entry import Entry, NewEntry
+from ledger.store import AppendConflict, FencedOut, Lease
+
+
+class LedgerRow(SQLModel, table=True):
+    __tablename__ = "stagehold_ledger"
+
+    execution_id: str = Field(primary_key=True, max_length=200)
+    seq: int = Field(primary_key=True)
+    ts: str = Field(max_length=32)
+    kind: str = Field(max_length=100)
+    actor: str = Field(max_length=200)
+    body: str  # canonical JSON text, exactly what the hash covers
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class LeaseRow(SQLModel, table=True):
+    __tablename__ = "stagehold_lease"
+
+    execution_id: str = Field(primary_key=True, max_length=200)
+    owner: str = Field(max_length=200)
+    epoch: int
+    expires_at: str = Field(max_length=32)
+
+
+def normalise_url(url: str) -> str:
+    """Accept the usual spellings of a database URL and pick the drivers we ship."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy's "begin" event below issue BEGIN itself (pysqlite would defer it).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _to_entry(row: LedgerRow) -> Entry:
+    return Entry(
+        execution_id=row.execution_id,
+        seq=row.seq,
+        ts=parse_ts(row.ts),
+        kind=row.kind,
+        actor=row.actor,
+        body=json.loads(row.body),
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+    )
+
+
+class SqlLedgerStore:
+    """A ``LedgerStore`` on any SQLAlchemy URL we support (SQLite file or PostgreSQL)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = normalise_url(url)
+        self.engine = make_engine(self.url)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        SQLModel.metadata.create_all(self.engine, tables=[LedgerRow.__table__, LeaseRow.__table__])  # type: ignore[list-item]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _txn(self, execution_id: str) -> Iterator[Session]:
+        with Session(self.engine) as session, session.begin():
+            if self.is_postgres:
+                session.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                    {"key": "stagehold:" + execution_id},
+                )
+            yield session
+
+    def append(
+        self,
+        execution_id: str,
+        expected_seq: int,
+        entries: Sequence[NewEntry],
+        fence: Lease | None = None,
+    ) -> list[Entry]:
+        if not entries:
+            return []
+        try:
+            with self._txn(execution_id) as session:
+                if fence is not None:
+                    lease = session.get(LeaseRow, execution_id)
+                    if lease is None or lease.owner != fence.owner or lease.epoch != fence.epoch:
+                        raise FencedOut(f"{execution_id}: lease epoch {fence.epoch} of {fence.owner} is no longer current")
+                last = session.exec(
+                    select(LedgerRow)
+                    .where(LedgerRow.execution_id == execution_id)
+                    .order_by(col(LedgerRow.seq).desc())
+                    .limit(1)
+                ).first()
+                next_seq = (last.seq if last else 0) + 1
+                if next_seq != expected_seq:
+                    raise AppendConflict(execution_id, expected_seq, next_seq)
+                prev = last.hash if last else GENESIS_HASH
+                sealed: list[Entry] = []
+                for offset, new in enumerate(entries):
+                    entry = seal(execution_id, expected_seq + offset, new, prev)
+                    session.add(
+                        LedgerRow(
+                            execution_id=execution_id,
+                            seq=entry.seq,
+                            ts=format_ts(entry.ts),
+                            kind=entry.kind,
+                            actor=entry.actor,
+                            body=json.dumps(
+                                entry.body, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+                            ),
+                            prev_hash=entry.prev_hash,
+                            hash=entry.hash,
+                        )
+                    )
+                    sealed.append(entry)
+                    prev = entry.hash
+                session.flush()
+            return sealed
+        except IntegrityError as exc:
+            # The (execution_id, seq) key is the last line of defence against a racing writer.
+            raise AppendConflict(execution_id, expected_seq, -1) from exc
+        except OperationalError as exc:
+            if "locked" in str(exc).lower():
+                raise AppendConflict(execution_id, expected_seq, -1) from exc
+            raise
+
+    def read(self, execution_id: str, after_seq: int = 0) -> list[Entry]:
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(LedgerRow)
+                .where(LedgerRow.execution_id == execution_id, LedgerRow.seq > after_seq)
+                .order_by(col(LedgerRow.seq))
+            ).all()
+            return [_to_entry(r) for r in rows]
+
+    def head(self, execution_id: str) -> tuple[int, str] | None:
+        with Session(self.engine) as session:
+            row = session.exec(
+                select(LedgerRow)
+                .where(LedgerRow.execution_id == execution_id)
+                .order_by(col(LedgerRow.seq).desc())
+                .limit(1)
+            ).first()
+            return (row.seq, row.hash) if row else None
+
+    def executions(self) -> list[str]:
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(LedgerRow.execution_id)
+                .group_by(col(LedgerRow.execution_id))
+                .order_by(func.min(LedgerRow.ts))
+            ).all()
+            return list(rows)
+
+    def acquire_lease(self, execution_id: str, owner: str, now: datetime, ttl_seconds: float) -> Lease | None:
+        """Take or renew the lease; a new owner gets a higher epoch so stale writers are fenced."""
+        expires = format_ts(now + timedelta(seconds=ttl_seconds))
+        with self._txn(execution_id) as session:
+            row = session.get(LeaseRow, execution_id)
+            if row is None:
+                row = LeaseRow(execution_id=execution_id, owner=owner, epoch=1, expires_at=expires)
+                session.add(row)
+            elif row.owner == owner:
+                row.expires_at = expires
+            elif parse_ts(row.expires_at) <= now:
+                row.owner, row.epoch, row.expires_at = owner, row.epoch + 1, expires
+            else:
+                return None
+            session.flush()
+            return Lease(execution_id, row.owner, row.epoch, parse_ts(row.expires_at))
+
+    def release_lease(self, lease: Lease) -> None:
+        with self._txn(lease.execution_id) as session:
+            row = session.get(LeaseRow, lease.execution_id)
+            if row is not None and row.owner == lease.owner and row.epoch == lease.epoch:
+                row.expires_at = format_ts(parse_ts(row.expires_at) - timedelta(days=3650))
