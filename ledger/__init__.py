@@ -6,7 +6,7 @@ This package imports nothing else of the project; the engine builds on it, never
 from ledger.chain import GENESIS_HASH, canonical_json, entry_hash, format_ts, parse_ts, seal, verify_chain
 from ledger.entry import Entry, NewEntry
 from ledger.masking import mask
-from ledger.store import AppendConflict, FencedOut, LedgerStore, Lease, VerifyResult
+from ledger.store import AppendConflict, FencedOut, Lease, LedgerStore, VerifyResult
 
 __all__ = [
     "GENESIS_HASH",

@@ -64,9 +64,7 @@ def _check_json_value(value: Any, path: str) -> None:
 def canonical_json(value: Any) -> bytes:
     """Encode ``value`` canonically (see the module docstring)."""
     _check_json_value(value, "$")
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def entry_hash(
@@ -135,15 +133,19 @@ def verify_chain(
             )
         if entry.prev_hash != prev:
             return VerifyResult(False, entry.seq, "previous-hash link broken", count, prev)
-        recomputed = entry_hash(
-            entry.execution_id,
-            entry.seq,
-            format_ts(entry.ts),
-            entry.kind,
-            entry.actor,
-            entry.body,
-            entry.prev_hash,
-        )
+        try:
+            recomputed = entry_hash(
+                entry.execution_id,
+                entry.seq,
+                format_ts(entry.ts),
+                entry.kind,
+                entry.actor,
+                entry.body,
+                entry.prev_hash,
+            )
+        except (TypeError, ValueError) as exc:
+            # Content with no canonical form (NaN, a naive time) was never sealed by the store.
+            return VerifyResult(False, entry.seq, f"content has no canonical form: {exc}", count, prev)
         if recomputed != entry.hash:
             return VerifyResult(False, entry.seq, "hash does not match content", count, prev)
         if head is not None and entry.seq == head[0]:

@@ -15,18 +15,45 @@ Masking is idempotent: ``mask(mask(x)) == mask(x)``.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 MASK = "***"
 
-_SECRET_KEY = re.compile(
-    r"(token|passw(or)?d|passwd|secret|authori[sz]ation|api[_-]?key|credential|cookie|private[_-]?key|"
-    r"signing|session[_-]?id|pin$|cvv|cvc)",
-    re.IGNORECASE,
+# Key names are split into words (snake, kebab, dotted and camelCase) so "tokenizer" or
+# "passenger" are not mistaken for secrets while "bot_token" and "apiKey" are.
+_SECRET_WORDS = frozenset(
+    {
+        "token",
+        "password",
+        "passwd",
+        "pwd",
+        "secret",
+        "authorization",
+        "credential",
+        "credentials",
+        "cookie",
+        "apikey",
+        "privatekey",
+        "signingsecret",
+        "sessionid",
+        "pin",
+        "cvv",
+        "cvc",
+        "passphrase",
+    }
 )
-_ACCOUNT_KEY = re.compile(r"(iban|account[_-]?(number|no|num)|acct|pan$|card[_-]?number)", re.IGNORECASE)
+_ACCOUNT_WORDS = frozenset({"iban", "pan", "acct", "accountnumber", "accountno", "accountnum", "cardnumber"})
+_WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+
+
+def _key_words(name: str) -> set[str]:
+    words = [w.lower() for w in _WORD_SPLIT.split(name) if w]
+    pairs = {a + b for a, b in itertools.pairwise(words)}
+    return set(words) | pairs
+
 
 _BEARER = re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=\-]{4,}", re.IGNORECASE)
 _AUTH_HEADER = re.compile(r"(authorization\s*[:=]\s*)(\"?)[^\s\",;]+(?:\s+[^\s\",;]+)?", re.IGNORECASE)
@@ -85,9 +112,10 @@ def _mask(value: Any, extra: frozenset[str]) -> Any:
         out: dict[Any, Any] = {}
         for key, item in value.items():
             name = str(key)
-            if name.lower() in extra or _SECRET_KEY.search(name):
+            words = _key_words(name)
+            if name.lower() in extra or words & _SECRET_WORDS:
                 out[key] = item if item is None or isinstance(item, bool) else MASK
-            elif _ACCOUNT_KEY.search(name):
+            elif words & _ACCOUNT_WORDS:
                 out[key] = _mask_account(item) if not isinstance(item, (Mapping, list, tuple)) else MASK
             else:
                 out[key] = _mask(item, extra)

@@ -32,7 +32,7 @@ from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from ledger.chain import GENESIS_HASH, format_ts, parse_ts, seal
 from ledger.entry import Entry, NewEntry
-from ledger.store import AppendConflict, FencedOut, Lease
+from ledger.store import AppendConflict, CorruptEntry, FencedOut, Lease
 
 
 class LedgerRow(SQLModel, table=True):
@@ -90,13 +90,23 @@ def make_engine(url: str) -> Engine:
 
 
 def _to_entry(row: LedgerRow) -> Entry:
+    # A row edited outside the store may not decode at all; name its seq instead of failing
+    # with a bare JSON error, so verification can say where the chain is damaged.
+    try:
+        ts = parse_ts(row.ts)
+    except ValueError:
+        raise CorruptEntry(row.execution_id, row.seq, "stored timestamp cannot be read") from None
+    try:
+        body = json.loads(row.body)
+    except ValueError:
+        raise CorruptEntry(row.execution_id, row.seq, "stored body is not JSON") from None
     return Entry(
         execution_id=row.execution_id,
         seq=row.seq,
-        ts=parse_ts(row.ts),
+        ts=ts,
         kind=row.kind,
         actor=row.actor,
-        body=json.loads(row.body),
+        body=body,
         prev_hash=row.prev_hash,
         hash=row.hash,
     )
@@ -109,7 +119,8 @@ class SqlLedgerStore:
         self.url = normalise_url(url)
         self.engine = make_engine(self.url)
         self.is_postgres = self.engine.dialect.name == "postgresql"
-        SQLModel.metadata.create_all(self.engine, tables=[LedgerRow.__table__, LeaseRow.__table__])  # type: ignore[list-item]
+        tables = [SQLModel.metadata.tables[LedgerRow.__tablename__], SQLModel.metadata.tables[LeaseRow.__tablename__]]
+        SQLModel.metadata.create_all(self.engine, tables=tables)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -138,7 +149,9 @@ class SqlLedgerStore:
                 if fence is not None:
                     lease = session.get(LeaseRow, execution_id)
                     if lease is None or lease.owner != fence.owner or lease.epoch != fence.epoch:
-                        raise FencedOut(f"{execution_id}: lease epoch {fence.epoch} of {fence.owner} is no longer current")
+                        raise FencedOut(
+                            f"{execution_id}: lease epoch {fence.epoch} of {fence.owner} is no longer current"
+                        )
                 last = session.exec(
                     select(LedgerRow)
                     .where(LedgerRow.execution_id == execution_id)
@@ -159,9 +172,7 @@ class SqlLedgerStore:
                             ts=format_ts(entry.ts),
                             kind=entry.kind,
                             actor=entry.actor,
-                            body=json.dumps(
-                                entry.body, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-                            ),
+                            body=json.dumps(entry.body, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
                             prev_hash=entry.prev_hash,
                             hash=entry.hash,
                         )
@@ -200,9 +211,7 @@ class SqlLedgerStore:
     def executions(self) -> list[str]:
         with Session(self.engine) as session:
             rows = session.exec(
-                select(LedgerRow.execution_id)
-                .group_by(col(LedgerRow.execution_id))
-                .order_by(func.min(LedgerRow.ts))
+                select(LedgerRow.execution_id).group_by(col(LedgerRow.execution_id)).order_by(func.min(LedgerRow.ts))
             ).all()
             return list(rows)
 

@@ -34,6 +34,16 @@ class FencedOut(Exception):
     """The writer no longer holds the execution's lease (another process took it over)."""
 
 
+class CorruptEntry(ValueError):
+    """A stored entry cannot even be decoded (edited outside the store): the chain is damaged there."""
+
+    def __init__(self, execution_id: str, seq: int, reason: str) -> None:
+        super().__init__(f"{execution_id}: entry {seq}: {reason}")
+        self.execution_id = execution_id
+        self.seq = seq
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Lease:
     execution_id: str

@@ -114,12 +114,19 @@ def load_change(package_file: str | Path) -> LoadedChange:
         raise InvalidChange(problems)
     problems = _findings(list(check_package(package)), {"package": (pkg_doc, pkg_shown)})
 
-    plan_path = (pkg_path.parent / package.plan).resolve() if not Path(package.plan).is_absolute() else Path(package.plan)
+    plan_path = (
+        (pkg_path.parent / package.plan).resolve() if not Path(package.plan).is_absolute() else Path(package.plan)
+    )
     plan_shown = str(pkg_path.parent / package.plan) if not Path(package.plan).is_absolute() else package.plan
     plan_raw, read_problems = _read(plan_path, plan_shown)
     if plan_raw is None:
         line = pkg_doc.line_of(("plan",))
-        raise InvalidChange([*problems, *(Problem(pkg_shown, line, "plan", f"{plan_shown}: {p.message}") for p in read_problems)])
+        raise InvalidChange(
+            [
+                *problems,
+                *(Problem(pkg_shown, line, "plan", f"{plan_shown}: {p.message}") for p in read_problems),
+            ]
+        )
     digest = hashlib.sha256(plan_raw).hexdigest()
     problems += _findings(list(check_digest(package, digest)), {"package": (pkg_doc, pkg_shown)})
     plan_doc, parse_problems = _parse(plan_raw, plan_shown)

@@ -61,12 +61,24 @@ def _references(pkg: ChangePackage, plan: Plan) -> Iterator[Finding]:
     for name, signal in plan.signals.items():
         target = signal.source.target
         if target not in pkg.targets:
-            yield ("plan", ("signals", name, _source_key(signal), "target"), f"target '{target}' is not defined in the package")
+            yield (
+                "plan",
+                ("signals", name, _source_key(signal), "target"),
+                f"target '{target}' is not defined in the package",
+            )
         elif signal.prometheus and pkg.targets[target].kind != "prometheus":
-            yield ("plan", ("signals", name, "prometheus", "target"), f"target '{target}' is not a prometheus target")
+            yield (
+                "plan",
+                ("signals", name, "prometheus", "target"),
+                f"target '{target}' is not a prometheus target",
+            )
     for i, gate in enumerate(plan.rollback_readiness):
         if gate.signal not in plan.signals:
-            yield ("plan", ("rollback_readiness", i, "signal"), f"signal '{gate.signal}' is not defined under signals")
+            yield (
+                "plan",
+                ("rollback_readiness", i, "signal"),
+                f"signal '{gate.signal}' is not defined under signals",
+            )
     seen: set[str] = set()
     for i, stage in enumerate(plan.stages):
         if stage.id in seen:
@@ -74,12 +86,24 @@ def _references(pkg: ChangePackage, plan: Plan) -> Iterator[Finding]:
         seen.add(stage.id)
         for j, gate in enumerate(stage.preflight):
             if gate.signal not in plan.signals:
-                yield ("plan", ("stages", i, "preflight", j, "signal"), f"signal '{gate.signal}' is not defined under signals")
+                yield (
+                    "plan",
+                    ("stages", i, "preflight", j, "signal"),
+                    f"signal '{gate.signal}' is not defined under signals",
+                )
         for j, check in enumerate(stage.verify.checks):
             if check.signal not in plan.signals:
-                yield ("plan", ("stages", i, "verify", "checks", j, "signal"), f"signal '{check.signal}' is not defined under signals")
+                yield (
+                    "plan",
+                    ("stages", i, "verify", "checks", j, "signal"),
+                    f"signal '{check.signal}' is not defined under signals",
+                )
     if plan.rollback_to is not None and plan.rollback_to not in seen:
-        yield ("plan", ("rollback_to",), f"rollback_to names stage '{plan.rollback_to}', which the plan does not have")
+        yield (
+            "plan",
+            ("rollback_to",),
+            f"rollback_to names stage '{plan.rollback_to}', which the plan does not have",
+        )
 
 
 def _source_key(signal: object) -> str:
@@ -141,10 +165,18 @@ def _protection(pkg: ChangePackage, plan: Plan) -> Iterator[Finding]:
                 f"stage '{stage.id}' {' and '.join(reasons)} but is not protected; set hold_before: true",
             )
         if stage.retires_fallback and not stage.irreversible:
-            yield ("plan", ("stages", i, "irreversible"), f"stage '{stage.id}' retires the fallback, so it is irreversible; set irreversible: true")
+            yield (
+                "plan",
+                ("stages", i, "irreversible"),
+                f"stage '{stage.id}' retires the fallback, so it is irreversible; set irreversible: true",
+            )
         if stage.irreversible:
             if stage.rollback is not None:
-                yield ("plan", ("stages", i, "rollback"), f"stage '{stage.id}' is irreversible and cannot name a rollback")
+                yield (
+                    "plan",
+                    ("stages", i, "rollback"),
+                    f"stage '{stage.id}' is irreversible and cannot name a rollback",
+                )
             if releasers < 2:
                 yield (
                     "package",
@@ -178,6 +210,10 @@ def _no_way_back(plan: Plan) -> Iterator[Finding]:
 def _timing(plan: Plan) -> Iterator[Finding]:
     for i, stage in enumerate(plan.stages):
         if parse_duration(stage.verify.bake) < parse_duration(stage.verify.every):
-            yield ("plan", ("stages", i, "verify", "bake"), "the bake must be at least one interval ('every') long")
+            yield (
+                "plan",
+                ("stages", i, "verify", "bake"),
+                "the bake must be at least one interval ('every') long",
+            )
     if parse_duration(plan.holds.remind_before) >= parse_duration(plan.holds.expiry):
         yield ("plan", ("holds", "remind_before"), "the reminder must come before the hold expires")

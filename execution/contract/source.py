@@ -108,8 +108,7 @@ def parse_yaml(raw: bytes) -> Document:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise SourceError("file is not UTF-8 text", line) from None
+        raise SourceError("file is not UTF-8 text", raw[: exc.start].count(b"\n") + 1) from None
     loader = _Loader(text)
     try:
         root = loader.get_single_node()
@@ -120,8 +119,8 @@ def parse_yaml(raw: bytes) -> Document:
         return Document(data, builder.lines)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        raise SourceError(f"not valid YAML: {exc.problem or exc.context}", line) from None
+        where = mark.line + 1 if mark is not None else None
+        raise SourceError(f"not valid YAML: {exc.problem or exc.context}", where) from None
     except yaml.YAMLError as exc:
         raise SourceError(f"not valid YAML: {exc}") from None
     except RecursionError:

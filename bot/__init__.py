@@ -1,0 +1,1 @@
+"""Process entry and wiring: the only package that reads settings, the clock and the environment."""

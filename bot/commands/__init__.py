@@ -1,0 +1,13 @@
+"""Command groups of the ``stagehold`` CLI. Each module exposes ``register(subparsers)`` and sets
+``handler`` on its parsers; handlers return an exit code from ``bot.exits``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from bot.commands import ledger, sandbox, validate
+
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+COMMAND_GROUPS: list[Register] = [validate.register, ledger.register, sandbox.register]

@@ -1,0 +1,345 @@
+"""``stagehold ledger verify|head|export|verify-file``: audit the hash-chained ledger.
+
+Rules: these commands only read. There is no subcommand (and no code path) that updates or deletes
+a ledger entry. Entries were masked before they were written, so exports are not masked again: an
+export must hash exactly as stored, or it would not verify on its own.
+
+Exit codes: 0 everything verified; 1 (``TAMPERED``) a bad entry, gap, truncation or a rewrite
+against a saved head; 2 (``INVALID``) usage, unknown execution, unreadable file or database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bot import exits
+from ledger.chain import format_ts, parse_ts, verify_chain
+from ledger.entry import Entry
+from ledger.store import CorruptEntry, VerifyResult
+
+_EXPORT_FIELDS = ("execution", "seq", "ts", "kind", "actor", "body", "prev", "hash")
+
+
+class _Usage(Exception):
+    """A problem the operator fixes (bad argument, file or database): one line, exit 2."""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("ledger", help="verify, checkpoint and export the hash-chained ledger")
+    lsub = p.add_subparsers(dest="ledger_command", required=True)
+
+    v = lsub.add_parser("verify", help="recompute every hash and link (one execution or all)")
+    v.add_argument("execution", nargs="?", help="execution id; all executions when omitted")
+    v.add_argument("--head", metavar="FILE", help="checkpoint written by 'ledger head'; detects truncation")
+    _db_option(v)
+    v.set_defaults(handler=cmd_verify)
+
+    h = lsub.add_parser("head", help="print a checkpoint of an execution's chain as one JSON line")
+    h.add_argument("execution")
+    _db_option(h)
+    h.set_defaults(handler=cmd_head)
+
+    e = lsub.add_parser("export", help="write an execution's entries as JSON Lines that verify on their own")
+    e.add_argument("execution")
+    e.add_argument("--out", metavar="FILE", help="write here instead of standard output")
+    _db_option(e)
+    e.set_defaults(handler=cmd_export)
+
+    f = lsub.add_parser("verify-file", help="verify an exported JSON Lines file without a database")
+    f.add_argument("file")
+    f.add_argument("--head", metavar="FILE", help="checkpoint written by 'ledger head'")
+    f.set_defaults(handler=cmd_verify_file)
+
+
+def _db_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", metavar="URL", help="database URL (default: the STAGEHOLD_DATABASE_URL setting)")
+
+
+# ---------------------------------------------------------------- handlers
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    return _guarded(_verify, args)
+
+
+def cmd_head(args: argparse.Namespace) -> int:
+    return _guarded(_head, args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    return _guarded(_export, args)
+
+
+def cmd_verify_file(args: argparse.Namespace) -> int:
+    return _guarded(_verify_file, args)
+
+
+def _guarded(fn: Any, args: argparse.Namespace) -> int:
+    try:
+        code: int = fn(args)
+    except _Usage as exc:
+        print(f"stagehold ledger: {exc}", file=sys.stderr)
+        return exits.INVALID
+    return code
+
+
+def _verify(args: argparse.Namespace) -> int:
+    if args.head and not args.execution:
+        raise _Usage("--head needs an EXECUTION: a checkpoint belongs to one execution")
+    head = _read_head(args.head, args.execution) if args.head else None
+    with _open_store(args.db) as store:
+        if args.execution:
+            _require_known(store, args.execution)
+            names = [args.execution]
+        else:
+            names = store.executions()
+            if not names:
+                print("no executions in the ledger", file=sys.stderr)
+                return exits.OK
+        code = exits.OK
+        for name in names:
+            result = _verify_stored(store, name, head)
+            print(_describe(name, result))
+            if not result.ok:
+                code = exits.TAMPERED
+        return code
+
+
+def _head(args: argparse.Namespace) -> int:
+    with _open_store(args.db) as store:
+        _require_known(store, args.execution)
+        # A checkpoint of a chain that is already damaged would bless the damage.
+        result = _verify_stored(store, args.execution, None)
+    if not result.ok:
+        print(_describe(args.execution, result), file=sys.stderr)
+        return exits.TAMPERED
+    print(json.dumps({"execution": args.execution, "seq": result.checked, "hash": result.head_hash}))
+    return exits.OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    with _open_store(args.db) as store:
+        _require_known(store, args.execution)
+        try:
+            entries = store.read(args.execution)
+        except CorruptEntry as exc:
+            print(_describe(args.execution, _corrupt(exc)), file=sys.stderr)
+            return exits.TAMPERED
+    lines = [_export_line(e) for e in entries]
+    if args.out:
+        _write_atomically(Path(args.out), lines)
+    else:
+        sys.stdout.writelines(lines)
+        sys.stdout.flush()
+    result = verify_chain(entries, args.execution)
+    if not result.ok:
+        # Still exported: an auditor needs the evidence. The exit code says it does not verify.
+        print(f"warning: exported, but {_describe(args.execution, result)}", file=sys.stderr)
+        return exits.TAMPERED
+    return exits.OK
+
+
+def _verify_file(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    entries = _read_export(path)
+    if not entries:
+        raise _Usage(f"{path}: no ledger entries in the file")
+    execution = entries[0].execution_id
+    head = _read_head(args.head, execution) if args.head else None
+    result = verify_chain(entries, execution, head)
+    print(_describe(execution, result))
+    return exits.OK if result.ok else exits.TAMPERED
+
+
+# ---------------------------------------------------------------- store access
+
+
+@contextmanager
+def _open_store(db: str | None) -> Iterator[Any]:
+    # Imported here so `verify-file` (no database) does not pay for SQLAlchemy.
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    from ledger.sql import SqlLedgerStore
+
+    url = db or _settings_url()
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise _Usage(f"invalid database URL: {_first_line(exc)}") from None
+    shown = parsed.render_as_string(hide_password=True)
+    if parsed.drivername.startswith("sqlite"):
+        # SQLite would silently create an empty database for a mistyped path; auditing that
+        # would report "no executions" instead of the typo.
+        database = parsed.database or ""
+        if database in ("", ":memory:") or not Path(database).is_file():
+            raise _Usage(f"{shown}: database file not found")
+    try:
+        store = SqlLedgerStore(url)
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise _Usage(f"cannot open database {shown}: {_first_line(exc)}") from None
+    try:
+        yield store
+    except SQLAlchemyError as exc:
+        raise _Usage(f"database error on {shown}: {_first_line(exc)}") from None
+    finally:
+        store.close()
+
+
+def _settings_url() -> str:
+    from bot.settings import SettingsError, load_settings
+
+    try:
+        return load_settings().database_url
+    except SettingsError as exc:
+        raise _Usage(str(exc)) from None
+
+
+def _require_known(store: Any, execution: str) -> None:
+    if store.head(execution) is None:
+        raise _Usage(f"unknown execution '{execution}': the ledger has no entries for it")
+
+
+def _verify_stored(store: Any, execution: str, head: tuple[int, str] | None) -> VerifyResult:
+    try:
+        entries = store.read(execution)
+    except CorruptEntry as exc:
+        return _corrupt(exc)
+    return verify_chain(entries, execution, head)
+
+
+def _corrupt(exc: CorruptEntry) -> VerifyResult:
+    return VerifyResult(False, exc.seq, exc.reason, 0, "")
+
+
+def _describe(execution: str, result: VerifyResult) -> str:
+    if result.ok:
+        return f"{execution}: ok, {result.checked} entries, head {result.checked} {result.head_hash}"
+    return f"{execution}: TAMPERED at seq {result.first_bad_seq}: {result.reason}"
+
+
+def _first_line(exc: BaseException) -> str:
+    # SQLAlchemy wraps the driver error with the statement and a help link; the driver's
+    # first line ("connection refused", "database ... does not exist") is what the operator needs.
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------- files
+
+
+def _read_head(path_text: str, execution: str) -> tuple[int, str]:
+    path = Path(path_text)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise _Usage(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _Usage(f"{path}: not a head checkpoint (not JSON: {exc})") from None
+    if not (
+        isinstance(data, dict)
+        and isinstance(data.get("execution"), str)
+        and type(data.get("seq")) is int
+        and data["seq"] >= 1
+        and isinstance(data.get("hash"), str)
+    ):
+        raise _Usage(f'{path}: not a head checkpoint; expected {{"execution": ..., "seq": N, "hash": "..."}}')
+    if data["execution"] != execution:
+        raise _Usage(f"{path}: checkpoint is for execution '{data['execution']}', not '{execution}'")
+    return data["seq"], data["hash"]
+
+
+def _export_line(entry: Entry) -> str:
+    return json.dumps(entry.to_json(), ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n"
+
+
+def _write_atomically(path: Path, lines: list[str]) -> None:
+    # A half-written export that verifies as "truncated" would send an auditor the wrong way.
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.")
+    except OSError as exc:
+        raise _Usage(f"{path}: cannot write: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.writelines(lines)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise _Usage(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _read_export(path: Path) -> list[Entry]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise _Usage(f"{path}: cannot read: {exc.strerror or exc}") from None
+    entries: list[Entry] = []
+    for lineno, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Usage(f"{path}:{lineno}: not UTF-8 text") from None
+        entries.append(_parse_line(text, f"{path}:{lineno}"))
+    return entries
+
+
+def _parse_line(line: str, where: str) -> Entry:
+    try:
+        data = json.loads(line, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        raise _Usage(f"{where}: not a JSON line: {exc}") from None
+    if not isinstance(data, dict):
+        raise _Usage(f"{where}: expected a JSON object (one ledger entry per line)")
+    missing = [k for k in _EXPORT_FIELDS if k not in data]
+    extra = sorted(set(data) - set(_EXPORT_FIELDS))
+    if missing or extra:
+        detail = "; ".join(
+            part
+            for part in (
+                f"missing {', '.join(missing)}" if missing else "",
+                f"unexpected {', '.join(extra)}" if extra else "",
+            )
+            if part
+        )
+        raise _Usage(f"{where}: not a ledger entry ({detail})")
+    for key in ("execution", "ts", "kind", "actor", "prev", "hash"):
+        if not isinstance(data[key], str):
+            raise _Usage(f"{where}: '{key}' must be a string")
+    if type(data["seq"]) is not int:
+        raise _Usage(f"{where}: 'seq' must be an integer")
+    if not isinstance(data["body"], dict):
+        raise _Usage(f"{where}: 'body' must be a JSON object")
+    try:
+        ts = parse_ts(data["ts"])
+    except ValueError:
+        ts = None
+    if ts is None or format_ts(ts) != data["ts"]:
+        # The hash covers the timestamp text; a reformatted one is not the exported entry.
+        raise _Usage(f"{where}: 'ts' is not a canonical timestamp (YYYY-MM-DDTHH:MM:SS.ffffffZ)")
+    return Entry(
+        execution_id=data["execution"],
+        seq=data["seq"],
+        ts=ts,
+        kind=data["kind"],
+        actor=data["actor"],
+        body=data["body"],
+        prev_hash=data["prev"],
+        hash=data["hash"],
+    )

@@ -1,0 +1,47 @@
+"""``stagehold sandbox``: serve the simulated control plane for rehearsals until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from bot import exits
+from bot.clock import utc_now
+from execution.sandbox import FAULTS, Sandbox
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("sandbox", help="serve a simulated control plane on loopback for rehearsals")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8099, help="port to listen on (default 8099; 0 picks one)")
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        choices=FAULTS,
+        metavar="NAME",
+        help=f"start with this fault active (repeatable): {', '.join(FAULTS)}",
+    )
+    p.set_defaults(handler=cmd_sandbox)
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    sandbox = Sandbox(host=args.host, port=args.port, clock=utc_now)
+    sandbox.set_faults(args.fault)
+    try:
+        sandbox.start()
+    except OSError as exc:
+        print(f"stagehold: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return exits.INVALID
+    print(f"sandbox serving at {sandbox.url}", flush=True)
+    if args.fault:
+        print(f"  faults: {', '.join(args.fault)}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("sandbox stopped", file=sys.stderr)
+    finally:
+        sandbox.stop()
+    return exits.OK

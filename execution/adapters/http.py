@@ -1,0 +1,320 @@
+"""HTTP control-plane adapter: signal reads, actions with idempotency keys, and read-backs.
+
+Rules:
+* Nothing raises into the engine: transport errors, bad JSON and wrong shapes come back as data.
+* A missing field is *no data* (value None, no error); a failed read is an *error*.
+* An action's outcome is ``rejected`` only when the target provably did not apply it (it answered
+  4xx/5xx, or the request never left); when it may have been applied (timeout or connection lost
+  after sending, 502/503/504 from a gateway) the outcome is ``ambiguous``, to be resolved by read-back.
+* Each role sends only its own credential. Every body and error text is masked before it is
+  returned, and the role credentials are scrubbed from them literally as well.
+
+The field helpers here (``select_field``, ``compare_expected``, ``parse_sample_time``) are shared
+with the command adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+
+import httpx
+
+from execution.contract.models import Action, Confirm, Signal, Target
+from execution.model import JSON, ActionResult, Clock, Credentials, Evidence, ReadbackResult, Role
+from ledger.masking import MASK, mask
+
+_SNIPPET = 300
+# Status codes a gateway returns when it may already have forwarded the request upstream.
+_GATEWAY_UNKNOWN = frozenset({502, 503, 504})
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def _refuse_constant(name: str) -> JSON:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def loads(content: bytes | str) -> JSON:
+    """Parse JSON, refusing NaN and Infinity: they have no canonical form in the ledger."""
+    return json.loads(content, parse_constant=_refuse_constant)
+
+
+def select_field(document: JSON, path: str) -> tuple[bool, JSON]:
+    """Follow a dotted path (``a.b``, list indexes as ``items.0``); ``(False, None)`` when absent."""
+    current: JSON = document
+    for part in path.split("."):
+        if isinstance(current, Mapping) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
+            current = current[int(part)]
+        else:
+            return False, None
+    return True, current
+
+
+def same_value(expected: JSON, observed: JSON) -> bool:
+    """Equality for read-backs: numbers compare numerically (5 == 5.0), booleans never equal numbers."""
+    if isinstance(expected, bool) or isinstance(observed, bool):
+        return isinstance(expected, bool) and isinstance(observed, bool) and expected is observed
+    if isinstance(expected, (int, float)) and isinstance(observed, (int, float)):
+        return float(expected) == float(observed)
+    if isinstance(expected, Mapping) and isinstance(observed, Mapping):
+        return set(expected) == set(observed) and all(same_value(expected[k], observed[k]) for k in expected)
+    if isinstance(expected, list) and isinstance(observed, list):
+        return len(expected) == len(observed) and all(same_value(e, o) for e, o in zip(expected, observed, strict=True))
+    return bool(expected == observed)
+
+
+def _as_is(key: str, value: JSON) -> JSON:
+    return value
+
+
+def compare_expected(
+    expect: Mapping[str, JSON], observed: JSON, show: Callable[[str, JSON], JSON] = _as_is
+) -> list[str]:
+    """Every key of ``expect`` (dotted paths allowed) that the observed document does not match.
+
+    ``show(key, value)`` renders values in the descriptions (the adapters pass a masker).
+    """
+    problems = []
+    for key, want in expect.items():
+        found, got = select_field(observed, key)
+        if not found:
+            problems.append(f"{key}: expected {show(key, want)!r}, missing")
+        elif not same_value(want, got):
+            problems.append(f"{key}: expected {show(key, want)!r}, observed {show(key, got)!r}")
+    return problems
+
+
+def parse_sample_time(raw: JSON) -> datetime:
+    """A source timestamp: unix seconds (number or numeric text) or ISO-8601 with a time zone.
+
+    Raises ValueError otherwise: a time that has to be guessed could make stale data look fresh.
+    """
+    if isinstance(raw, bool):
+        raise ValueError("a boolean is not a time")
+    if isinstance(raw, str):
+        try:
+            raw = float(raw)
+        except ValueError:
+            parsed = datetime.fromisoformat(raw.strip())
+            if parsed.tzinfo is None:
+                raise ValueError(f"time {raw!r} has no time zone") from None
+            return parsed.astimezone(UTC)
+    if isinstance(raw, (int, float)) and math.isfinite(raw):
+        return datetime.fromtimestamp(raw, UTC)
+    raise ValueError(f"{raw!r} is not a time")
+
+
+def as_count(raw: JSON) -> int | None:
+    """A sample count: an integer, or a float with no fractional part; None when it is neither."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    return None
+
+
+class Masker:
+    """Masks bodies and texts, and scrubs the known credentials from them literally."""
+
+    def __init__(self, credentials: Credentials, sensitive_fields: Iterable[str] = ()) -> None:
+        secrets = {s for s in credentials.tokens.values() if s and len(s) >= 4}
+        self._secrets = sorted(secrets, key=len, reverse=True)
+        self._sensitive = tuple(sensitive_fields)
+
+    def _scrub(self, value: JSON) -> JSON:
+        if isinstance(value, str):
+            for secret in self._secrets:
+                value = value.replace(secret, MASK)
+            return value
+        if isinstance(value, Mapping):
+            return {k: self._scrub(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._scrub(v) for v in value]
+        return value
+
+    def body(self, value: JSON) -> JSON:
+        return mask(self._scrub(value), self._sensitive)
+
+    def text(self, value: str, limit: int = _SNIPPET) -> str:
+        text = str(mask(self._scrub(value), self._sensitive))
+        return text if len(text) <= limit else text[:limit] + "…"
+
+    def field(self, key: str, value: JSON) -> JSON:
+        """A value masked as if it sat under its own key (``a.token`` → under ``token``)."""
+        last = key.rsplit(".", 1)[-1]
+        return self.body({last: value})[last]
+
+    def value(self, value: JSON) -> JSON:
+        # Numbers stay numbers (mask() would turn a 13-digit count into text); strings and
+        # structures can carry secrets and are masked.
+        if isinstance(value, (str, Mapping, list)):
+            return self.body(value)
+        return value
+
+
+def role_name(role: Role) -> str:
+    return role.value.removeprefix("role:")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------- the adapter
+
+
+class HttpTargets:
+    """Reads, actions and read-backs against HTTP targets named in the change package."""
+
+    def __init__(
+        self,
+        targets: Mapping[str, Target],
+        credentials: Credentials,
+        client: httpx.Client,
+        clock: Clock,
+        *,
+        read_timeout_s: float = 10.0,
+        sensitive_fields: Iterable[str] = (),
+    ) -> None:
+        self._targets = targets
+        self._credentials = credentials
+        self._client = client
+        self._clock = clock
+        self._read_timeout_s = read_timeout_s
+        self._mask = Masker(credentials, sensitive_fields)
+
+    def _url(self, target: str, path: str) -> str:
+        spec = self._targets.get(target)
+        if spec is None or spec.url is None:
+            raise LookupError(f"target {target!r} is not in the change package or has no url")
+        return spec.url.rstrip("/") + path
+
+    def _headers(self, role: Role, idempotency_key: str | None = None) -> dict[str, str]:
+        headers = {"X-Stagehold-Role": role_name(role), "Accept": "application/json"}
+        credential = self._credentials.for_role(role)
+        if credential:
+            headers["Authorization"] = f"Bearer {credential}"
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        return headers
+
+    def _get_json(self, target: str, path: str, role: Role, timeout_s: float) -> tuple[JSON, str | None]:
+        """GET a JSON document: ``(document, None)`` or ``(None, masked error text)``."""
+        try:
+            url = self._url(target, path)
+            response = self._client.get(url, headers=self._headers(role), timeout=timeout_s)
+        except LookupError as exc:
+            return None, self._mask.text(str(exc))
+        except Exception as exc:
+            return None, self._mask.text(f"GET {target} {path} failed: {_describe(exc)}")
+        if not response.is_success:
+            snippet = self._mask.text(response.text)
+            return None, f"GET {target} {path} answered HTTP {response.status_code}: {snippet}"
+        try:
+            return loads(response.content), None
+        except ValueError:
+            return None, self._mask.text(f"GET {target} {path} did not answer JSON: {response.text}")
+
+    def read(self, name: str, signal: Signal, role: Role) -> Evidence:
+        spec = signal.http
+        if spec is None:
+            return Evidence(name, None, None, "http", error="not an http signal")
+        source = self._mask.text(f"http {spec.target} {spec.path} {spec.field}")
+        try:
+            document, error = self._get_json(spec.target, spec.path, role, self._read_timeout_s)
+            now = self._clock()
+            if error is not None:
+                return Evidence(name, None, None, source, error=error)
+            found, value = select_field(document, spec.field)
+            if not found:
+                return Evidence(name, None, None, source)
+            samples: int | None = None
+            if spec.samples_field is not None:
+                has_samples, raw = select_field(document, spec.samples_field)
+                if has_samples:
+                    samples = as_count(raw)
+                    if samples is None:
+                        error = f"samples field {spec.samples_field!r} is not an integer: {raw!r}"
+                        return Evidence(name, None, None, source, error=self._mask.text(error))
+            sampled_at = now
+            if spec.time_field is not None:
+                has_time, raw_time = select_field(document, spec.time_field)
+                if not has_time:
+                    # Without its time the value cannot be judged fresh: no data, not a pass.
+                    return Evidence(name, None, None, source, samples=samples)
+                try:
+                    sampled_at = parse_sample_time(raw_time)
+                except (ValueError, OverflowError, OSError) as exc:
+                    error = f"time field {spec.time_field!r}: {exc}"
+                    return Evidence(name, None, None, source, error=self._mask.text(error))
+            return Evidence(name, self._mask.value(value), sampled_at, source, samples=samples)
+        except Exception as exc:
+            return Evidence(name, None, None, source, error=self._mask.text(f"read failed: {_describe(exc)}"))
+
+    def apply(self, action: Action, idempotency_key: str, role: Role, timeout_s: float) -> ActionResult:
+        spec = action.http
+        if spec is None:
+            return ActionResult("rejected", "not an http action; nothing was sent")
+        what = f"{spec.method} {spec.target} {spec.path}"
+        try:
+            request = self._client.build_request(
+                spec.method,
+                self._url(spec.target, spec.path),
+                json=spec.json_body,
+                headers=self._headers(role, idempotency_key),
+                timeout=timeout_s,
+            )
+        except Exception as exc:
+            return ActionResult("rejected", self._mask.text(f"{what} was not sent: {_describe(exc)}"))
+        try:
+            response = self._client.send(request)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            detail = f"{what} was not sent: could not reach the target ({_describe(exc)})"
+            return ActionResult("rejected", self._mask.text(detail))
+        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+            return ActionResult("rejected", self._mask.text(f"{what} was not sent: {_describe(exc)}"))
+        except Exception as exc:
+            # Sent, or possibly sent, with no answer: only a read-back can tell.
+            detail = f"{what} sent, no answer: {_describe(exc)}; outcome unknown"
+            return ActionResult("ambiguous", self._mask.text(detail))
+        return self._classify(what, response)
+
+    def _classify(self, what: str, response: httpx.Response) -> ActionResult:
+        status = response.status_code
+        try:
+            body: JSON = self._mask.body(loads(response.content))
+        except ValueError:
+            body = self._mask.text(response.text, limit=2000) if response.text else None
+        if response.is_success:
+            return ActionResult("ok", f"{what} answered HTTP {status}", status, body)
+        snippet = self._mask.text(response.text)
+        if status in _GATEWAY_UNKNOWN:
+            detail = f"{what} answered HTTP {status} from a gateway; it may have been applied: {snippet}"
+            return ActionResult("ambiguous", detail, status, body)
+        return ActionResult("rejected", f"{what} refused with HTTP {status}: {snippet}", status, body)
+
+    def read_back(self, confirm: Confirm, role: Role, timeout_s: float) -> ReadbackResult:
+        spec = confirm.http
+        if spec is None:
+            return ReadbackResult(None, None, "not an http read-back")
+        try:
+            document, error = self._get_json(spec.target, spec.path, role, timeout_s)
+            if error is not None:
+                return ReadbackResult(None, None, error)
+            observed = self._mask.body(document)
+            problems = compare_expected(spec.expect, document, self._mask.field)
+            if problems:
+                detail = self._mask.text(f"{spec.target} {spec.path}: " + "; ".join(problems), limit=2000)
+                return ReadbackResult(False, observed, detail)
+            return ReadbackResult(True, observed, f"{spec.target} {spec.path} matches {len(spec.expect)} field(s)")
+        except Exception as exc:
+            return ReadbackResult(None, None, self._mask.text(f"read-back failed: {_describe(exc)}"))

@@ -1,0 +1,218 @@
+"""Human commands as pure decisions: start, release, rollback, hold.
+
+Each takes the state folded from the ledger, who is asking (user id and the user groups they
+belong to), and ``now``; each returns the entries to append. Refusals are entries too: every
+denied or ignored attempt is recorded, so the ledger shows who tried what.
+
+Worked example: ``release(state, "H2", 1, "U05OPS", (), now)`` where U05OPS started the execution
+under two-person control returns one ``release.denied`` entry ("the initiator cannot release");
+the state's phase is unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from execution import events as ev
+from execution import policy
+from execution.contract.load import LoadedChange
+from execution.decide import _start_rollback, open_hold
+from execution.project import State
+from execution.transitions import Phase
+from ledger.chain import format_ts
+from ledger.entry import NewEntry
+from ledger.masking import mask
+
+
+class StartRefused(Exception):
+    """The change may not start now; the message says why in one line."""
+
+
+def _entry(kind: str, actor: str, now: datetime, /, **body: Any) -> NewEntry:
+    return NewEntry(kind=kind, actor=actor, body=body, ts=now)
+
+
+def start(
+    change: LoadedChange,
+    initiator: str,
+    groups: Iterable[str],
+    now: datetime,
+    *,
+    mode: str = "live",
+    speed: float = 1.0,
+) -> list[NewEntry]:
+    """The first entry of an execution, or ``StartRefused``.
+
+    A live execution starts only inside the package's window. A rehearsal re-bases the window
+    to start now, keeping its length divided by the rehearsal speed.
+    """
+    pkg = change.package
+    if not policy.is_member(initiator, groups, pkg.authorities.initiate):
+        raise StartRefused(f"{initiator} may not start {pkg.id}: not in its initiate authority")
+    if mode == "live":
+        if speed != 1.0:
+            raise StartRefused("a live execution runs in real time; speed applies to rehearsals only")
+        if now < pkg.window.opens:
+            raise StartRefused(f"{pkg.id}: the change window opens at {format_ts(pkg.window.opens)}; not before")
+        if now >= pkg.window.closes:
+            raise StartRefused(f"{pkg.id}: the change window closed at {format_ts(pkg.window.closes)}")
+        opens, closes = pkg.window.opens, pkg.window.closes
+    else:
+        length = (pkg.window.closes - pkg.window.opens).total_seconds() / speed
+        opens, closes = now, now + timedelta(seconds=length)
+    plan_data = change.plan_data()
+    if mask(plan_data, change.plan.sensitive_fields) != plan_data:
+        raise StartRefused(
+            f"{pkg.id}: the plan contains values that look like secrets or account numbers; "
+            "credentials belong in settings, not in plans"
+        )
+    return [
+        _entry(
+            ev.EXECUTION_STARTED,
+            initiator,
+            now,
+            change_id=pkg.id,
+            title=pkg.title,
+            package=change.package_data(),
+            plan=plan_data,
+            plan_sha256=change.plan_sha256,
+            channel=pkg.channel,
+            mode=mode,
+            speed=speed,
+            window={"opens": format_ts(opens), "closes": format_ts(closes)},
+            initiator=initiator,
+        )
+    ]
+
+
+def release(
+    state: State, hold_id: str, evidence_version: int, user: str, groups: Iterable[str], now: datetime
+) -> list[NewEntry]:
+    """A named authority releases one specific hold, bound to one evidence version (single use)."""
+    groups = tuple(groups)
+    hold = state.holds.get(hold_id)
+    base = {"hold": hold_id, "evidence_version": evidence_version}
+    if state.plan is None:
+        return [_entry(ev.RELEASE_IGNORED, user, now, **base, reason="no such execution")]
+    refusal = policy.release_refusal(state, user, groups)
+    if refusal:
+        return [_entry(ev.RELEASE_DENIED, user, now, **base, reason=refusal)]
+    if state.terminal:
+        return [_entry(ev.RELEASE_IGNORED, user, now, **base, reason=f"the execution is {state.status()}")]
+    if hold is None:
+        return [_entry(ev.RELEASE_IGNORED, user, now, **base, reason=f"no hold {hold_id} in this execution")]
+    if hold.status == "released":
+        when = format_ts(hold.released_at) if hold.released_at else "earlier"
+        return [
+            _entry(
+                ev.RELEASE_IGNORED,
+                user,
+                now,
+                **base,
+                reason=f"{hold_id} was already released by {', '.join(hold.released_by)} at {when}",
+                released_by=list(hold.released_by),
+                released_at=when,
+            )
+        ]
+    if hold.status != "open":
+        current = f"; the current hold is {state.open_hold}" if state.open_hold else ""
+        return [_entry(ev.RELEASE_IGNORED, user, now, **base, reason=f"{hold_id} was {hold.status}{current}")]
+    if evidence_version != hold.evidence_version:
+        why = "went stale" if hold.evidence_stale else "changed"
+        return [
+            _entry(
+                ev.RELEASE_IGNORED,
+                user,
+                now,
+                **base,
+                reason=f"the evidence of {hold_id} {why} since this button was shown (v{evidence_version} -> "
+                f"v{hold.evidence_version}); use the refreshed card",
+            )
+        ]
+    if not hold.releasable:
+        return [
+            _entry(
+                ev.RELEASE_DENIED,
+                user,
+                now,
+                **base,
+                reason=f"a {hold.kind} hold cannot be released: {hold.reason}; roll back or let it stand",
+            )
+        ]
+    given = hold.current_releases()
+    if any(r.user == user for r in given):
+        return [
+            _entry(
+                ev.RELEASE_IGNORED,
+                user,
+                now,
+                **base,
+                reason=f"{user} already released {hold_id}; {hold.required - len(given)} more distinct releaser(s) needed",
+            )
+        ]
+    count = len(given) + 1
+    out = [_entry(ev.RELEASE_GRANTED, user, now, **base, count=count, required=hold.required)]
+    if count >= hold.required:
+        by = [r.user for r in given] + [user]
+        out.append(_entry(ev.HOLD_RELEASED, user, now, hold=hold_id, by=by, resume=hold.resume))
+    return out
+
+
+def rollback(state: State, user: str, groups: Iterable[str], reason: str, now: datetime) -> list[NewEntry]:
+    """A rollback authority orders the way back; release authority alone is not enough."""
+    groups = tuple(groups)
+    if state.plan is None:
+        return [_entry(ev.ROLLBACK_DENIED, user, now, reason="no such execution")]
+    refusal = policy.rollback_refusal(state, user, groups)
+    if refusal:
+        return [_entry(ev.ROLLBACK_DENIED, user, now, reason=refusal)]
+    if state.terminal:
+        return [_entry(ev.ROLLBACK_DENIED, user, now, reason=f"the execution is already {state.status()}")]
+    if state.phase == Phase.ROLLING_BACK:
+        assert state.rollback is not None
+        return [
+            _entry(
+                ev.ROLLBACK_DENIED,
+                user,
+                now,
+                reason=f"a rollback is already in progress (ordered by {state.rollback.requested_by})",
+            )
+        ]
+    return list(_start_rollback(state, now, user, "manual", reason or "rollback ordered", "full"))
+
+
+def hold(state: State, user: str, groups: Iterable[str], reason: str, now: datetime) -> list[NewEntry]:
+    """Any listed operator may stop progression at any time."""
+    groups = tuple(groups)
+    if state.plan is None:
+        return [_entry(ev.HOLD_DENIED, user, now, reason="no such execution")]
+    if not policy.is_operator(state, user, groups):
+        assert state.package is not None
+        return [_entry(ev.HOLD_DENIED, user, now, reason=f"{user} is not listed for {state.package.id}")]
+    reason = reason or "manual hold"
+    if state.terminal:
+        return [_entry(ev.HOLD_IGNORED, user, now, reason=f"the execution is already {state.status()}")]
+    if state.phase == Phase.HOLDING:
+        held = state.hold
+        assert held is not None
+        return [_entry(ev.HOLD_IGNORED, user, now, reason=f"already held at {held.id}: {held.reason}")]
+    if state.phase == Phase.ROLLING_BACK:
+        return [_entry(ev.HOLD_IGNORED, user, now, reason="a rollback in progress is finished, not held")]
+    if state.phase == Phase.APPLYING:
+        # The action in flight is resolved first (read back); the hold opens right after.
+        return [_entry(ev.HOLD_REQUESTED, user, now, reason=reason)]
+    index = min(state.current, len(state.stages) - 1)
+    return [
+        open_hold(
+            state,
+            now,
+            user,
+            kind="manual",
+            reason=f"manual hold by {user}: {reason}",
+            index=index,
+            results=[],
+            resume="resume",
+        )
+    ]

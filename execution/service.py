@@ -1,0 +1,336 @@
+"""The engine's shell: load -> fold -> decide -> append intent -> act -> read back -> append result.
+
+Rules:
+* The ledger is the only state. The cache here is a fold of what was read, extended by reading
+  only entries after its last seq; it is never written to directly.
+* Every append is conditional at ``state.seq + 1``. On ``AppendConflict`` the shell re-reads and
+  re-decides; a recorded *fact* (what an action returned) is re-appended at the new head, never
+  dropped.
+* An action is sent only after its intent is durably appended, and it carries the idempotency key.
+* Only the holder of an execution's lease drives it; its appends carry the lease as a fence, so a
+  writer that lost the lease cannot append.
+* Bodies are masked before they are written.
+* Listeners (notifier, rehearsal printer) are told about appended entries after the append; they
+  must not block and cannot change what was written.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from execution import commands as cmd
+from execution import events as ev
+from execution.adapters.base import ActionRunner, SignalReader
+from execution.contract.load import LoadedChange
+from execution.decide import Decision, Observations, ReadRequest, SendAction, decide, reads
+from execution.model import ActionResult, Clock, Evidence, ReadbackResult, Role
+from execution.project import State, apply, project
+from execution.reconcile import reconcile, target
+from ledger.entry import Entry, NewEntry
+from ledger.masking import mask
+from ledger.store import AppendConflict, FencedOut, Lease, LedgerStore
+
+Listener = Callable[[str, Sequence[Entry]], None]
+log = logging.getLogger("stagehold.engine")
+
+MAX_STEPS_PER_TICK = 500
+APPEND_RETRIES = 20
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    """What a human command did: the entries appended and the state after them."""
+
+    entries: tuple[Entry, ...]
+    state: State
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(e.kind for e in self.entries)
+
+    @property
+    def effective(self) -> bool:
+        return any(k not in ev.NO_OP_KINDS for k in self.kinds)
+
+
+class Engine:
+    def __init__(
+        self,
+        store: LedgerStore,
+        reader: SignalReader,
+        runner: ActionRunner,
+        clock: Clock,
+        owner: str,
+        *,
+        lease_ttl_s: float = 60.0,
+        listeners: Iterable[Listener] = (),
+        before_send: Callable[[State, SendAction], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.reader = reader
+        self.runner = runner
+        self.clock = clock
+        self.owner = owner
+        self.lease_ttl_s = lease_ttl_s
+        self.listeners = list(listeners)
+        self.before_send = before_send
+        self._cache: dict[str, State] = {}
+        self._locks: dict[str, threading.RLock] = {}
+        self._locks_guard = threading.Lock()
+        self._leases: dict[str, Lease] = {}
+
+    # ------------------------------------------------------------------ reading
+
+    def _lock(self, execution_id: str) -> threading.RLock:
+        with self._locks_guard:
+            return self._locks.setdefault(execution_id, threading.RLock())
+
+    def load(self, execution_id: str) -> State:
+        """The state folded from the ledger, reading only entries appended since the cached fold."""
+        cached = self._cache.get(execution_id) or State(execution_id)
+        new = self.store.read(execution_id, after_seq=cached.seq)
+        state = cached
+        for entry in new:
+            state = apply(state, entry)
+        self._cache[execution_id] = state
+        return state
+
+    def entries(self, execution_id: str) -> list[Entry]:
+        return self.store.read(execution_id)
+
+    def executions(self) -> list[str]:
+        return self.store.executions()
+
+    def active(self) -> list[str]:
+        out = []
+        for eid in self.store.executions():
+            state = self.load(eid)
+            if state.plan is not None and not state.terminal:
+                out.append(eid)
+        return out
+
+    def find(self, change_id: str) -> list[str]:
+        """Executions of one change, oldest first."""
+        out = []
+        for eid in self.store.executions():
+            state = self.load(eid)
+            if state.package is not None and state.package.id == change_id:
+                out.append(eid)
+        return out
+
+    # ------------------------------------------------------------------ writing
+
+    def _mask(self, state: State, entries: Sequence[NewEntry]) -> list[NewEntry]:
+        sensitive = state.plan.sensitive_fields if state.plan is not None else ()
+        return [replace(e, body=mask(dict(e.body), sensitive)) for e in entries]
+
+    def _append(self, state: State, entries: Sequence[NewEntry], lease: Lease | None) -> list[Entry]:
+        written = self.store.append(state.execution_id, state.seq + 1, self._mask(state, entries), fence=lease)
+        self._notify(state.execution_id, written)
+        return written
+
+    def _append_fact(self, execution_id: str, entries: Sequence[NewEntry], lease: Lease | None) -> list[Entry]:
+        """Append something that already happened: retry at the new head on conflict."""
+        for _ in range(APPEND_RETRIES):
+            state = self.load(execution_id)
+            try:
+                return self._append(state, entries, lease)
+            except AppendConflict:
+                continue
+        raise AppendConflict(execution_id, -1, -1)
+
+    def _notify(self, execution_id: str, written: Sequence[Entry]) -> None:
+        for listener in self.listeners:
+            try:
+                listener(execution_id, written)
+            except Exception:  # a listener must never break the engine
+                log.exception("listener failed for %s", execution_id)
+
+    def _command(self, execution_id: str, decide_entries: Callable[[State], list[NewEntry]]) -> CommandOutcome:
+        with self._lock(execution_id):
+            for _ in range(APPEND_RETRIES):
+                state = self.load(execution_id)
+                entries = decide_entries(state)
+                try:
+                    written = self._append(state, entries, None)
+                except AppendConflict:
+                    continue  # someone else wrote first: decide again on the new state
+                return CommandOutcome(tuple(written), self.load(execution_id))
+        raise AppendConflict(execution_id, -1, -1)
+
+    # ------------------------------------------------------------------ commands
+
+    def start(
+        self,
+        change: LoadedChange,
+        initiator: str,
+        groups: Iterable[str] = (),
+        *,
+        mode: str = "live",
+        speed: float = 1.0,
+        execution_id: str | None = None,
+    ) -> State:
+        now = self.clock()
+        for other in self.find(change.package.id):
+            if not self.load(other).terminal:
+                raise cmd.StartRefused(f"{change.package.id} already has a running execution: {other}")
+        entries = cmd.start(change, initiator, tuple(groups), now, mode=mode, speed=speed)
+        base = execution_id or f"{change.package.id}-{now.strftime('%Y%m%dT%H%M%SZ')}"
+        for attempt in range(1 if execution_id else 50):
+            eid = base if attempt == 0 else f"{base}-{attempt + 1}"
+            try:
+                written = self.store.append(eid, 1, self._mask(State(eid), entries))
+            except AppendConflict:
+                continue
+            self._notify(eid, written)
+            return self.load(eid)
+        raise cmd.StartRefused(f"execution {base} already exists")
+
+    def release(
+        self, execution_id: str, hold_id: str, version: int, user: str, groups: Iterable[str] = ()
+    ) -> CommandOutcome:
+        g = tuple(groups)
+        return self._command(execution_id, lambda s: cmd.release(s, hold_id, version, user, g, self.clock()))
+
+    def rollback(self, execution_id: str, user: str, reason: str, groups: Iterable[str] = ()) -> CommandOutcome:
+        g = tuple(groups)
+        return self._command(execution_id, lambda s: cmd.rollback(s, user, g, reason, self.clock()))
+
+    def hold(self, execution_id: str, user: str, reason: str, groups: Iterable[str] = ()) -> CommandOutcome:
+        g = tuple(groups)
+        return self._command(execution_id, lambda s: cmd.hold(s, user, g, reason, self.clock()))
+
+    # ------------------------------------------------------------------ driving
+
+    def _take_lease(self, execution_id: str) -> Lease | None:
+        lease = self.store.acquire_lease(execution_id, self.owner, self.clock(), self.lease_ttl_s)
+        if lease is not None:
+            self._leases[execution_id] = lease
+        return lease
+
+    def resume(self, execution_id: str) -> datetime | None:
+        """Reconcile the ledger against the live target, record it, then drive on."""
+        with self._lock(execution_id):
+            lease = self._take_lease(execution_id)
+            if lease is None:
+                return None
+            state = self.load(execution_id)
+            if state.plan is None or state.terminal:
+                return None
+            checked = target(state)
+            readback = None
+            if checked is not None:
+                role = Role.ROLLBACK if checked.direction == "rollback" else Role.EXECUTOR
+                readback = self._safe_read_back(checked.confirm, role, 10.0)
+            entries = reconcile(state, self.owner, checked, readback, self.clock())
+            self._append_fact(execution_id, entries, lease)
+        return self.tick(execution_id)
+
+    def tick(self, execution_id: str) -> datetime | None:
+        """Drive one execution until it waits; return when to wake it next (None: nothing timed)."""
+        with self._lock(execution_id):
+            lease = self._take_lease(execution_id)
+            if lease is None:
+                return None  # another process drives it
+            try:
+                return self._drive(execution_id, lease)
+            except FencedOut:
+                self._leases.pop(execution_id, None)
+                return None
+
+    def _drive(self, execution_id: str, lease: Lease) -> datetime | None:
+        for _ in range(MAX_STEPS_PER_TICK):
+            state = self.load(execution_id)
+            if state.plan is None or state.terminal:
+                return None
+            request = reads(state, self.clock())
+            observations = self._observe(state, request)
+            decision = decide(state, observations, self.clock())
+            if decision.idle:
+                return decision.wake_at
+            try:
+                self._append(state, decision.append, lease)
+            except AppendConflict:
+                continue
+            if decision.effect is not None:
+                self._act(execution_id, decision, lease)
+        return self.clock() + timedelta(seconds=1)
+
+    def _act(self, execution_id: str, decision: Decision, lease: Lease) -> None:
+        effect = decision.effect
+        assert effect is not None
+        state = self.load(execution_id)
+        if self.before_send is not None:
+            self.before_send(state, effect)
+        stage = state.stage_def(effect.index)
+        if effect.direction == "apply":
+            action = stage.action
+        else:
+            assert stage.rollback is not None
+            action = stage.rollback.action
+        result = self._safe_apply(action, effect.key, effect.role, effect.timeout_s)
+        sent = NewEntry(
+            ev.ACTION_SENT,
+            effect.role,
+            {
+                "stage": effect.stage,
+                "direction": effect.direction,
+                "key": effect.key,
+                "outcome": result.outcome,
+                "status": result.status,
+                "detail": result.detail,
+                "response": result.response,
+            },
+            self.clock(),
+        )
+        self._append_fact(execution_id, [sent], lease)
+
+    def _safe_apply(self, action: Any, key: str, role: Role, timeout_s: float) -> ActionResult:
+        try:
+            return self.runner.apply(action, key, role, timeout_s)
+        except Exception as exc:
+            return ActionResult("ambiguous", f"adapter failed: {type(exc).__name__}: {exc}")
+
+    def _safe_read_back(self, confirm: Any, role: Role, timeout_s: float) -> ReadbackResult:
+        try:
+            return self.runner.read_back(confirm, role, timeout_s)
+        except Exception as exc:
+            return ReadbackResult(None, None, f"adapter failed: {type(exc).__name__}: {exc}")
+
+    def _observe(self, state: State, request: ReadRequest | None) -> Observations:
+        if request is None:
+            return Observations()
+        assert state.plan is not None
+        evidence: dict[str, Evidence] = {}
+        for name in request.signals:
+            signal = state.plan.signals[name]
+            try:
+                evidence[name] = self.reader.read(name, signal, request.role)
+            except Exception as exc:
+                evidence[name] = Evidence(name, None, None, "adapter", error=f"{type(exc).__name__}: {exc}")
+        readback = None
+        if request.readback is not None:
+            index, direction = request.readback
+            stage = state.stage_def(index)
+            if direction == "apply":
+                confirm = stage.confirm
+            else:
+                assert stage.rollback is not None
+                confirm = stage.rollback.confirm
+            spec = confirm.http or confirm.command
+            assert spec is not None
+            from execution.decide import scaled
+
+            timeout = max(1.0, scaled(state, spec.timeout))
+            readback = self._safe_read_back(confirm, request.role, timeout)
+        return Observations(evidence, readback)
+
+
+def fold(execution_id: str, entries: Iterable[Entry]) -> State:
+    """Re-export of the pure fold for callers that hold entries already."""
+    return project(execution_id, entries)

@@ -1,0 +1,502 @@
+"""One contract suite for the ledger store, run against SQLite and PostgreSQL (see conftest).
+
+Every test here must pass on both; a difference between the two is a bug in the store.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from ledger.chain import GENESIS_HASH, entry_hash, format_ts, verify_chain
+from ledger.entry import Entry, NewEntry
+from ledger.sql import SqlLedgerStore, normalise_url
+from ledger.store import AppendConflict, CorruptEntry, FencedOut, Lease
+
+T0 = datetime(2026, 11, 28, 22, 0, 0, 123456, tzinfo=UTC)
+EXEC = "CHG-2041-r1"
+LEDGER_DIR = Path(__file__).resolve().parents[2] / "ledger"
+
+
+def new(i: int, body: Any = None, kind: str = "stage.entered", actor: str = "role:executor") -> NewEntry:
+    return NewEntry(kind=kind, actor=actor, body=body if body is not None else {"n": i}, ts=T0 + timedelta(seconds=i))
+
+
+def fill(store: SqlLedgerStore, n: int, execution: str = EXEC) -> list[Entry]:
+    return store.append(execution, 1, [new(i) for i in range(1, n + 1)])
+
+
+def raw_sql(url: str, statement: str, **params: Any) -> None:
+    """Edit the database behind the store's back, as an attacker or a careless admin would."""
+    engine = create_engine(normalise_url(url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(statement), params)
+    finally:
+        engine.dispose()
+
+
+def row(url: str, seq: int, execution: str = EXEC) -> dict[str, Any]:
+    engine = create_engine(normalise_url(url))
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(
+                text("SELECT * FROM stagehold_ledger WHERE execution_id = :e AND seq = :s"), {"e": execution, "s": seq}
+            ).mappings()
+            return dict(found.one())
+    finally:
+        engine.dispose()
+
+
+# ---------------------------------------------------------------- appending and reading
+
+
+def test_first_append_is_seq_1_and_links_to_genesis(store: SqlLedgerStore) -> None:
+    [first] = store.append(EXEC, 1, [new(1)])
+    assert (first.seq, first.prev_hash) == (1, GENESIS_HASH)
+    assert store.head(EXEC) == (1, first.hash)
+
+
+@pytest.mark.parametrize("wrong", [0, 2, 5])
+def test_first_append_at_another_seq_conflicts(store: SqlLedgerStore, wrong: int) -> None:
+    with pytest.raises(AppendConflict) as caught:
+        store.append(EXEC, wrong, [new(1)])
+    assert (caught.value.expected, caught.value.actual) == (wrong, 1)
+    assert store.read(EXEC) == []
+
+
+def test_appends_are_contiguous_and_chained(store: SqlLedgerStore) -> None:
+    written = fill(store, 3)
+    written += store.append(EXEC, 4, [new(4)])
+    written += store.append(EXEC, 5, [new(5), new(6)])
+    assert [e.seq for e in written] == [1, 2, 3, 4, 5, 6]
+    for before, after in zip(written, written[1:], strict=False):
+        assert after.prev_hash == before.hash
+    assert store.read(EXEC) == written
+    assert verify_chain(store.read(EXEC), EXEC).ok
+
+
+def test_read_after_a_seq_returns_the_rest_in_order(store: SqlLedgerStore) -> None:
+    fill(store, 5)
+    assert [e.seq for e in store.read(EXEC, after_seq=2)] == [3, 4, 5]
+    assert store.read(EXEC, after_seq=5) == []
+    assert store.read("no-such-execution") == []
+
+
+def test_stale_expected_seq_conflicts_and_writes_nothing(store: SqlLedgerStore) -> None:
+    fill(store, 3)
+    for stale in (1, 3, 5):
+        with pytest.raises(AppendConflict) as caught:
+            store.append(EXEC, stale, [new(9), new(10)])
+        assert caught.value.actual == 4
+    assert [e.seq for e in store.read(EXEC)] == [1, 2, 3]
+
+
+def test_executions_are_kept_apart(store: SqlLedgerStore) -> None:
+    fill(store, 2, "exec-b")
+    fill(store, 3, "exec-a")
+    assert sorted(store.executions()) == ["exec-a", "exec-b"]
+    assert [e.seq for e in store.read("exec-a")] == [1, 2, 3]
+    assert verify_chain(store.read("exec-b"), "exec-b").ok
+
+
+def test_stored_entry_equals_sealed_entry(store: SqlLedgerStore) -> None:
+    body = {
+        "text": "Zoë → tokenizer ✓ \"quoted\" \\ back",
+        "ratio": 0.1,
+        "tiny": 1e-300,
+        "big": 2**62,
+        "neg": -7,
+        "flags": [True, False, None],
+        "nested": {"z": 1, "a": {"b": [1.5, "x"]}},
+        "empty": {},
+    }
+    [sealed] = store.append(EXEC, 1, [new(1, body)])
+    [read] = store.read(EXEC)
+    assert read == sealed
+    assert read.body == body
+    assert read.ts == T0 + timedelta(seconds=1)
+    assert verify_chain([read], EXEC).ok
+
+
+# ---------------------------------------------------------------- atomicity
+
+
+@pytest.mark.parametrize(
+    "bad_body",
+    [
+        pytest.param({"ratio": math.nan}, id="nan"),
+        pytest.param({"ratio": math.inf}, id="infinity"),
+        pytest.param({"when": object()}, id="non-json-object"),
+        pytest.param({1: "int key"}, id="non-string-key"),
+    ],
+)
+def test_multi_entry_append_is_all_or_nothing(store: SqlLedgerStore, bad_body: dict[Any, Any]) -> None:
+    fill(store, 1)
+    with pytest.raises((TypeError, ValueError)):
+        store.append(EXEC, 2, [new(2, {"fine": True}), new(3, bad_body)])
+    assert [e.seq for e in store.read(EXEC)] == [1], "the first entry of the failed batch must not land"
+    # The position is still free for a correct writer.
+    assert [e.seq for e in store.append(EXEC, 2, [new(2)])] == [2]
+
+
+# ---------------------------------------------------------------- concurrent writers
+
+
+def _race(stores: list[SqlLedgerStore], execution: str, expected: int) -> list[object]:
+    barrier = threading.Barrier(len(stores))
+    results: list[object] = [None] * len(stores)
+
+    def write(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = stores[i].append(execution, expected, [new(expected, {"writer": i})])
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results
+
+
+def test_two_writers_at_the_same_seq_exactly_one_wins(open_store: Callable[[], SqlLedgerStore]) -> None:
+    a, b = open_store(), open_store()
+    for round_no in range(50):
+        expected = round_no + 1
+        results = _race([a, b], EXEC, expected)
+        wins = [r for r in results if isinstance(r, list)]
+        conflicts = [r for r in results if isinstance(r, AppendConflict)]
+        assert len(wins) == 1 and len(conflicts) == 1, f"round {round_no}: {results!r}"
+        assert wins[0][0].seq == expected
+    entries = a.read(EXEC)
+    assert [e.seq for e in entries] == list(range(1, 51))
+    assert verify_chain(entries, EXEC).ok
+    assert b.read(EXEC) == entries
+
+
+def test_retrying_writers_and_a_tailing_reader_see_one_contiguous_chain(
+    open_store: Callable[[], SqlLedgerStore],
+) -> None:
+    writers = [open_store() for _ in range(3)]
+    reader = open_store()
+    per_writer = 8
+    total = per_writer * len(writers)
+    errors: list[BaseException] = []
+    seen: list[int] = []
+    start = threading.Barrier(len(writers) + 1)
+
+    def write(store: SqlLedgerStore, who: int) -> None:
+        start.wait()
+        done = 0
+        while done < per_writer:
+            head = store.head(EXEC)
+            try:
+                store.append(EXEC, (head[0] if head else 0) + 1, [new(done, {"who": who, "n": done})])
+                done += 1
+            except AppendConflict:
+                continue  # re-read and re-decide, as the engine does
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+                return
+
+    def tail() -> None:
+        start.wait()
+        last = 0
+        deadline = datetime.now(UTC) + timedelta(seconds=60)
+        while last < total and datetime.now(UTC) < deadline:
+            for entry in reader.read(EXEC, after_seq=last):
+                # A reader tailing by seq must never see seq N+1 before seq N.
+                if entry.seq != last + 1:
+                    errors.append(AssertionError(f"reader saw seq {entry.seq} after {last}"))
+                    return
+                seen.append(entry.seq)
+                last = entry.seq
+
+    threads = [threading.Thread(target=write, args=(s, i)) for i, s in enumerate(writers)]
+    threads.append(threading.Thread(target=tail))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=90)
+    assert not errors, errors
+    assert seen == list(range(1, total + 1))
+    assert verify_chain(reader.read(EXEC), EXEC).ok
+
+
+# ---------------------------------------------------------------- leases and fencing
+
+
+def test_lease_lifecycle_and_fencing(store: SqlLedgerStore) -> None:
+    a = store.acquire_lease(EXEC, "replica-a", T0, 30)
+    assert a is not None and (a.owner, a.epoch) == ("replica-a", 1)
+    assert a.expires_at == T0 + timedelta(seconds=30)
+
+    renewed = store.acquire_lease(EXEC, "replica-a", T0 + timedelta(seconds=20), 30)
+    assert renewed is not None and renewed.epoch == 1
+    assert renewed.expires_at == T0 + timedelta(seconds=50)
+
+    assert store.acquire_lease(EXEC, "replica-b", T0 + timedelta(seconds=49), 30) is None, "refused before expiry"
+
+    fill(store, 1)
+    assert [e.seq for e in store.append(EXEC, 2, [new(2)], fence=a)] == [2]
+
+    b = store.acquire_lease(EXEC, "replica-b", T0 + timedelta(seconds=50), 30)
+    assert b is not None and (b.owner, b.epoch) == ("replica-b", 2), "takeover after expiry gets a higher epoch"
+
+    with pytest.raises(FencedOut):
+        store.append(EXEC, 3, [new(3)], fence=a)
+    assert [e.seq for e in store.read(EXEC)] == [1, 2], "a fenced-out writer leaves no trace"
+    assert [e.seq for e in store.append(EXEC, 3, [new(3)], fence=b)] == [3]
+
+    # The old owner cannot renew its way back in while b holds the lease.
+    assert store.acquire_lease(EXEC, "replica-a", T0 + timedelta(seconds=60), 30) is None
+
+
+def test_fence_without_any_lease_is_refused(store: SqlLedgerStore) -> None:
+    # replica-a holds a lease on another execution only; its fence means nothing here.
+    assert store.acquire_lease("another-exec", "replica-a", T0, 30) is not None
+    with pytest.raises(FencedOut):
+        store.append(EXEC, 1, [new(1)], fence=Lease(EXEC, "replica-a", 1, T0 + timedelta(seconds=30)))
+    assert store.read(EXEC) == []
+
+
+def test_released_lease_can_be_taken_at_once(store: SqlLedgerStore) -> None:
+    a = store.acquire_lease(EXEC, "replica-a", T0, 300)
+    assert a is not None
+    store.release_lease(a)
+    b = store.acquire_lease(EXEC, "replica-b", T0 + timedelta(seconds=1), 300)
+    assert b is not None and b.epoch == 2
+
+
+def test_lease_seen_from_a_second_store_instance(open_store: Callable[[], SqlLedgerStore]) -> None:
+    one, two = open_store(), open_store()
+    assert one.acquire_lease(EXEC, "replica-a", T0, 30) is not None
+    assert two.acquire_lease(EXEC, "replica-b", T0 + timedelta(seconds=5), 30) is None
+
+
+# ---------------------------------------------------------------- tamper detection with direct SQL
+
+
+def _verify(store: SqlLedgerStore, head: tuple[int, str] | None = None) -> tuple[bool, int | None, str]:
+    result = verify_chain(store.read(EXEC), EXEC, head)
+    return result.ok, result.first_bad_seq, result.reason
+
+
+def test_untouched_chain_verifies(store: SqlLedgerStore) -> None:
+    fill(store, 5)
+    assert _verify(store) == (True, None, "ok")
+
+
+def test_updated_body_is_named(store: SqlLedgerStore, ledger_url: str) -> None:
+    fill(store, 5)
+    raw_sql(ledger_url, "UPDATE stagehold_ledger SET body = :b WHERE execution_id = :e AND seq = 3", b='{"n":33}', e=EXEC)
+    assert _verify(store) == (False, 3, "hash does not match content")
+
+
+@pytest.mark.parametrize("column", ["kind", "actor", "ts"])
+def test_updated_metadata_is_named(store: SqlLedgerStore, ledger_url: str, column: str) -> None:
+    fill(store, 5)
+    value = format_ts(T0 - timedelta(days=1)) if column == "ts" else "role:someone-else"
+    raw_sql(ledger_url, f"UPDATE stagehold_ledger SET {column} = :v WHERE execution_id = :e AND seq = 2", v=value, e=EXEC)
+    assert _verify(store) == (False, 2, "hash does not match content")
+
+
+@pytest.mark.parametrize(("body", "why"), [("not json {", "body"), ('{"x": NaN}', "canonical")])
+def test_undecodable_body_is_named(store: SqlLedgerStore, ledger_url: str, body: str, why: str) -> None:
+    fill(store, 5)
+    raw_sql(ledger_url, "UPDATE stagehold_ledger SET body = :b WHERE execution_id = :e AND seq = 4", b=body, e=EXEC)
+    try:
+        ok, seq, reason = _verify(store)
+    except CorruptEntry as exc:
+        ok, seq, reason = False, exc.seq, exc.reason
+    assert (ok, seq) == (False, 4)
+    assert why in reason
+
+
+def test_deleted_middle_row_is_named(store: SqlLedgerStore, ledger_url: str) -> None:
+    fill(store, 5)
+    raw_sql(ledger_url, "DELETE FROM stagehold_ledger WHERE execution_id = :e AND seq = 3", e=EXEC)
+    ok, seq, reason = _verify(store)
+    assert (ok, seq) == (False, 3)
+    assert "sequence gap" in reason
+
+
+def test_swapped_bodies_and_hashes_are_named(store: SqlLedgerStore, ledger_url: str) -> None:
+    fill(store, 5)
+    two, four = row(ledger_url, 2), row(ledger_url, 4)
+    for target, source in ((2, four), (4, two)):
+        raw_sql(
+            ledger_url,
+            "UPDATE stagehold_ledger SET body = :b, hash = :h WHERE execution_id = :e AND seq = :s",
+            b=source["body"],
+            h=source["hash"],
+            e=EXEC,
+            s=target,
+        )
+    ok, seq, _ = _verify(store)
+    assert (ok, seq) == (False, 2)
+
+
+def test_swapped_whole_rows_are_named(store: SqlLedgerStore, ledger_url: str) -> None:
+    fill(store, 5)
+    two, three = row(ledger_url, 2), row(ledger_url, 3)
+    for target, source in ((2, three), (3, two)):
+        raw_sql(
+            ledger_url,
+            "UPDATE stagehold_ledger SET body = :b, hash = :h, prev_hash = :p, ts = :t "
+            "WHERE execution_id = :e AND seq = :s",
+            b=source["body"],
+            h=source["hash"],
+            p=source["prev_hash"],
+            t=source["ts"],
+            e=EXEC,
+            s=target,
+        )
+    ok, seq, reason = _verify(store)
+    assert (ok, seq, reason) == (False, 2, "previous-hash link broken")
+
+
+def test_forged_row_with_wrong_prev_is_named(store: SqlLedgerStore, ledger_url: str) -> None:
+    fill(store, 5)
+    ts = format_ts(T0 + timedelta(minutes=5))
+    wrong_prev = "f" * 64
+    # The forger even computes a correct hash over its own (wrong) link.
+    forged_hash = entry_hash(EXEC, 6, ts, "release.granted", "U01DANA", {"hold": "h1"}, wrong_prev)
+    raw_sql(
+        ledger_url,
+        "INSERT INTO stagehold_ledger (execution_id, seq, ts, kind, actor, body, prev_hash, hash) "
+        "VALUES (:e, 6, :t, 'release.granted', 'U01DANA', :b, :p, :h)",
+        e=EXEC,
+        t=ts,
+        b='{"hold":"h1"}',
+        p=wrong_prev,
+        h=forged_hash,
+    )
+    assert _verify(store) == (False, 6, "previous-hash link broken")
+
+
+def test_forged_row_past_a_gap_is_named(store: SqlLedgerStore, ledger_url: str) -> None:
+    entries = fill(store, 3)
+    raw_sql(
+        ledger_url,
+        "INSERT INTO stagehold_ledger (execution_id, seq, ts, kind, actor, body, prev_hash, hash) "
+        "VALUES (:e, 9, :t, 'k', 'a', '{}', :p, :h)",
+        e=EXEC,
+        t=format_ts(T0),
+        p=entries[-1].hash,
+        h="0" * 64,
+    )
+    ok, seq, reason = _verify(store)
+    assert (ok, seq) == (False, 4)
+    assert "expected 4, found 9" in reason
+
+
+def test_truncated_tail_is_caught_against_a_saved_head(store: SqlLedgerStore, ledger_url: str) -> None:
+    fill(store, 5)
+    head = store.head(EXEC)
+    assert head is not None and head[0] == 5
+    assert _verify(store, head) == (True, None, "ok")
+    raw_sql(ledger_url, "DELETE FROM stagehold_ledger WHERE execution_id = :e AND seq >= 4", e=EXEC)
+    assert _verify(store)[0], "without a checkpoint a clean truncation is indistinguishable from a short chain"
+    ok, seq, reason = _verify(store, head)
+    assert (ok, seq) == (False, 4)
+    assert "truncated" in reason
+
+
+def test_consistent_rewrite_is_caught_against_a_saved_head(store: SqlLedgerStore, ledger_url: str) -> None:
+    original = fill(store, 4)
+    head = store.head(EXEC)
+    assert head is not None
+    # Rewrite seq 2 and re-chain everything after it, hashes and all.
+    prev = original[0].hash
+    for e in original[1:]:
+        body = {"n": 222} if e.seq == 2 else dict(e.body)
+        digest = entry_hash(EXEC, e.seq, format_ts(e.ts), e.kind, e.actor, body, prev)
+        raw_sql(
+            ledger_url,
+            "UPDATE stagehold_ledger SET body = :b, prev_hash = :p, hash = :h WHERE execution_id = :e AND seq = :s",
+            b=f'{{"n":{body["n"]}}}',
+            p=prev,
+            h=digest,
+            e=EXEC,
+            s=e.seq,
+        )
+        prev = digest
+    assert _verify(store)[0], "a full re-chain is self-consistent"
+    assert _verify(store, head) == (False, 4, "differs from the saved head checkpoint")
+
+
+# ---------------------------------------------------------------- no update or delete path
+
+
+_WRITES_HISTORY = re.compile(r"\b(UPDATE|DELETE|TRUNCATE|REPLACE|DROP|ALTER)\b|\bdelete\s+from\b", re.IGNORECASE)
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    ids: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                ids.add(id(first.value))
+    return ids
+
+
+def test_ledger_code_has_no_update_or_delete_path() -> None:
+    sources = sorted(LEDGER_DIR.glob("*.py"))
+    assert sources, LEDGER_DIR
+    offences: list[str] = []
+    for path in sources:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docs = _docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if name in {"update", "delete", "bulk_update_mappings", "merge", "truncate"}:
+                    offences.append(f"{path.name}:{node.lineno}: call to {name}()")
+            elif (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docs
+                and _WRITES_HISTORY.search(node.value)
+            ):
+                offences.append(f"{path.name}:{node.lineno}: SQL text {node.value!r}")
+    assert offences == []
+
+
+def test_the_only_attribute_writes_are_to_the_lease_table() -> None:
+    """Ledger rows are only ever constructed; changing a mapped row's attribute is an UPDATE,
+    so any function doing that may touch the lease table only."""
+    tree = ast.parse((LEDGER_DIR / "sql.py").read_text(encoding="utf-8"))
+    writers: list[str] = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        names_used = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)}
+        for node in ast.walk(fn):
+            if not isinstance(node, ast.Assign):
+                continue
+            for target in node.targets:
+                for t in target.elts if isinstance(target, ast.Tuple) else [target]:
+                    if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "row":
+                        writers.append(fn.name)
+                        assert "LeaseRow" in names_used and "LedgerRow" not in names_used, fn.name
+    assert sorted(set(writers)) == ["acquire_lease", "release_lease"]
+
+
+def test_store_offers_no_mutating_method(store: SqlLedgerStore) -> None:
+    public = {n for n in dir(store) if not n.startswith("_")}
+    assert not {n for n in public if re.search(r"update|delete|remove|truncate|rewrite|edit|set_", n)}
