@@ -234,7 +234,7 @@ class Sandbox:
 
     # ------------------------------------------------------------ request handling (no socket I/O)
 
-    def handle(self, method: str, target: str, headers: Mapping[str, str], raw: bytes) -> _Reply:
+    def _respond(self, method: str, target: str, headers: Mapping[str, str], raw: bytes) -> _Reply:
         split = urlsplit(target)
         path = split.path.rstrip("/") or "/"
         query = {k: v[-1] for k, v in parse_qs(split.query).items()}
@@ -472,7 +472,7 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
         try:
-            reply = sandbox.handle(self.command, self.path, headers, raw)
+            reply = sandbox._respond(self.command, self.path, headers, raw)
         except Exception:
             reply = _error(500, "internal error")
         if reply.hang:

@@ -25,9 +25,9 @@ from typing import Any
 
 from execution import commands as cmd
 from execution import events as ev
-from execution.adapters.base import ActionRunner, SignalReader
+from execution.adapters.base import Connection
 from execution.contract.load import LoadedChange
-from execution.decide import Decision, Observations, ReadRequest, SendAction, decide, reads
+from execution.decide import Decision, Observations, ReadRequest, SendAction, decide, reads, scaled
 from execution.model import ActionResult, Clock, Evidence, ReadbackResult, Role
 from execution.project import State, apply, project
 from execution.reconcile import reconcile, target
@@ -62,8 +62,7 @@ class Engine:
     def __init__(
         self,
         store: LedgerStore,
-        reader: SignalReader,
-        runner: ActionRunner,
+        connect: Callable[[State], Connection],
         clock: Clock,
         owner: str,
         *,
@@ -72,8 +71,7 @@ class Engine:
         before_send: Callable[[State, SendAction], None] | None = None,
     ) -> None:
         self.store = store
-        self.reader = reader
-        self.runner = runner
+        self.connect = connect
         self.clock = clock
         self.owner = owner
         self.lease_ttl_s = lease_ttl_s
@@ -83,8 +81,17 @@ class Engine:
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
         self._leases: dict[str, Lease] = {}
+        self._connections: dict[str, Connection] = {}
 
     # ------------------------------------------------------------------ reading
+
+    def connection(self, state: State) -> Connection:
+        """The adapters for this execution's package targets (built once per execution)."""
+        conn = self._connections.get(state.execution_id)
+        if conn is None:
+            conn = self.connect(state)
+            self._connections[state.execution_id] = conn
+        return conn
 
     def _lock(self, execution_id: str) -> threading.RLock:
         with self._locks_guard:
@@ -226,7 +233,7 @@ class Engine:
             readback = None
             if checked is not None:
                 role = Role.ROLLBACK if checked.direction == "rollback" else Role.EXECUTOR
-                readback = self._safe_read_back(checked.confirm, role, 10.0)
+                readback = self._safe_read_back(state, checked.confirm, role, 10.0)
             entries = reconcile(state, self.owner, checked, readback, self.clock())
             self._append_fact(execution_id, entries, lease)
         return self.tick(execution_id)
@@ -273,7 +280,7 @@ class Engine:
         else:
             assert stage.rollback is not None
             action = stage.rollback.action
-        result = self._safe_apply(action, effect.key, effect.role, effect.timeout_s)
+        result = self._safe_apply(state, action, effect.key, effect.role, effect.timeout_s)
         sent = NewEntry(
             ev.ACTION_SENT,
             effect.role,
@@ -290,15 +297,15 @@ class Engine:
         )
         self._append_fact(execution_id, [sent], lease)
 
-    def _safe_apply(self, action: Any, key: str, role: Role, timeout_s: float) -> ActionResult:
+    def _safe_apply(self, state: State, action: Any, key: str, role: Role, timeout_s: float) -> ActionResult:
         try:
-            return self.runner.apply(action, key, role, timeout_s)
+            return self.connection(state).apply(action, key, role, timeout_s)
         except Exception as exc:
             return ActionResult("ambiguous", f"adapter failed: {type(exc).__name__}: {exc}")
 
-    def _safe_read_back(self, confirm: Any, role: Role, timeout_s: float) -> ReadbackResult:
+    def _safe_read_back(self, state: State, confirm: Any, role: Role, timeout_s: float) -> ReadbackResult:
         try:
-            return self.runner.read_back(confirm, role, timeout_s)
+            return self.connection(state).read_back(confirm, role, timeout_s)
         except Exception as exc:
             return ReadbackResult(None, None, f"adapter failed: {type(exc).__name__}: {exc}")
 
@@ -310,7 +317,7 @@ class Engine:
         for name in request.signals:
             signal = state.plan.signals[name]
             try:
-                evidence[name] = self.reader.read(name, signal, request.role)
+                evidence[name] = self.connection(state).read(name, signal, request.role)
             except Exception as exc:
                 evidence[name] = Evidence(name, None, None, "adapter", error=f"{type(exc).__name__}: {exc}")
         readback = None
@@ -324,10 +331,8 @@ class Engine:
                 confirm = stage.rollback.confirm
             spec = confirm.http or confirm.command
             assert spec is not None
-            from execution.decide import scaled
-
             timeout = max(1.0, scaled(state, spec.timeout))
-            readback = self._safe_read_back(confirm, request.role, timeout)
+            readback = self._safe_read_back(state, confirm, request.role, timeout)
         return Observations(evidence, readback)
 
 

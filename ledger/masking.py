@@ -5,9 +5,11 @@ Rules:
   cookie, private key, or any key the plan marks sensitive) become ``"***"``; account-like keys
   (iban, account number) keep only their last 4 characters.
 * In free text: ``Authorization``/``Bearer`` values, Slack tokens (``xox?-``, ``xapp-``),
-  ``password=``/``token=`` style assignments, and private-key blocks become ``***``.
-* Digit runs of 13 to 19 digits (optionally grouped by spaces or dashes) are treated as card
-  numbers: at most the first 6 and the last 4 digits stay visible. IBANs keep the country code and
+  ``password=``/``token=`` style assignments (also ``access_token=``, ``"api_key": "..."``),
+  passwords in URLs (``scheme://user:pw@host``) and private-key blocks become ``***``.
+* Digit runs of 13 or more digits (optionally grouped by spaces or dashes) are treated as card
+  numbers: at most the first 6 and the last 4 digits stay visible. A longer run is masked too,
+  since a card glued to other digits is still a card. IBANs keep the country code and
   the last 4 characters. Masking a number that only looks like a card is the safe error.
 
 Masking is idempotent: ``mask(mask(x)) == mask(x)``.
@@ -58,20 +60,32 @@ def _key_words(name: str) -> set[str]:
 _BEARER = re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=\-]{4,}", re.IGNORECASE)
 _AUTH_HEADER = re.compile(r"(authorization\s*[:=]\s*)(\"?)[^\s\",;]+(?:\s+[^\s\",;]+)?", re.IGNORECASE)
 _SLACK_TOKEN = re.compile(r"\b(xox[abposer]|xapp)-[A-Za-z0-9-]{6,}")
+# The name may carry a prefix (access_token, DB_PASSWORD) and a closing quote (JSON text). It
+# starts only where a name starts (not at every "\b" inside "a.b-c"), which keeps this linear.
 _ASSIGNMENT = re.compile(
-    r"\b((?:pass(?:word)?|passwd|pwd|token|secret|api[_-]?key|access[_-]?key|client[_-]?secret)\s*[=:]\s*)"
+    r"(?<![\w.-])([\w.-]*?(?:pass(?:word)?|passwd|pwd|token|secret(?:[_-]?key)?|api[_-]?key|access[_-]?key)"
+    r"[\"']?\s*[=:]\s*)"
     r"(\"[^\"]*\"|'[^']*'|[^\s,;&\"']+)",
     re.IGNORECASE,
 )
+_URL_PASSWORD = re.compile(r"((?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)([^\s@/]+)(@)")
 _PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.DOTALL)
-# 13-19 digits, optionally separated into groups by single spaces or dashes.
-_CARD = re.compile(r"(?<![\d*])\d(?:[ -]?\d){12,18}(?![\d*])")
+# 13 or more digits, optionally separated into groups by single spaces or dashes. The run is taken
+# whole, so what remains after masking never joins into a new run; a neighbouring "*" (Slack bold)
+# must not shield a card.
+_CARD = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,}(?!\d)")
 _IBAN = re.compile(r"\b([A-Z]{2})(\d{2})((?:\s?[A-Z0-9]){11,30})\b")
 
 
 def _mask_card(match: re.Match[str]) -> str:
     digits = re.sub(r"\D", "", match.group(0))
     return digits[:6] + "*" * (len(digits) - 10) + digits[-4:]
+
+
+def _mask_assignment(match: re.Match[str]) -> str:
+    value = match.group(2)
+    quote = value[0] if value[:1] in ("'", '"') else ""
+    return f"{match.group(1)}{quote}{MASK}{quote}"
 
 
 def _mask_iban(match: re.Match[str]) -> str:
@@ -86,7 +100,8 @@ def mask_text(text: str) -> str:
     text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
     text = _SLACK_TOKEN.sub(MASK, text)
-    text = _ASSIGNMENT.sub(lambda m: f"{m.group(1)}{MASK}", text)
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}{m.group(3)}", text)
+    text = _ASSIGNMENT.sub(_mask_assignment, text)
     text = _IBAN.sub(_mask_iban, text)
     return _CARD.sub(_mask_card, text)
 
@@ -122,7 +137,7 @@ def _mask(value: Any, extra: frozenset[str]) -> Any:
         return out
     if isinstance(value, (list, tuple)):
         return [_mask(item, extra) for item in value]
-    if isinstance(value, int) and not isinstance(value, bool) and 13 <= len(str(abs(value))) <= 19:
+    if isinstance(value, int) and not isinstance(value, bool) and len(str(abs(value))) >= 13:
         # A bare integer of card length is masked like one (it becomes a string).
         return mask_text(str(value))
     return value

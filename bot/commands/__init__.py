@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from bot.commands import ledger, sandbox, validate
+from bot.commands import execute, ledger, sandbox, validate
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-COMMAND_GROUPS: list[Register] = [validate.register, ledger.register, sandbox.register]
+COMMAND_GROUPS: list[Register] = [execute.register, validate.register, ledger.register, sandbox.register]

@@ -22,3 +22,7 @@ class ActionRunner(Protocol):
     def read_back(self, confirm: Confirm, role: Role, timeout_s: float) -> ReadbackResult:
         """Read the target's live state and compare it with ``confirm.expect``."""
         ...
+
+
+class Connection(SignalReader, ActionRunner, Protocol):
+    """Both ports over one change package's targets."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -447,3 +450,32 @@ def test_query_without_a_query_is_a_prometheus_error(client: httpx.Client) -> No
 def test_query_accepts_a_form_post_like_prometheus(client: httpx.Client) -> None:
     r = client.post("/api/v1/query", data={"query": THROUGHPUT})
     assert r.json()["data"]["result"][0]["value"][1] == "5200"
+
+
+# ---------------------------------------------------------------- the command
+
+
+def test_stagehold_sandbox_command_serves_quietly_until_interrupted() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "sandbox", "--port", "0", "--fault", "apply-timeout"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = line.split(" at ", 1)[1].strip()
+        assert url.startswith("http://127.0.0.1:")
+        with httpx.Client(base_url=url, timeout=0.5) as c:
+            assert c.get("/faults").json() == {"active": ["apply-timeout"]}
+            assert c.get("/nowhere").status_code == 404
+            with pytest.raises(httpx.ReadTimeout):
+                put(c, "/weights", {"tokenizer": 5}, "CHG-1:canary-5:apply:1")
+            assert c.get("/weights").json() == {"tokenizer": 5}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    # No request log lines and no tracebacks: only the goodbye.
+    assert err.strip() == "sandbox stopped"

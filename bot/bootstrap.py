@@ -1,0 +1,74 @@
+"""The one composition root: settings in, wired objects out. Nothing else builds adapters."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+
+import httpx
+
+from bot.clock import utc_now
+from bot.settings import Settings, SettingsError
+from execution.adapters.base import Connection
+from execution.adapters.live import LiveTargets
+from execution.contract.models import Target
+from execution.model import Clock, Credentials
+from execution.project import State
+from execution.service import Engine, Listener
+from ledger.sql import SqlLedgerStore
+
+
+def process_owner() -> str:
+    """A lease owner name unique to this process (host, pid and a random suffix)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def open_store(url: str) -> SqlLedgerStore:
+    try:
+        return SqlLedgerStore(url)
+    except Exception as exc:  # the driver's message is the useful part
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SettingsError(f"cannot open the ledger database {url!r}: {detail}") from None
+
+
+def http_client(timeout_s: float) -> httpx.Client:
+    # Connection pooling across executions; per-request timeouts are set by the adapters.
+    return httpx.Client(timeout=timeout_s, follow_redirects=False, limits=httpx.Limits(max_connections=200))
+
+
+def live_connector(
+    credentials: Credentials, client: httpx.Client, clock: Clock, override_url: str | None = None
+) -> Callable[[State], Connection]:
+    """Adapters over an execution's package targets; ``override_url`` points them all at a sandbox."""
+
+    def connect(state: State) -> Connection:
+        assert state.package is not None and state.plan is not None
+        targets: Mapping[str, Target] = state.package.targets
+        if override_url is not None:
+            targets = {
+                name: t.model_copy(update={"url": override_url}) if t.kind in ("http", "prometheus") else t
+                for name, t in targets.items()
+            }
+        return LiveTargets(targets, credentials, client, clock, sensitive_fields=state.plan.sensitive_fields)
+
+    return connect
+
+
+def build_engine(
+    store: SqlLedgerStore,
+    connect: Callable[[State], Connection],
+    *,
+    listeners: Iterable[Listener] = (),
+    clock: Clock = utc_now,
+    owner: str | None = None,
+) -> Engine:
+    return Engine(store, connect, clock, owner or process_owner(), listeners=listeners)
+
+
+def live_engine(settings: Settings, listeners: Iterable[Listener] = ()) -> tuple[Engine, httpx.Client]:
+    store = open_store(settings.database_url)
+    client = http_client(settings.http_timeout_s)
+    engine = build_engine(store, live_connector(settings.credentials(), client, utc_now), listeners=listeners)
+    return engine, client

@@ -1,0 +1,460 @@
+"""``stagehold rehearse | run | resume | status | packet | release | rollback | hold``.
+
+Releases, rollbacks and holds from the command line are for rehearsals only: a live execution
+takes them from authenticated Slack users, because a terminal cannot prove who is typing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from bot import exits
+from bot.bootstrap import build_engine, http_client, live_connector, open_store
+from bot.clock import utc_now
+from bot.console import ConsolePrinter
+from bot.driver import drive, exit_code
+from bot.settings import SettingsError, load_settings
+from execution.commands import StartRefused
+from execution.contract import InvalidChange, LoadedChange, load_change
+from execution.model import Credentials, Role
+from execution.outputs import intervention_packet, state_record
+from execution.project import State
+from execution.sandbox import FAULTS, Sandbox
+from execution.service import Engine
+from ledger.entry import Entry
+from templates import render
+
+# Rehearsal speed: each bundled example finishes within a minute at this compression.
+DEFAULT_SPEED = 120.0
+LIVE_ONLY = "a live execution takes releases, rollbacks and holds from authenticated Slack users; the command line cannot prove who is typing"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    r = sub.add_parser("rehearse", help="run a package's plan against the sandbox target")
+    r.add_argument("package")
+    r.add_argument("--sandbox", metavar="URL", help="a running sandbox (default: start one on loopback)")
+    r.add_argument(
+        "--auto-release", action="store_true", help="release routine protected holds as the authorities would"
+    )
+    r.add_argument("--fault", action="append", default=[], metavar="NAME[@STAGE]", help=f"one of: {', '.join(FAULTS)}")
+    r.add_argument("--db", metavar="URL", help="ledger database (default: STAGEHOLD_DATABASE_URL or sqlite)")
+    r.add_argument("--out", metavar="DIR", help="write state.json, ledger.jsonl and, when stopped, packet.json/md")
+    r.add_argument(
+        "--speed", type=float, default=DEFAULT_SPEED, help=f"compress plan durations (default {DEFAULT_SPEED:g})"
+    )
+    r.add_argument("--as", dest="as_user", metavar="USER", help="initiator (default: first initiate user)")
+    r.add_argument("--execution-id", help=argparse.SUPPRESS)
+    r.add_argument("--quiet", action="store_true", help="print only the summary")
+    r.set_defaults(handler=cmd_rehearse)
+
+    run = sub.add_parser("run", help="drive a live execution against the package's real targets")
+    run.add_argument("package")
+    run.add_argument("--as", dest="as_user", required=True, metavar="USER", help="the authorised initiator")
+    run.add_argument("--db", metavar="URL")
+    run.add_argument("--out", metavar="DIR")
+    run.set_defaults(handler=cmd_run)
+
+    res = sub.add_parser("resume", help="reconcile an execution against live state and drive it on")
+    res.add_argument("execution")
+    res.add_argument("--sandbox", metavar="URL", help="for rehearsals: the sandbox to drive against")
+    res.add_argument("--auto-release", action="store_true")
+    res.add_argument("--fault", action="append", default=[], metavar="NAME[@STAGE]")
+    res.add_argument("--db", metavar="URL")
+    res.add_argument("--out", metavar="DIR")
+    res.add_argument("--quiet", action="store_true")
+    res.set_defaults(handler=cmd_resume)
+
+    for name, helptext in (("status", "the execution's state record"), ("packet", "the intervention packet")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("execution")
+        p.add_argument("--json", action="store_true")
+        p.add_argument("--db", metavar="URL")
+        p.set_defaults(handler=cmd_status if name == "status" else cmd_packet)
+
+    rel = sub.add_parser("release", help="release the open hold (rehearsals only)")
+    rel.add_argument("execution")
+    rel.add_argument("--as", dest="as_user", required=True, metavar="USER")
+    rel.add_argument("--hold", help="hold id (default: the open hold)")
+    rel.add_argument("--version", type=int, help="evidence version (default: the current one)")
+    rel.add_argument("--db", metavar="URL")
+    rel.set_defaults(handler=cmd_release)
+
+    for name in ("rollback", "hold"):
+        p = sub.add_parser(
+            name, help=f"{'order a rollback' if name == 'rollback' else 'place a manual hold'} (rehearsals only)"
+        )
+        p.add_argument("execution")
+        p.add_argument("--as", dest="as_user", required=True, metavar="USER")
+        p.add_argument("--reason", required=True)
+        p.add_argument("--db", metavar="URL")
+        p.set_defaults(handler=cmd_rollback if name == "rollback" else cmd_hold)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _db_url(args: argparse.Namespace) -> str:
+    return str(args.db) if getattr(args, "db", None) else load_settings().database_url
+
+
+def _parse_faults(specs: list[str], change_stages: list[str]) -> tuple[set[str], dict[str, set[str]]]:
+    now: set[str] = set()
+    later: dict[str, set[str]] = {}
+    for spec in specs:
+        name, _, stage = spec.partition("@")
+        if name not in FAULTS:
+            raise ValueError(f"unknown fault '{name}'; known: {', '.join(FAULTS)}")
+        if stage:
+            if stage not in change_stages:
+                raise ValueError(
+                    f"fault '{spec}': the plan has no stage '{stage}' (stages: {', '.join(change_stages)})"
+                )
+            later.setdefault(stage, set()).add(name)
+        else:
+            now.add(name)
+    return now, later
+
+
+class FaultSchedule:
+    """Switch faults on when the execution is about to enter a named stage."""
+
+    def __init__(self, sandbox_faults: Any, later: dict[str, set[str]], stages: list[str]) -> None:
+        self.set = sandbox_faults
+        self.later = later
+        self.stages = stages
+        self.done: set[str] = set()
+
+    def __call__(self, execution_id: str, entries: list[Entry] | Any) -> None:
+        for entry in entries:
+            if entry.kind == "execution.started":
+                self._arm(self.stages[0])
+            elif entry.kind == "stage.passed":
+                index = int(entry.body["index"]) + 1
+                if index < len(self.stages):
+                    self._arm(self.stages[index])
+
+    def _arm(self, stage: str) -> None:
+        if stage in self.later and stage not in self.done:
+            self.done.add(stage)
+            for name in sorted(self.later[stage]):
+                self.set(name)
+
+
+def _post_fault(url: str, client: Any) -> Any:
+    def add(name: str) -> None:
+        client.post(f"{url}/faults", json={"add": [name]}, timeout=5.0)
+
+    return add
+
+
+def write_outputs(out: str, state: State, entries: list[Entry]) -> list[Path]:
+    directory = Path(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    record = directory / "state.json"
+    record.write_text(json.dumps(state_record(state, entries), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    written.append(record)
+    ledger = directory / "ledger.jsonl"
+    with ledger.open("w", encoding="utf-8") as fh:
+        for entry in entries:
+            fh.write(json.dumps(entry.to_json(), sort_keys=True, ensure_ascii=False) + "\n")
+    written.append(ledger)
+    packet = intervention_packet(state, entries)
+    for stale in ("packet.json", "packet.md"):
+        with suppress(FileNotFoundError):
+            (directory / stale).unlink()
+    if packet is not None:
+        pj = directory / "packet.json"
+        pj.write_text(json.dumps(packet, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        pm = directory / "packet.md"
+        pm.write_text(render("packet.md.j2", packet=packet), encoding="utf-8")
+        written += [pj, pm]
+    return written
+
+
+def _summary(state: State, code: int, written: list[Path]) -> None:
+    stages = ", ".join(f"{s.id}={s.status}" for s in state.stages)
+    print(f"\n{state.execution_id}: {state.status().upper()} (exit {code})")
+    print(f"  stages: {stages}")
+    if state.hold is not None:
+        print(f"  open hold {state.hold.id} ({state.hold.kind}): {state.hold.reason}")
+    elif state.outcome_reason:
+        print(f"  reason: {state.outcome_reason}")
+    if written:
+        print("  outputs:")
+        labels = {
+            "state.json": "checkpointed execution state record",
+            "ledger.jsonl": "verification and rollback ledger",
+            "packet.json": "intervention packet (JSON)",
+            "packet.md": "intervention packet (Markdown)",
+        }
+        for path in written:
+            print(f"    {labels.get(path.name, path.name):<38} {path}")
+
+
+@contextmanager
+def _rehearsal_target(url: str | None) -> Iterator[tuple[str, Credentials, Sandbox | None]]:
+    if url:
+        yield url.rstrip("/"), Credentials({}), None
+        return
+    tokens = {role: secrets.token_urlsafe(16) for role in ("executor", "rollback", "preflight", "verifier")}
+    sandbox = Sandbox(tokens=tokens).start()
+    creds = Credentials(
+        {
+            Role.EXECUTOR: tokens["executor"],
+            Role.ROLLBACK: tokens["rollback"],
+            Role.PREFLIGHT: tokens["preflight"],
+            Role.VERIFIER: tokens["verifier"],
+        }
+    )
+    try:
+        yield sandbox.url, creds, sandbox
+    finally:
+        sandbox.stop()
+
+
+def _load(path: str) -> LoadedChange | None:
+    try:
+        return load_change(path)
+    except InvalidChange as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_rehearse(args: argparse.Namespace) -> int:
+    change = _load(args.package)
+    if change is None:
+        return exits.INVALID
+    if not args.speed > 0:
+        print("stagehold: --speed must be greater than zero", file=sys.stderr)
+        return exits.INVALID
+    stages = [s.id for s in change.plan.stages]
+    try:
+        now_faults, later = _parse_faults(args.fault, stages)
+        store = open_store(_db_url(args))
+    except (ValueError, SettingsError) as exc:
+        print(f"stagehold: {exc}", file=sys.stderr)
+        return exits.INVALID
+    initiator = args.as_user or (change.package.authorities.initiate.users or ["U0REHEARSAL"])[0]
+    groups = (
+        ()
+        if args.as_user or change.package.authorities.initiate.users
+        else tuple(change.package.authorities.initiate.groups[:1])
+    )
+    client = http_client(10.0)
+    try:
+        with _rehearsal_target(args.sandbox) as (url, creds, sandbox):
+            add_fault = sandbox.add_fault if sandbox is not None else _post_fault(url, client)
+            for name in sorted(now_faults):
+                add_fault(name)
+            listeners: list[Any] = [FaultSchedule(add_fault, later, stages)]
+            if not args.quiet:
+                listeners.insert(0, ConsolePrinter())
+            engine = build_engine(store, live_connector(creds, client, utc_now, url), listeners=listeners)
+            print(
+                f"rehearsal of {change.package.id} against the sandbox at {url} (durations compressed x{args.speed:g})"
+            )
+            try:
+                state = engine.start(
+                    change, initiator, groups, mode="rehearsal", speed=args.speed, execution_id=args.execution_id
+                )
+            except StartRefused as exc:
+                print(f"stagehold: refused: {exc}", file=sys.stderr)
+                return exits.INVALID
+            state = drive(engine, state.execution_id, auto_release=args.auto_release)
+            return _finish(engine, state, args.out)
+    finally:
+        client.close()
+        store.close()
+
+
+def _finish(engine: Engine, state: State, out: str | None) -> int:
+    code = exit_code(state)
+    written = write_outputs(out, state, engine.entries(state.execution_id)) if out else []
+    _summary(state, code, written)
+    return code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    change = _load(args.package)
+    if change is None:
+        return exits.INVALID
+    try:
+        settings = load_settings()
+        settings.require(
+            "STAGEHOLD_CREDENTIAL_PREFLIGHT",
+            "STAGEHOLD_CREDENTIAL_EXECUTOR",
+            "STAGEHOLD_CREDENTIAL_VERIFIER",
+            "STAGEHOLD_CREDENTIAL_ROLLBACK",
+        )
+        store = open_store(args.db or settings.database_url)
+    except SettingsError as exc:
+        print(f"stagehold: {exc}", file=sys.stderr)
+        return exits.INVALID
+    client = http_client(settings.http_timeout_s)
+    try:
+        engine = build_engine(
+            store, live_connector(settings.credentials(), client, utc_now), listeners=[ConsolePrinter()]
+        )
+        try:
+            state = engine.start(change, args.as_user, (), mode="live")
+        except StartRefused as exc:
+            print(f"stagehold: refused: {exc}", file=sys.stderr)
+            return exits.INVALID
+        state = drive(engine, state.execution_id)
+        return _finish(engine, state, args.out)
+    finally:
+        client.close()
+        store.close()
+
+
+def _open(args: argparse.Namespace) -> tuple[Engine, State] | int:
+    try:
+        store = open_store(_db_url(args))
+    except SettingsError as exc:
+        print(f"stagehold: {exc}", file=sys.stderr)
+        return exits.INVALID
+    client = http_client(10.0)
+    engine = build_engine(store, live_connector(Credentials({}), client, utc_now))
+    state = engine.load(args.execution)
+    if state.plan is None:
+        print(f"stagehold: no execution {args.execution!r} in the ledger", file=sys.stderr)
+        return exits.INVALID
+    return engine, state
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    opened = _open(args)
+    if isinstance(opened, int):
+        return opened
+    engine, state = opened
+    if state.terminal:
+        return _finish(engine, state, args.out)
+    try:
+        settings = load_settings()
+        if state.mode == "live":
+            if args.sandbox:
+                print("stagehold: a live execution cannot be resumed against a sandbox", file=sys.stderr)
+                return exits.INVALID
+            creds = settings.credentials()
+            url = None
+        else:
+            if not args.sandbox:
+                print("stagehold: a rehearsal resumes against a running sandbox: give --sandbox URL", file=sys.stderr)
+                return exits.INVALID
+            creds, url = Credentials({}), args.sandbox.rstrip("/")
+        stages = [s.id for s in state.stages]
+        now_faults, later = _parse_faults(args.fault, stages)
+    except (SettingsError, ValueError) as exc:
+        print(f"stagehold: {exc}", file=sys.stderr)
+        return exits.INVALID
+    client = http_client(10.0)
+    add_fault = _post_fault(url, client) if url else (lambda name: None)
+    for name in sorted(now_faults):
+        add_fault(name)
+    listeners: list[Any] = [FaultSchedule(add_fault, later, stages)]
+    if not args.quiet:
+        listeners.insert(0, ConsolePrinter())
+    engine = build_engine(engine.store, live_connector(creds, client, utc_now, url), listeners=listeners)  # type: ignore[arg-type]
+    engine.resume(state.execution_id)
+    state = drive(engine, state.execution_id, auto_release=args.auto_release)
+    return _finish(engine, state, args.out)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    opened = _open(args)
+    if isinstance(opened, int):
+        return opened
+    engine, state = opened
+    record = state_record(state, engine.entries(state.execution_id))
+    if args.json:
+        print(json.dumps(record, indent=2, ensure_ascii=False))
+        return exits.OK
+    print(f"{record['execution']}  {record['change']['id']}  {record['status'].upper()}  ({record['mode']})")
+    print(f"  {record['change']['title']}")
+    for s in record["stages"]:
+        print(f"  {s['id']:<22} blast {s['blast_radius']:>5g}  {s['status']}")
+    if state.hold is not None:
+        print(f"  hold {state.hold.id} ({state.hold.kind}): {state.hold.reason}")
+    elif record["reason"]:
+        print(f"  {record['reason']}")
+    return exits.OK
+
+
+def cmd_packet(args: argparse.Namespace) -> int:
+    opened = _open(args)
+    if isinstance(opened, int):
+        return opened
+    engine, state = opened
+    packet = intervention_packet(state, engine.entries(state.execution_id))
+    if packet is None:
+        print(f"{state.execution_id} is {state.status()}: no intervention packet")
+        return exits.OK
+    print(json.dumps(packet, indent=2, ensure_ascii=False) if args.json else render("packet.md.j2", packet=packet))
+    return exits.OK
+
+
+def _rehearsal_only(state: State) -> bool:
+    if state.mode == "live":
+        print(f"stagehold: refused: {LIVE_ONLY}", file=sys.stderr)
+        return False
+    return True
+
+
+def _report(outcome: Any) -> int:
+    for entry in outcome.entries:
+        reason = entry.body.get("reason") or ""
+        print(f"{entry.kind} by {entry.actor}" + (f": {reason}" if reason else ""))
+    return exits.OK if outcome.effective else exits.INVALID
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    opened = _open(args)
+    if isinstance(opened, int):
+        return opened
+    engine, state = opened
+    if not _rehearsal_only(state):
+        return exits.INVALID
+    hold_id = args.hold or state.open_hold
+    if hold_id is None:
+        print(f"stagehold: {state.execution_id} has no open hold", file=sys.stderr)
+        return exits.INVALID
+    version = (
+        args.version
+        if args.version is not None
+        else state.holds[hold_id].evidence_version
+        if hold_id in state.holds
+        else 1
+    )
+    return _report(engine.release(state.execution_id, hold_id, version, args.as_user))
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    opened = _open(args)
+    if isinstance(opened, int):
+        return opened
+    engine, state = opened
+    if not _rehearsal_only(state):
+        return exits.INVALID
+    return _report(engine.rollback(state.execution_id, args.as_user, args.reason))
+
+
+def cmd_hold(args: argparse.Namespace) -> int:
+    opened = _open(args)
+    if isinstance(opened, int):
+        return opened
+    engine, state = opened
+    if not _rehearsal_only(state):
+        return exits.INVALID
+    return _report(engine.hold(state.execution_id, args.as_user, args.reason))
