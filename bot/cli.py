@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from bot import exits
 from bot.commands import COMMAND_GROUPS
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2 by default too; keep one line
+    def error(self, message: str) -> NoReturn:  # argparse exits 2 by default too; keep one line
         self.print_usage(sys.stderr)
         print(f"stagehold: {message}", file=sys.stderr)
         raise SystemExit(exits.INVALID)
@@ -22,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="stagehold", description="Carry an approved change through staged execution.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub: Any = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for register in COMMAND_GROUPS:
         register(sub)
     return parser

@@ -15,7 +15,7 @@ HERE = Path(__file__).parent
 def environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(str(HERE)),
-        autoescape=False,  # outputs are JSON (values go through |tojson), Markdown or plain text
+        autoescape=False,  # noqa: S701 - outputs are JSON (values go through |tojson), Markdown or text, never HTML
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

@@ -1,0 +1,99 @@
+"""APScheduler wakes executions when they are due; the engine decides what "due" means.
+
+Rules:
+* One job per execution (``exec:<id>``) with a date trigger at the engine's next wake time; no
+  thread per execution: a small pool runs whichever are due.
+* Misfires coalesce into one catch-up run, never a silent skip (``misfire_grace_time=None``).
+* A sweep re-arms any active execution that has no job (new ones, ones released from Slack,
+  ones whose job was lost), so nothing waits forever.
+* Every run is safe to repeat: a tick re-reads the ledger and decides again.
+* Only the lease holder drives an execution; ticks elsewhere return without acting.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from execution.model import Clock
+from execution.service import Engine
+
+log = logging.getLogger("stagehold.scheduler")
+
+
+class Driver:
+    def __init__(self, engine: Engine, clock: Clock, *, workers: int = 8, sweep_seconds: float = 15.0) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.sweep_seconds = sweep_seconds
+        self.scheduler = BackgroundScheduler(
+            timezone="UTC",
+            executors={"default": ThreadPoolExecutor(max_workers=workers)},
+            job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 3},
+        )
+
+    def start(self, *, resume: bool = True) -> None:
+        self.scheduler.start()
+        self.scheduler.add_job(
+            self.sweep,
+            "interval",
+            seconds=self.sweep_seconds,
+            id="sweep",
+            replace_existing=True,
+            next_run_time=self.clock(),
+        )
+        if resume:
+            for execution_id in self.engine.active():
+                self.scheduler.add_job(
+                    self._resume,
+                    "date",
+                    run_date=self.clock(),
+                    id=f"exec:{execution_id}",
+                    args=[execution_id],
+                    replace_existing=True,
+                )
+
+    def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+
+    def wake(self, execution_id: str, at: datetime | None = None) -> None:
+        """Drive ``execution_id`` at ``at`` (default: now). Replaces any later wake-up."""
+        when = at or self.clock()
+        job = self.scheduler.get_job(f"exec:{execution_id}")
+        if job is not None and job.next_run_time is not None and job.next_run_time <= when:
+            return  # an earlier run is already due; it will re-decide and re-arm
+        self.scheduler.add_job(
+            self._run, "date", run_date=when, id=f"exec:{execution_id}", args=[execution_id], replace_existing=True
+        )
+
+    def _resume(self, execution_id: str) -> None:
+        try:
+            wake = self.engine.resume(execution_id)
+        except Exception:
+            log.exception("resume of %s failed; retrying shortly", execution_id)
+            wake = self.clock() + timedelta(seconds=5)
+        self._rearm(execution_id, wake)
+
+    def _run(self, execution_id: str) -> None:
+        try:
+            wake = self.engine.tick(execution_id)
+        except Exception:
+            log.exception("tick of %s failed; retrying shortly", execution_id)
+            wake = self.clock() + timedelta(seconds=5)
+        self._rearm(execution_id, wake)
+
+    def _rearm(self, execution_id: str, wake: datetime | None) -> None:
+        if wake is not None:
+            self.scheduler.add_job(
+                self._run, "date", run_date=wake, id=f"exec:{execution_id}", args=[execution_id], replace_existing=True
+            )
+
+    def sweep(self) -> None:
+        """Re-arm active executions without a pending job (the safety net for lost wake-ups)."""
+        for execution_id in self.engine.active():
+            if self.scheduler.get_job(f"exec:{execution_id}") is None:
+                self.wake(execution_id)
