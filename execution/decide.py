@@ -255,6 +255,16 @@ def reads(state: State, now: datetime) -> ReadRequest | None:
             checks=tuple(c.signal for c in stage.verify.checks),
             readiness=_readiness_names(state),
         )
+    if state.phase == Phase.HOLDING:
+        watched = _watched_stage(state)
+        if watched is not None:
+            stage = state.stage_def(watched)
+            return ReadRequest(
+                "watch",
+                Role.VERIFIER,
+                checks=tuple(c.signal for c in stage.verify.checks),
+                readiness=_readiness_names(state),
+            )
     return None
 
 
@@ -718,7 +728,14 @@ def _holding(state: State, obs: Observations, now: datetime) -> Decision:
                 ),
             )
         )
+    watched = _watched_stage(state)
+    if watched is not None and obs.evidence:
+        trigger = _watch(state, watched, obs, now)
+        if trigger is not None:
+            return trigger
     timers = []
+    if watched is not None:
+        timers.append(now + timedelta(seconds=scaled(state, state.stage_def(watched).verify.every)))
     if not hold.evidence_stale and hold.evidence_expires_at is not None:
         timers.append(hold.evidence_expires_at)
     if not hold.reminded and hold.remind_at > now:
@@ -726,6 +743,65 @@ def _holding(state: State, obs: Observations, now: datetime) -> Decision:
     if not hold.escalated:
         timers.append(hold.expires_at)
     return Decision(wake_at=min(timers) if timers else None)
+
+
+# Holds during which the live tier is not watched: an action's outcome is in doubt, the ledger and
+# the target disagree, or the rollback authority has already been asked to decide.
+_UNWATCHED_HOLDS = frozenset({"ambiguous", "not_applied", "reconcile_mismatch", "rollback_unsafe"})
+
+
+def _watched_stage(state: State) -> int | None:
+    """While held, the newest live tier is still watched for hard triggers (rollback or narrow)."""
+    hold = state.hold
+    if hold is None or hold.kind in _UNWATCHED_HOLDS or state.pending is not None:
+        return None
+    live = [s.index for s in state.stages if s.status in ("live", "passed")]
+    if not live:
+        return None
+    stage = state.stage_def(live[-1])
+    if not any(r in ("rollback", "narrow") for r in stage.verify.on.model_dump().values()):
+        return None
+    return live[-1]
+
+
+def _watch(state: State, index: int, obs: Observations, now: datetime) -> Decision | None:
+    """A hold does not stop the live tier from failing: a hard trigger still rolls back."""
+    stage = state.stage_def(index)
+    checks = check_results(state, stage, obs, now)
+    ready = readiness_results(state, obs, now)
+    reaction = policy.strongest(policy.reaction(r.outcome, stage.verify.on) for r in checks)
+    if reaction not in ("rollback", "narrow"):
+        return None
+    results = checks + ready
+    sampled = _entry(
+        ev.VERIFICATION_SAMPLED,
+        Role.VERIFIER,
+        now,
+        stage=stage.id,
+        results=[r.to_json() for r in results],
+        outcome=overall(results).value,
+        reaction=reaction,
+        consecutive=0,
+        required=0,
+        during_hold=state.open_hold,
+    )
+    if not all(r.outcome == Outcome.PASS for r in ready):
+        hold = open_hold(
+            state,
+            now,
+            Role.VERIFIER,
+            kind="rollback_unsafe",
+            reason=f"while held, '{stage.id}' calls for {reaction} ({_summary(checks)}) but the way back is not "
+            f"ready ({_summary(ready)}): the rollback authority must decide",
+            index=index,
+            results=results,
+            resume="resume",
+            resume_phase=Phase(state.hold.resume_phase) if state.hold else None,
+        )
+        return Decision((sampled, hold))
+    scope = "narrow" if reaction == "narrow" else "full"
+    reason = f"while held at {state.open_hold}: {_summary(checks)}"
+    return Decision((sampled, *_start_rollback(state, now, Role.ROLLBACK, "verification", reason, scope)))
 
 
 def _start_rollback(

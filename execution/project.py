@@ -393,6 +393,8 @@ def _confirmed(state: State, e: Entry, b: Body) -> State:
 
 
 def _sampled(state: State, e: Entry, b: Body) -> State:
+    if b.get("during_hold"):
+        return state  # a watch sample taken while held: history only, the bake is not touched
     index = state.current
     return _with_stage(state, index, consecutive=int(b["consecutive"]), last_sample_at=e.ts)
 
