@@ -125,6 +125,9 @@ class Engine:
         """Executions of one change, oldest first."""
         out = []
         for eid in self.store.executions():
+            # Execution ids start with the change id; the fold, not the name, is authoritative.
+            if not eid.startswith(change_id):
+                continue
             state = self.load(eid)
             if state.package is not None and state.package.id == change_id:
                 out.append(eid)

@@ -20,7 +20,7 @@ from typing import Any
 from execution.contract.load import LoadedChange, load_change
 from execution.contract.models import Action, ChangePackage, Confirm, Plan, Signal
 from execution.model import ActionResult, Evidence, ReadbackResult, Role
-from execution.project import State, apply
+from execution.project import State, apply, project
 from execution.service import CommandOutcome, Engine
 from execution.transitions import Phase
 from ledger.chain import GENESIS_HASH, seal
@@ -71,7 +71,9 @@ class FakeTarget:
             return Evidence(name, None, None, "fake", error=self.signal_error[name])
         value = self.signals.get(name)
         sampled = self.clock() - timedelta(seconds=self.signal_age.get(name, 0.0))
-        return Evidence(name, value, sampled if value is not None else None, "fake", samples=self.samples.get(name, 1000))
+        return Evidence(
+            name, value, sampled if value is not None else None, "fake", samples=self.samples.get(name, 1000)
+        )
 
     def apply(self, action: Action, idempotency_key: str, role: Role, timeout_s: float) -> ActionResult:
         assert action.http is not None
@@ -179,6 +181,14 @@ class MemoryLedger:
         self.entries: list[Entry] = []
         self.state = State(execution_id)
 
+    @classmethod
+    def of(cls, entries: Sequence[Entry]) -> MemoryLedger:
+        """A ledger holding ``entries`` (e.g. a prefix of what an engine wrote), folded."""
+        ledger = cls(entries[0].execution_id)
+        ledger.entries = list(entries)
+        ledger.state = project(ledger.execution_id, entries)
+        return ledger
+
     def append(self, new: Iterable[NewEntry]) -> list[Entry]:
         written = []
         for item in new:
@@ -188,6 +198,22 @@ class MemoryLedger:
             self.entries.append(entry)
             written.append(entry)
         return written
+
+
+def upto(entries: Sequence[Entry], kind: str, nth: int = 1) -> list[Entry]:
+    """The entries up to and including the ``nth`` entry of ``kind``."""
+    seen = 0
+    for i, entry in enumerate(entries):
+        if entry.kind == kind:
+            seen += 1
+            if seen == nth:
+                return list(entries[: i + 1])
+    raise AssertionError(f"no entry #{nth} of kind {kind}")
+
+
+def before(entries: Sequence[Entry], kind: str, nth: int = 1) -> list[Entry]:
+    """The entries before the ``nth`` entry of ``kind``."""
+    return upto(entries, kind, nth)[:-1]
 
 
 # ---------------------------------------------------------------- an engine over SQLite
@@ -238,12 +264,12 @@ class Rig:
     def tick(self) -> datetime | None:
         return self.engine.tick(self.eid)
 
-    def run(self, max_ticks: int = 400) -> State:
-        """Tick, jumping the clock to each wake time, until the execution holds, ends or idles."""
+    def run(self, max_ticks: int = 400, until: Callable[[State], bool] | None = None) -> State:
+        """Tick, jumping the clock to each wake time, until the execution holds, ends, idles or ``until``."""
         for _ in range(max_ticks):
             wake = self.engine.tick(self.eid)
             state = self.state
-            if state.terminal or state.phase == Phase.HOLDING or wake is None:
+            if (until is not None and until(state)) or state.terminal or state.phase == Phase.HOLDING or wake is None:
                 return state
             self.clock.now = max(self.clock.now, wake)
         raise AssertionError(f"{self.eid} did not stop within {max_ticks} ticks (phase {self.state.phase})")
@@ -263,25 +289,19 @@ class Rig:
             self.release(user)
 
     def run_to_stage(self, stage: str) -> State:
-        """Run with releases of protected holds until ``stage`` is live (confirmed, verifying)."""
-        for _ in range(20):
-            state = self.run()
-            index = PAYMENTS_STAGES.index(stage) if stage in PAYMENTS_STAGES else None
-            current = state.stages[state.current]
-            if current.id == stage and current.status == "live":
+        """Run, releasing protected holds, until ``stage`` is confirmed live and verifying."""
+
+        def live(state: State) -> bool:
+            return any(s.id == stage and s.status == "live" for s in state.stages)
+
+        for _ in range(10):
+            state = self.run(until=live)
+            if live(state):
                 return state
-            if index is not None and state.current > index:
-                raise AssertionError(f"{stage} already passed")
             hold = state.hold
             assert hold is not None and hold.kind == "protected", f"stopped at {state.phase}: {hold}"
             self.release_protected()
-            self.tick_once_to_live(stage)
-            if self.state.stages[self.state.current].id == stage and self.state.stages[self.state.current].status == "live":
-                return self.state
         raise AssertionError(f"never reached {stage}")
-
-    def tick_once_to_live(self, stage: str) -> None:
-        self.engine.tick(self.eid)
 
     def confirmed(self, direction: str | None = None) -> list[str]:
         """Keys of confirmed actions in ledger order."""
