@@ -68,10 +68,14 @@ class Condition:
         return self.text
 
 
-@lru_cache(maxsize=4096)
 def parse_condition(text: str) -> Condition:
-    if not isinstance(text, str):
+    if not isinstance(text, str):  # checked before the cache, which cannot hash lists or dicts
         raise GrammarError("a condition is text such as '< 0.01', '== true' or 'between 0.98 and 1.02'")
+    return _parse_condition(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_condition(text: str) -> Condition:
     m = _BETWEEN.match(text)
     if m:
         low, high = float(m.group(1)), float(m.group(2))
@@ -97,11 +101,15 @@ def parse_condition(text: str) -> Condition:
     )
 
 
-@lru_cache(maxsize=4096)
 def parse_duration(text: str) -> float:
     """Seconds in a duration such as ``30s``, ``5m``, ``2h``, ``1.5d`` or ``250ms``."""
     if not isinstance(text, str):
         raise GrammarError("a duration is text such as '30s', '5m' or '2h'")
+    return _parse_duration(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_duration(text: str) -> float:
     m = _DURATION.match(text)
     if not m:
         raise GrammarError(f"'{text}' is not a duration; expected a number and a unit (ms, s, m, h, d), e.g. '30s'")

@@ -353,6 +353,11 @@ def _ready(state: State, obs: Observations, now: datetime) -> Decision:
     if entry_hold is not None:
         if cats == dict(entry_hold.categories) and outcome == Outcome.PASS:
             return _intend_apply(state, i, now, checked)
+        if not stage.hold_before and outcome == Outcome.PASS:
+            # An unprotected stage is entered on passing evidence alone; releasing its gate hold
+            # (preflight, readiness) asked for this re-check. Holding again here would open a
+            # "preflight" hold whose evidence all passes and need a second release for nothing.
+            return _intend_apply(state, i, now, checked)
         diffs = changed(entry_hold.categories, cats) or [f"evidence is {outcome.value}: {_summary(results)}"]
         who = ", ".join(entry_hold.released_by)
         why = (
@@ -648,6 +653,12 @@ def _verifying(state: State, obs: Observations, now: datetime) -> Decision:
     elif non_pass == {Outcome.HOLD}:
         kind, resume = "degraded", "accept"
         reason = f"degraded but tolerable evidence at '{stage.id}': {_summary(checks)}; release accepts this checkpoint"
+    elif any(r.outcome == Outcome.FAIL for r in checks):
+        # The plan maps fail to hold here (e.g. past the point of no return). A failing check is a
+        # fail even when another check passes: calling it "conflicting" or "not conclusive" would
+        # tell the human to reconcile signals instead of deciding on a failure.
+        kind, resume = "fail", "verify"
+        reason = f"checks at '{stage.id}' fail and the plan says hold: {_summary(checks)}; release resumes verification"
     else:
         passing = any(r.outcome == Outcome.PASS for r in checks)
         kind = "conflicting" if passing else overall(results).value

@@ -74,6 +74,10 @@ _PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z 
 # whole, so what remains after masking never joins into a new run; a neighbouring "*" (Slack bold)
 # must not shield a card.
 _CARD = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,}(?!\d)")
+# A hex digest (plan or ledger hash) under a digest-named key contains long digit runs by chance;
+# it is not a card number and must survive intact, or a recorded digest could not be compared.
+_DIGEST_WORDS = frozenset({"sha256", "sha1", "sha512", "hash", "digest", "prev", "head"})
+_HEX_DIGEST = re.compile(r"^[0-9a-f]{32,128}$")
 _IBAN = re.compile(r"\b([A-Z]{2})(\d{2})((?:\s?[A-Z0-9]){11,30})\b")
 
 
@@ -132,6 +136,8 @@ def _mask(value: Any, extra: frozenset[str]) -> Any:
                 out[key] = item if item is None or isinstance(item, bool) else MASK
             elif words & _ACCOUNT_WORDS:
                 out[key] = _mask_account(item) if not isinstance(item, (Mapping, list, tuple)) else MASK
+            elif words & _DIGEST_WORDS and isinstance(item, str) and _HEX_DIGEST.match(item):
+                out[key] = item
             else:
                 out[key] = _mask(item, extra)
         return out

@@ -35,12 +35,13 @@ def _admin_connection() -> psycopg.Connection[tuple[object, ...]]:
     try:
         return psycopg.connect(PG_ADMIN_DSN, autocommit=True)
     except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        where = "in CI (CI=true)" if os.environ.get("CI") == "true" else "locally"
-        pytest.fail(
-            f"PostgreSQL at {PG_HOST}:{PG_PORT} (user {PG_USER}) is unreachable {where}: {first}; {START_HINT}",
-            pytrace=False,
-        )
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # Failing outside the except block keeps the report to this one message.
+    where = "in CI (CI=true)" if os.environ.get("CI") == "true" else "locally"
+    pytest.fail(
+        f"PostgreSQL at {PG_HOST}:{PG_PORT} (user {PG_USER}) is unreachable {where}: {reason}; {START_HINT}",
+        pytrace=False,
+    )
 
 
 def _drop_database(name: str) -> None:

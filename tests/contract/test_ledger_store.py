@@ -6,6 +6,7 @@ Every test here must pass on both; a difference between the two is a bug in the 
 from __future__ import annotations
 
 import ast
+import itertools
 import math
 import re
 import threading
@@ -79,7 +80,7 @@ def test_appends_are_contiguous_and_chained(store: SqlLedgerStore) -> None:
     written += store.append(EXEC, 4, [new(4)])
     written += store.append(EXEC, 5, [new(5), new(6)])
     assert [e.seq for e in written] == [1, 2, 3, 4, 5, 6]
-    for before, after in zip(written, written[1:], strict=False):
+    for before, after in itertools.pairwise(written):
         assert after.prev_hash == before.hash
     assert store.read(EXEC) == written
     assert verify_chain(store.read(EXEC), EXEC).ok
@@ -111,7 +112,7 @@ def test_executions_are_kept_apart(store: SqlLedgerStore) -> None:
 
 def test_stored_entry_equals_sealed_entry(store: SqlLedgerStore) -> None:
     body = {
-        "text": "Zoë → tokenizer ✓ \"quoted\" \\ back",
+        "text": 'Zoë → tokenizer ✓ "quoted" \\ back',
         "ratio": 0.1,
         "tiny": 1e-300,
         "big": 2**62,
@@ -280,6 +281,42 @@ def test_released_lease_can_be_taken_at_once(store: SqlLedgerStore) -> None:
     assert b is not None and b.epoch == 2
 
 
+def _race_for_lease(stores: list[SqlLedgerStore], execution: str, now: datetime) -> list[object]:
+    barrier = threading.Barrier(len(stores))
+    results: list[object] = [None] * len(stores)
+
+    def take(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = stores[i].acquire_lease(execution, f"replica-{i}", now, 30)
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results
+
+
+def test_racing_replicas_never_both_hold_a_lease(open_store: Callable[[], SqlLedgerStore]) -> None:
+    """Two replicas that both believe they hold the lease at the same epoch is split brain."""
+    stores = [open_store() for _ in range(3)]
+    for round_no in range(15):
+        execution = f"lease-race-{round_no}"
+        first = _race_for_lease(stores, execution, T0)
+        assert not [r for r in first if isinstance(r, Exception)], first
+        winners = [r for r in first if isinstance(r, Lease)]
+        assert len(winners) == 1 and winners[0].epoch == 1, first
+        # Once it has expired, the takeover is a race too: exactly one new holder, one epoch higher.
+        later = _race_for_lease(stores, execution, T0 + timedelta(seconds=31))
+        assert not [r for r in later if isinstance(r, Exception)], later
+        holders = [r for r in later if isinstance(r, Lease)]
+        assert len(holders) == 1, later
+        assert holders[0].epoch == (1 if holders[0].owner == winners[0].owner else 2)
+
+
 def test_lease_seen_from_a_second_store_instance(open_store: Callable[[], SqlLedgerStore]) -> None:
     one, two = open_store(), open_store()
     assert one.acquire_lease(EXEC, "replica-a", T0, 30) is not None
@@ -301,7 +338,9 @@ def test_untouched_chain_verifies(store: SqlLedgerStore) -> None:
 
 def test_updated_body_is_named(store: SqlLedgerStore, ledger_url: str) -> None:
     fill(store, 5)
-    raw_sql(ledger_url, "UPDATE stagehold_ledger SET body = :b WHERE execution_id = :e AND seq = 3", b='{"n":33}', e=EXEC)
+    raw_sql(
+        ledger_url, "UPDATE stagehold_ledger SET body = :b WHERE execution_id = :e AND seq = 3", b='{"n":33}', e=EXEC
+    )
     assert _verify(store) == (False, 3, "hash does not match content")
 
 
@@ -309,7 +348,9 @@ def test_updated_body_is_named(store: SqlLedgerStore, ledger_url: str) -> None:
 def test_updated_metadata_is_named(store: SqlLedgerStore, ledger_url: str, column: str) -> None:
     fill(store, 5)
     value = format_ts(T0 - timedelta(days=1)) if column == "ts" else "role:someone-else"
-    raw_sql(ledger_url, f"UPDATE stagehold_ledger SET {column} = :v WHERE execution_id = :e AND seq = 2", v=value, e=EXEC)
+    raw_sql(
+        ledger_url, f"UPDATE stagehold_ledger SET {column} = :v WHERE execution_id = :e AND seq = 2", v=value, e=EXEC
+    )
     assert _verify(store) == (False, 2, "hash does not match content")
 
 

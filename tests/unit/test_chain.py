@@ -196,7 +196,19 @@ def _damaged(kind: str) -> tuple[list[Entry], int, str]:
 
 @pytest.mark.parametrize(
     "kind",
-    ["body", "actor", "ts", "hash", "deleted", "swapped", "renumbered", "broken-link", "foreign", "starts-late", "nan-body"],
+    [
+        "body",
+        "actor",
+        "ts",
+        "hash",
+        "deleted",
+        "swapped",
+        "renumbered",
+        "broken-link",
+        "foreign",
+        "starts-late",
+        "nan-body",
+    ],
 )
 def test_verify_names_the_first_bad_seq(kind: str) -> None:
     entries, bad_seq, reason = _damaged(kind)

@@ -125,7 +125,7 @@ def test_invalid_condition_refused(text: str) -> None:
 @pytest.mark.parametrize("value", [None, 0.01, 1, True, ("<", 1)])
 def test_condition_must_be_text(value: object) -> None:
     with pytest.raises(GrammarError, match="a condition is text"):
-        parse_condition(value)  # type: ignore[arg-type]
+        parse_condition(value)
 
 
 def test_condition_is_parsed_into_parts() -> None:
@@ -205,4 +205,4 @@ def test_zero_duration_message() -> None:
 @pytest.mark.parametrize("value", [None, 30, 30.0, ("30", "s")])
 def test_duration_must_be_text(value: object) -> None:
     with pytest.raises(GrammarError, match="a duration is text"):
-        parse_duration(value)  # type: ignore[arg-type]
+        parse_duration(value)

@@ -255,8 +255,6 @@ def wrong_type_for(value: Any) -> Any:
     return "?"
 
 
-
-
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """Reads like the contract loader: YAML 1.1's ``on``/``yes``/``no`` stay text (``on:`` is a key)."""
 
@@ -275,7 +273,7 @@ _PARSED: dict[tuple[str, str], Any] = {}
 def parsed(name: str, which: str) -> Any:
     key = (name, which)
     if key not in _PARSED:
-        _PARSED[key] = yaml.load(example_text(name, which), Loader=_LOADER)  # noqa: S506 - a safe loader
+        _PARSED[key] = yaml.load(example_text(name, which), Loader=_LOADER)
     return _PARSED[key]
 
 
@@ -320,7 +318,7 @@ def test_wrong_type_in_every_field(workdir: Path, name: str, which: str) -> None
     fields = _fields(name, which)
     for path in fields:
         original = originals[path]
-        code, _, err = validate(_write_with(folder, name, which, path, wrong_type_for(original)))
+        code, _, _ = validate(_write_with(folder, name, which, path, wrong_type_for(original)))
         refused += code == 2
     # Free-form fields (a description, an action's JSON body) may legitimately hold anything.
     assert refused >= len(fields) * 0.6, f"only {refused} of {len(fields)} wrong types were refused"
@@ -339,7 +337,9 @@ odd_values = st.one_of(
 
 
 @FUZZ
-@given(data=st.data(), name=st.sampled_from(EXAMPLE_NAMES), which=st.sampled_from(["package", "plan"]), value=odd_values)
+@given(
+    data=st.data(), name=st.sampled_from(EXAMPLE_NAMES), which=st.sampled_from(["package", "plan"]), value=odd_values
+)
 def test_random_value_in_a_random_field(workdir: Path, data: st.DataObject, name: str, which: str, value: Any) -> None:
     path = data.draw(st.sampled_from(_fields(name, which)))
     validate(_write_with(workdir / "random-field", name, which, path, value))

@@ -184,7 +184,9 @@ def test_plan_digest_must_be_lowercase_hex(tmp_path: Path) -> None:
 
 ACTION_5 = "action: {http: {target: payments-router, method: PUT, path: /weights, json: {tokenizer: 5, legacy: 95}}}"
 CONFIRM_5 = "confirm: {http: {target: payments-router, path: /weights, expect: {tokenizer: 5, legacy: 95}}}"
-RB_ACTION_0 = "action: {http: {target: payments-router, method: PUT, path: /weights, json: {tokenizer: 0, legacy: 100}}}"
+RB_ACTION_0 = (
+    "action: {http: {target: payments-router, method: PUT, path: /weights, json: {tokenizer: 0, legacy: 100}}}"
+)
 RB_CONFIRM_0 = "confirm: {http: {target: payments-router, path: /weights, expect: {tokenizer: 0, legacy: 100}}}"
 RETIRE_ON = "      on: {fail: hold}\n"
 EXTRA_STAGE = """
@@ -236,7 +238,9 @@ CASES: dict[str, Case] = {
     "blast-radius-over-maximum": Case(
         PAYMENTS,
         (Edit("package", "max_blast_radius: 100", "max_blast_radius: 50"),),
-        Expect("plan", "stages[2].blast_radius", "blast radius 100 exceeds the package maximum 50", "blast_radius: 100"),
+        Expect(
+            "plan", "stages[2].blast_radius", "blast radius 100 exceeds the package maximum 50", "blast_radius: 100"
+        ),
     ),
     "blast-radius-of-first-stage-over-maximum": Case(
         SORTER,
@@ -251,12 +255,19 @@ CASES: dict[str, Case] = {
             Edit("package", "targets: [payments-router]", "targets: [payments-router, ghost-router]"),
             Edit("plan", ACTION_5, ACTION_5.replace("payments-router", "ghost-router")),
         ),
-        Expect("plan", "stages[0].action.http.target", "target 'ghost-router' is not defined in the package", "ghost-router"),
+        Expect(
+            "plan",
+            "stages[0].action.http.target",
+            "target 'ghost-router' is not defined in the package",
+            "ghost-router",
+        ),
     ),
     "scope-names-undefined-target": Case(
         PAYMENTS,
         (Edit("package", "targets: [payments-router]", "targets: [payments-router, ghost-router]"),),
-        Expect("package", "scope.targets[1]", "scope target 'ghost-router' is not defined under targets", "ghost-router"),
+        Expect(
+            "package", "scope.targets[1]", "scope target 'ghost-router' is not defined under targets", "ghost-router"
+        ),
     ),
     "scope-target-also-protected": Case(
         PAYMENTS,
@@ -265,8 +276,16 @@ CASES: dict[str, Case] = {
     ),
     "signal-unknown-target": Case(
         PAYMENTS,
-        (Edit("plan", "http: {target: payments-router, path: /dependencies", "http: {target: nowhere, path: /dependencies"),),
-        Expect("plan", "signals.vault_healthy.http.target", "target 'nowhere' is not defined in the package", "nowhere"),
+        (
+            Edit(
+                "plan",
+                "http: {target: payments-router, path: /dependencies",
+                "http: {target: nowhere, path: /dependencies",
+            ),
+        ),
+        Expect(
+            "plan", "signals.vault_healthy.http.target", "target 'nowhere' is not defined in the package", "nowhere"
+        ),
     ),
     "prometheus-signal-on-http-target": Case(
         PAYMENTS,
@@ -340,7 +359,13 @@ CASES: dict[str, Case] = {
     "irreversible-naming-a-rollback": Case(
         PAYMENTS,
         (Edit("plan", RETIRE_ON, RETIRE_ON + RETIRE_ROLLBACK),),
-        Expect("plan", "stages[3].rollback", "stage 'retire-legacy' is irreversible and cannot name a rollback", "    rollback:\n", 3),
+        Expect(
+            "plan",
+            "stages[3].rollback",
+            "stage 'retire-legacy' is irreversible and cannot name a rollback",
+            "    rollback:\n",
+            3,
+        ),
     ),
     "rollback-reaction-on-irreversible-stage": Case(
         PAYMENTS,
@@ -382,7 +407,9 @@ CASES: dict[str, Case] = {
     "unknown-signal-in-check": Case(
         PAYMENTS,
         (Edit("plan", "{signal: error_rate, pass:", "{signal: err_rate, pass:"),),
-        Expect("plan", "stages[0].verify.checks[0].signal", "signal 'err_rate' is not defined under signals", "err_rate"),
+        Expect(
+            "plan", "stages[0].verify.checks[0].signal", "signal 'err_rate' is not defined under signals", "err_rate"
+        ),
     ),
     "unknown-signal-in-preflight": Case(
         PAYMENTS,
@@ -392,12 +419,16 @@ CASES: dict[str, Case] = {
     "unknown-signal-in-rollback-readiness": Case(
         SORTER,
         (Edit("plan", "{signal: previous_profile_ok,", "{signal: previous_ok,"),),
-        Expect("plan", "rollback_readiness[0].signal", "signal 'previous_ok' is not defined under signals", "previous_ok"),
+        Expect(
+            "plan", "rollback_readiness[0].signal", "signal 'previous_ok' is not defined under signals", "previous_ok"
+        ),
     ),
     "rollback-to-unknown-stage": Case(
         PAYMENTS,
         (Edit("plan", "version: 7\n", "version: 7\nrollback_to: nowhere\n"),),
-        Expect("plan", "rollback_to", "rollback_to names stage 'nowhere', which the plan does not have", "rollback_to:"),
+        Expect(
+            "plan", "rollback_to", "rollback_to names stage 'nowhere', which the plan does not have", "rollback_to:"
+        ),
     ),
     "duplicate-stage-id": Case(
         PAYMENTS,
@@ -510,7 +541,13 @@ CASES: dict[str, Case] = {
     ),
     "unknown-target-field": Case(
         PAYMENTS,
-        (Edit("package", '{kind: http, url: "https://router.payments.internal"}', '{kind: http, url: "https://r.internal", token: x}'),),
+        (
+            Edit(
+                "package",
+                '{kind: http, url: "https://router.payments.internal"}',
+                '{kind: http, url: "https://r.internal", token: x}',
+            ),
+        ),
         Expect("package", "targets.payments-router.token", "unknown field", "token: x"),
     ),
     # wrong types and shapes
@@ -562,7 +599,9 @@ CASES: dict[str, Case] = {
     "method-not-allowed": Case(
         PAYMENTS,
         (Edit("plan", "method: PUT", "method: GET"),),
-        Expect("plan", "stages[0].action.http.method", "Input should be 'POST', 'PUT', 'PATCH' or 'DELETE'", "method: GET"),
+        Expect(
+            "plan", "stages[0].action.http.method", "Input should be 'POST', 'PUT', 'PATCH' or 'DELETE'", "method: GET"
+        ),
     ),
     "reaction-continue": Case(
         PAYMENTS,
@@ -671,7 +710,10 @@ def test_validate_command_reports_problems_on_stderr(tmp_path: Path, capsys: pyt
     lines = err.splitlines()
     bake = line_of(v.text("plan"), "bake: 10s")
     dup = line_of(v.text("plan"), "- id: canary-5", 1)
-    assert f"{v.shown('plan')}:{bake}: stages[0].verify.bake: the bake must be at least one interval ('every') long" in lines
+    assert (
+        f"{v.shown('plan')}:{bake}: stages[0].verify.bake: the bake must be at least one interval ('every') long"
+        in lines
+    )
     assert f"{v.shown('plan')}:{dup}: stages[1].id: stage id 'canary-5' is used twice" in lines
     assert lines[-1] == "invalid: 2 problems"
 

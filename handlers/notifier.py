@@ -1,0 +1,592 @@
+"""The notifier: tails the ledger and keeps each execution's Slack thread up to date.
+
+Rules:
+* The engine never waits on Slack. The engine listener (``Notifier.__call__``) only marks an
+  execution as having news and wakes the planner thread; a periodic sweep finds anything not yet
+  delivered (after a restart, a lost wake-up, or appends by another process).
+* The planner reads new ledger entries in order and turns each into Slack steps (``Timeline`` —
+  pure, no I/O): thread replies rendered from that entry, and refreshes of tracked messages (the
+  root card, hold cards, the rollback card), which are rendered at delivery time from the latest
+  state so a late card never shows something older than what is already known.
+* Steps go through the per-channel ``Outbox`` (ordered, paced, retried). Delivery is durable:
+  the root card's and every posted message's ``ts`` are stored with the thread's delivered ledger
+  position (``handlers.storage``), so a restarted bot continues the same thread, edits the same
+  cards and does not repeat replies it already posted.
+* What is posted: the root card (edited in place); in its thread, preflight results, stage
+  transitions, checkpoint evidence at a stage's pass and for samples that did not pass (never
+  for every passing sample), hold cards (updated when released, superseded, closed or when
+  their evidence goes stale), releases with "n of m", refused attempts, releases not carried
+  over, reminders and escalations mentioning who may act, rollbacks, and the final record.
+  Evidence folded into a hold card is not posted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.error import URLError
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from execution import events as ev
+from execution import policy
+from execution.outputs import intervention_packet, state_record
+from execution.project import RollbackState, State, apply, project
+from handlers import cards
+from handlers.cards import Card, code, md, mention, mentions, slack_date
+from handlers.outbox import Operation, Outbox, Permanent, Transient
+from handlers.storage import SlackStore
+from ledger.entry import Entry
+from ledger.sql import SqlLedgerStore
+
+log = logging.getLogger("stagehold.slack.notifier")
+
+ROOT = "root"
+# Slack errors worth retrying even though the HTTP status was 200.
+_RETRYABLE_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+
+
+# ---------------------------------------------------------------- planning (pure)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Post this card once in the thread (``ref`` makes the post idempotent across restarts)."""
+
+    ref: str
+    card: Card
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """Post or edit the tracked message ``ref`` (``root``, ``hold:H2``, ``rollback:41``)."""
+
+    ref: str
+
+
+Step = Reply | Refresh
+
+
+class Timeline:
+    """Folds an execution's entries and says which Slack steps each one calls for (pure)."""
+
+    def __init__(self, execution_id: str, history: Callable[[int], Sequence[Entry]]) -> None:
+        # ``history(seq)`` returns the ledger up to ``seq``; packets and the final record are built
+        # from it, read only when one is due rather than kept in memory for every execution.
+        self.state = State(execution_id)
+        self.history = history
+        self.last_results: dict[str, list[Mapping[str, Any]]] = {}
+        self.rollbacks: dict[str, RollbackState] = {}
+        self._rollback_ref: str | None = None
+
+    @property
+    def seq(self) -> int:
+        return self.state.seq
+
+    def advance(self, entry: Entry, following: Entry | None, *, quiet: bool = False) -> list[Step]:
+        """Fold ``entry``; return its steps (none when ``quiet``: catching up on delivered entries)."""
+        before = self.state
+        after = apply(before, entry)
+        self.state = after
+        self._remember(entry)
+        steps = [] if quiet else self._steps(before, after, entry, following)
+        if after.rollback is not None and self._rollback_ref is not None:
+            self.rollbacks[self._rollback_ref] = after.rollback
+        return steps
+
+    def _remember(self, entry: Entry) -> None:
+        b = entry.body
+        if entry.kind == ev.VERIFICATION_SAMPLED or (entry.kind == ev.GATE_CHECKED and b.get("purpose") == "release"):
+            self.last_results[str(b.get("stage"))] = list(b.get("results", []))
+        elif entry.kind == ev.ROLLBACK_STARTED:
+            self._rollback_ref = f"rollback:{entry.seq}"
+
+    def _reply(self, entry: Entry, card: Card, n: int = 0) -> Reply:
+        return Reply(f"entry:{entry.seq}:{n}", card)
+
+    def _notice(self, entry: Entry, text: str, n: int = 0) -> Reply:
+        return self._reply(entry, cards.notice(text, context=slack_date(entry.ts)), n)
+
+    def _steps(self, before: State, after: State, entry: Entry, following: Entry | None) -> list[Step]:
+        k, b, who = entry.kind, entry.body, entry.actor
+        folded_into_hold = following is not None and following.kind == ev.HOLD_OPENED
+        if k == ev.EXECUTION_STARTED:
+            return [Refresh(ROOT)]
+        if k == ev.EXECUTION_RESUMED:
+            rec = b.get("reconcile")
+            what = (
+                "nothing to reconcile"
+                if not rec
+                else f"the live state of `{md(rec.get('stage'), 80)}` "
+                + ("matches the ledger" if rec.get("matches") else "*does not match* the ledger")
+            )
+            return [self._notice(entry, f":arrows_counterclockwise: Resumed by {code(b.get('owner', '?'), 120)}: {what}"), Refresh(ROOT)]
+        if k == ev.GATE_CHECKED:
+            stage = str(b.get("stage"))
+            if folded_into_hold:
+                return []
+            return [self._reply(entry, cards.preflight_card(stage, str(b.get("purpose")), str(b.get("outcome")), b.get("results", [])))]
+        if k == ev.VERIFICATION_SAMPLED:
+            stage = str(b.get("stage"))
+            if b.get("outcome") == "pass" or folded_into_hold:
+                return []
+            card = cards.checkpoint_card(
+                stage,
+                b.get("results", []),
+                passed=False,
+                outcome=str(b.get("outcome")),
+                consecutive=b.get("consecutive"),
+                required=b.get("required"),
+                reaction=b.get("reaction"),
+            )
+            return [self._reply(entry, card)]
+        if k == ev.STAGE_PASSED:
+            stage = str(b.get("stage"))
+            card = cards.checkpoint_card(
+                stage,
+                self.last_results.get(stage, []),
+                passed=True,
+                outcome="pass",
+                basis=b.get("basis"),
+                hold=b.get("hold"),
+                consecutive=b.get("consecutive"),
+            )
+            return [self._reply(entry, card), Refresh(ROOT)]
+        if k == ev.HOLD_OPENED:
+            steps: list[Step] = []
+            if before.open_hold:
+                steps.append(Refresh(f"hold:{before.open_hold}"))
+            return [*steps, Refresh(f"hold:{b['hold']}"), Refresh(ROOT)]
+        if k == ev.HOLD_EVIDENCE_EXPIRED:
+            return [Refresh(f"hold:{b['hold']}")]
+        if k == ev.HOLD_REQUESTED:
+            return [
+                self._notice(
+                    entry,
+                    f":raised_hand: {mention(who)} asked to hold: {md(b.get('reason', ''), 600)}. "
+                    "The action in flight is resolved first; the hold opens right after.",
+                )
+            ]
+        if k == ev.HOLD_REMINDED:
+            return [self._notice(entry, f":alarm_clock: Reminder: {self._who_may_act(after, str(b['hold']))}")]
+        if k == ev.HOLD_ESCALATED:
+            notify = b.get("notify") or {}
+            text = (
+                f":rotating_light: Hold {md(b['hold'], 20)} expired {slack_date(b.get('expires_at'))} and stays held; "
+                f"escalating to {mentions(notify.get('users', ()), notify.get('groups', ()))}. "
+                + self._who_may_act(after, str(b["hold"]), expiry=False)
+            )
+            steps = [self._notice(entry, text)]
+            packet = intervention_packet(after, self.history(entry.seq))
+            if packet is not None:
+                steps.append(self._reply(entry, cards.packet_card(packet), 1))
+            return [*steps, Refresh(f"hold:{b['hold']}"), Refresh(ROOT)]
+        if k == ev.RELEASE_GRANTED:
+            count, required = int(b.get("count", 1)), int(b.get("required", 1))
+            more = "" if count >= required else f" — {required - count} more distinct releaser(s) needed"
+            text = f":white_check_mark: {mention(who)} released {md(b['hold'], 20)} ({count} of {required}){more}"
+            return [Refresh(f"hold:{b['hold']}"), self._notice(entry, text), Refresh(ROOT)]
+        if k == ev.HOLD_RELEASED:
+            return [Refresh(f"hold:{b['hold']}"), Refresh(ROOT)]
+        if k == ev.RELEASE_DENIED:
+            return [self._notice(entry, f":no_entry: Release of {md(b.get('hold', '?'), 20)} by {mention(who)} refused: {md(b.get('reason', ''), 1000)}")]
+        if k == ev.ROLLBACK_DENIED:
+            return [self._notice(entry, f":no_entry: Rollback by {mention(who)} refused: {md(b.get('reason', ''), 1000)}")]
+        if k == ev.HOLD_DENIED:
+            return [self._notice(entry, f":no_entry: Hold by {mention(who)} refused: {md(b.get('reason', ''), 1000)}")]
+        if k in (ev.RELEASE_IGNORED, ev.HOLD_IGNORED):
+            return []  # repeated or stale clicks: the clicker is answered; the ledger keeps the record
+        if k == ev.RELEASE_NOT_CARRIED:
+            return [self._notice(entry, f":arrows_counterclockwise: {md(b.get('why', ''), 2000)}"), Refresh(f"hold:{b['hold']}")]
+        if k == ev.ACTION_INTENDED:
+            return [Refresh(ROOT)]
+        if k == ev.ACTION_SENT and b.get("outcome") != "ok":
+            text = (
+                f":warning: {md(b.get('direction'), 20)} `{md(b.get('stage'), 80)}` sent: *{md(b.get('outcome'), 20)}* "
+                f"({md(b.get('detail', ''), 800)}). It is resolved by reading the target back, never by a blind retry."
+            )
+            return [self._notice(entry, text)]
+        if k == ev.ACTION_READ_BACK and b.get("matches") is not True:
+            if b.get("matches") is False:
+                text = (
+                    f":warning: Read-back of `{md(b.get('stage'), 80)}` does not match: expected "
+                    f"{code(b.get('expect'), 400)}, observed {code(b.get('observed'), 400)}"
+                )
+            else:
+                text = f":warning: Read-back of `{md(b.get('stage'), 80)}` failed: {md(b.get('detail', ''), 800)}"
+            return [self._notice(entry, text)]
+        if k == ev.ACTION_RESEND_INTENDED:
+            return [
+                self._notice(
+                    entry,
+                    f":repeat: Re-sending `{md(b.get('stage'), 80)}` once with the same idempotency key: "
+                    f"{md(b.get('reason', ''), 800)}",
+                )
+            ]
+        if k == ev.ACTION_CONFIRMED:
+            stage = md(b.get("stage"), 80)
+            if b.get("direction") == "apply":
+                index = int(b.get("index", 0))
+                radius = after.stage_def(index).blast_radius if after.plan else None
+                text = (
+                    f":large_blue_circle: `{stage}` is live (blast radius {cards.format_value(radius)}); "
+                    f"read back {code(b.get('observed'), 400)}. Verifying."
+                )
+                return [self._notice(entry, text), Refresh(ROOT)]
+            text = f":leftwards_arrow_with_hook: `{stage}` undone and confirmed; read back {code(b.get('observed'), 400)}"
+            steps = [self._notice(entry, text)]
+            if self._rollback_ref:
+                steps.append(Refresh(self._rollback_ref))
+            return [*steps, Refresh(ROOT)]
+        if k == ev.ROLLBACK_STARTED:
+            steps = [Refresh(f"hold:{before.open_hold}")] if before.open_hold else []
+            return [*steps, Refresh(self._rollback_ref), Refresh(ROOT)]
+        if k in (ev.EXECUTION_COMPLETED, ev.EXECUTION_ROLLED_BACK, ev.EXECUTION_NEEDS_HUMAN):
+            return self._final(before, after, entry)
+        return []
+
+    def _final(self, before: State, after: State, entry: Entry) -> list[Step]:
+        steps: list[Step] = []
+        if before.open_hold:
+            steps.append(Refresh(f"hold:{before.open_hold}"))
+        if self._rollback_ref:
+            steps.append(Refresh(self._rollback_ref))
+        history = self.history(entry.seq)
+        packet = intervention_packet(after, history)
+        if packet is not None:
+            steps.append(self._reply(entry, cards.packet_card(packet), 0))
+        steps.append(self._reply(entry, cards.record_card(state_record(after, history)), 1))
+        steps.append(Refresh(ROOT))
+        return steps
+
+    @staticmethod
+    def _who_may_act(state: State, hold_id: str, *, expiry: bool = True) -> str:
+        hold = state.holds.get(hold_id)
+        if hold is None or state.package is None:
+            return f"hold {md(hold_id, 20)}"
+        rb = policy.rollback_authority(state)
+        text = f"hold {hold.id} is waiting"
+        if expiry:
+            text += f" and expires {slack_date(hold.expires_at)}"
+        if hold.releasable:
+            text += (
+                f". {mentions(hold.releasers.get('users', ()), hold.releasers.get('groups', ()))} may release "
+                f"({len(hold.current_releases())} of {hold.required} so far)"
+            )
+        return text + f"; {mentions(rb['users'], rb['groups'])} may roll back."
+
+    def render(self, ref: str) -> Card | None:
+        """The current rendering of a tracked message (None: nothing to show for it)."""
+        state = self.state
+        if state.plan is None:
+            return None
+        if ref == ROOT:
+            return cards.root_card(state)
+        if ref.startswith("hold:"):
+            hold_id = ref.split(":", 1)[1]
+            return cards.hold_card(state, hold_id) if hold_id in state.holds else None
+        if ref.startswith("rollback:"):
+            rb = self.rollbacks.get(ref)
+            return cards.rollback_card(state, rb) if rb is not None else None
+        return None
+
+
+# ---------------------------------------------------------------- delivery
+
+
+@dataclass
+class _Thread:
+    """An execution's thread as this process knows it: the planner's timeline and what is posted."""
+
+    timeline: Timeline
+    channel: str
+    root_ts: str | None
+    messages: dict[str, str]
+    shown: dict[str, str] = field(default_factory=dict)  # ref -> fingerprint last sent
+    pending: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Notifier:
+    """Engine listener + planner thread + outbox. ``start()`` before use, ``stop()`` to end."""
+
+    def __init__(
+        self,
+        store: SqlLedgerStore,
+        client: WebClient,
+        *,
+        pace_s: float = 1.0,
+        sweep_s: float = 30.0,
+        workers: int = 2,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.slack = SlackStore(store.engine)
+        self.sweep_s = sweep_s
+        self.outbox = Outbox(pace_s=pace_s, workers=workers, backoff_base=backoff_base, backoff_cap=backoff_cap)
+        self._threads: dict[str, _Thread] = {}
+        self._ignored: set[str] = set()
+        self._dirty: set[str] = set()
+        self._dirty_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._running = False
+        self._planner: threading.Thread | None = None
+        self._sweep_now = True
+
+    # ------------------------------------------------------------ engine listener
+
+    def __call__(self, execution_id: str, entries: Sequence[Entry]) -> None:
+        """Called by the engine after every append: note it and return at once."""
+        with self._dirty_lock:
+            self._dirty.add(execution_id)
+            self._idle.clear()
+        self._wake.set()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self._running:
+            return
+        self._running = True
+        self.outbox.start()
+        self._planner = threading.Thread(target=self._plan_loop, name="stagehold-slack-planner", daemon=True)
+        self._planner.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._running = False
+        self._wake.set()
+        if self._planner is not None:
+            self._planner.join(timeout=timeout)
+            self._planner = None
+        self.outbox.stop(timeout=timeout)
+
+    def sweep_soon(self) -> None:
+        self._sweep_now = True
+        self._idle.clear()
+        self._wake.set()
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """For tests and shutdown: wait until everything known is planned and delivered."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._idle.wait(timeout=max(0.0, deadline - time.monotonic())):
+                if self.outbox.wait_empty(max(0.0, deadline - time.monotonic())):
+                    with self._dirty_lock:
+                        if not self._dirty and self._idle.is_set():
+                            return True
+            time.sleep(0.01)
+        return False
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "threads": len(self._threads),
+            "queued": self.outbox.pending(),
+            "delivered": self.outbox.delivered,
+            "retried": self.outbox.retried,
+            "dropped": self.outbox.dropped,
+        }
+
+    # ------------------------------------------------------------ planning
+
+    def _plan_loop(self) -> None:
+        next_sweep = 0.0
+        while self._running:
+            now = time.monotonic()
+            if self._sweep_now or now >= next_sweep:
+                self._sweep_now = False
+                next_sweep = now + self.sweep_s
+                try:
+                    self._sweep()
+                except Exception:
+                    log.exception("slack: sweep failed; trying again at the next one")
+            with self._dirty_lock:
+                dirty, self._dirty = self._dirty, set()
+            for execution_id in sorted(dirty):
+                try:
+                    self._pump(execution_id)
+                except Exception:
+                    log.exception("slack: planning %s failed; the next sweep retries", execution_id)
+            with self._dirty_lock:
+                if not self._dirty and not self._sweep_now:
+                    self._idle.set()
+            self._wake.wait(timeout=max(0.05, next_sweep - time.monotonic()))
+            self._wake.clear()
+
+    def _sweep(self) -> None:
+        """Mark every execution with undelivered entries; forget finished, delivered threads."""
+        heads = self.slack.heads()
+        known = self.slack.threads()
+        marked = set()
+        for execution_id, head in heads.items():
+            thread = self._threads.get(execution_id)
+            if thread is not None:
+                if thread.timeline.seq < head:
+                    marked.add(execution_id)
+                elif thread.timeline.state.terminal and thread.pending == 0:
+                    del self._threads[execution_id]
+            elif execution_id in known:
+                if known[execution_id] < head:
+                    marked.add(execution_id)
+            elif execution_id not in self._ignored:
+                marked.add(execution_id)
+        if marked:
+            with self._dirty_lock:
+                self._dirty |= marked
+
+    def _open(self, execution_id: str) -> tuple[_Thread, list[Entry]] | None:
+        entries = self.store.read(execution_id)
+        if not entries or entries[0].kind != ev.EXECUTION_STARTED:
+            return None
+        info = self.slack.thread(execution_id)
+        if info is None:
+            if project(execution_id, entries).terminal:
+                # It finished before this bot knew of it (e.g. a command-line rehearsal): no thread.
+                self._ignored.add(execution_id)
+                return None
+            info = self.slack.create_thread(execution_id, str(entries[0].body["channel"]))
+        timeline = Timeline(execution_id, self._history(execution_id))
+        for entry in entries[: info.posted_seq]:
+            timeline.advance(entry, None, quiet=True)
+        thread = _Thread(timeline, info.channel, info.root_ts, self.slack.messages(execution_id))
+        self._threads[execution_id] = thread
+        return thread, entries[info.posted_seq :]
+
+    def _history(self, execution_id: str) -> Callable[[int], Sequence[Entry]]:
+        def read(upto: int) -> Sequence[Entry]:
+            return [e for e in self.store.read(execution_id) if e.seq <= upto]
+
+        return read
+
+    def _pump(self, execution_id: str) -> None:
+        thread = self._threads.get(execution_id)
+        if thread is None:
+            if execution_id in self._ignored:
+                return
+            opened = self._open(execution_id)
+            if opened is None:
+                return
+            thread, new = opened
+        else:
+            new = self.store.read(execution_id, after_seq=thread.timeline.seq)
+        for i, entry in enumerate(new):
+            steps = thread.timeline.advance(entry, new[i + 1] if i + 1 < len(new) else None)
+            for n, step in enumerate(steps):
+                self._enqueue(execution_id, thread, step, entry.seq, last=n == len(steps) - 1)
+
+    def _enqueue(self, execution_id: str, thread: _Thread, step: Step, seq: int, *, last: bool) -> None:
+        with thread.lock:
+            thread.pending += 1
+
+        def run() -> bool:
+            if isinstance(step, Reply):
+                return self._post_reply(execution_id, thread, step, seq if last else None)
+            return self._refresh(execution_id, thread, step.ref, seq if last else None)
+
+        def done(delivered: bool) -> None:
+            with thread.lock:
+                thread.pending -= 1
+
+        kind = "reply" if isinstance(step, Reply) else "refresh"
+        self.outbox.put(Operation(thread.channel, run, f"{execution_id} {kind} {step.ref} (seq {seq})", done))
+
+    # ------------------------------------------------------------ Slack calls (in outbox workers)
+
+    def _metadata(self, execution_id: str, ref: str, seq: int | None) -> dict[str, Any]:
+        return {"event_type": "stagehold_entry", "event_payload": {"execution": execution_id, "ref": ref, "seq": seq or 0}}
+
+    def _ensure_root(self, execution_id: str, thread: _Thread) -> str:
+        if thread.root_ts is None:
+            self._refresh(execution_id, thread, ROOT, None)
+        assert thread.root_ts is not None
+        return thread.root_ts
+
+    def _post_reply(self, execution_id: str, thread: _Thread, reply: Reply, seq: int | None) -> bool:
+        if reply.ref in thread.messages:
+            if seq is not None:
+                self.slack.advance(execution_id, seq)
+            return False  # delivered before a restart
+        root = self._ensure_root(execution_id, thread)
+        response = _call(
+            self.client.chat_postMessage,
+            channel=thread.channel,
+            thread_ts=root,
+            text=reply.card.text,
+            blocks=reply.card.blocks,
+            unfurl_links=False,
+            unfurl_media=False,
+            metadata=self._metadata(execution_id, reply.ref, seq),
+        )
+        ts = str(response["ts"])
+        thread.messages[reply.ref] = ts
+        self.slack.save_message(execution_id, reply.ref, thread.channel, ts, seq)
+        return True
+
+    def _refresh(self, execution_id: str, thread: _Thread, ref: str, seq: int | None) -> bool:
+        card = thread.timeline.render(ref)
+        if card is None:
+            return False
+        fingerprint = card.fingerprint()
+        ts = thread.root_ts if ref == ROOT else thread.messages.get(ref)
+        if ts is not None and thread.shown.get(ref) == fingerprint:
+            if seq is not None:
+                self.slack.advance(execution_id, seq)
+            return False  # already showing exactly this
+        if ts is None:
+            kwargs: dict[str, Any] = {}
+            if ref != ROOT:
+                kwargs["thread_ts"] = self._ensure_root(execution_id, thread)
+            response = _call(
+                self.client.chat_postMessage,
+                channel=thread.channel,
+                text=card.text,
+                blocks=card.blocks,
+                unfurl_links=False,
+                unfurl_media=False,
+                metadata=self._metadata(execution_id, ref, seq),
+                **kwargs,
+            )
+            ts = str(response["ts"])
+            if ref == ROOT:
+                thread.root_ts = ts
+                self.slack.set_root(execution_id, ts, seq or 0)
+            else:
+                thread.messages[ref] = ts
+                self.slack.save_message(execution_id, ref, thread.channel, ts, seq)
+        else:
+            _call(self.client.chat_update, channel=thread.channel, ts=ts, text=card.text, blocks=card.blocks)
+            if seq is not None:
+                self.slack.advance(execution_id, seq)
+        thread.shown[ref] = fingerprint
+        return True
+
+
+def _call(method: Callable[..., Any], **kwargs: Any) -> Any:
+    """One Web API call, its failure sorted into Transient (retry) or Permanent (drop)."""
+    try:
+        return method(**kwargs)
+    except SlackApiError as exc:
+        response = exc.response
+        status = getattr(response, "status_code", 0)
+        error = response.get("error") if hasattr(response, "get") else None
+        if status == 429 or error == "ratelimited":
+            headers = getattr(response, "headers", {}) or {}
+            retry_after = headers.get("Retry-After") or headers.get("retry-after")
+            try:
+                wait = float(retry_after) if retry_after is not None else 1.0
+            except (TypeError, ValueError):
+                wait = 1.0
+            raise Transient(f"rate limited (HTTP {status})", retry_after=max(0.0, wait)) from None
+        if status >= 500 or error in _RETRYABLE_ERRORS:
+            raise Transient(f"Slack answered HTTP {status} {error or ''}".strip()) from None
+        raise Permanent(f"Slack refused: {error or status}") from None
+    except (TimeoutError, socket.timeout, URLError, ConnectionError) as exc:
+        raise Transient(f"{type(exc).__name__}: {exc}") from None

@@ -1,0 +1,113 @@
+"""Where each execution's Slack thread lives, stored beside the ledger in the same database.
+
+Rules:
+* ``stagehold_slack_thread``: one row per execution — its channel, the root card's ``ts`` and
+  ``posted_seq``, the ledger position up to which every Slack message is delivered. A restarted
+  bot reads these and continues the same thread, editing the same root card.
+* ``stagehold_slack_message``: one row per message stagehold posted in a thread, keyed by a
+  reference (``hold:H3``, ``rollback:41``, ``entry:17:0``), so a card is edited rather than posted
+  twice, and a reply delivered before a crash is not posted again after it.
+* These tables are delivery bookkeeping, not history: the ledger stays the only record of what
+  happened, and nothing here is read by the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, Session, SQLModel, col, select
+
+from ledger.sql import LedgerRow
+
+
+class SlackThreadRow(SQLModel, table=True):
+    __tablename__ = "stagehold_slack_thread"
+
+    execution_id: str = Field(primary_key=True, max_length=200)
+    channel: str = Field(max_length=40)
+    root_ts: str | None = Field(default=None, max_length=40)
+    posted_seq: int = 0
+
+
+class SlackMessageRow(SQLModel, table=True):
+    __tablename__ = "stagehold_slack_message"
+
+    execution_id: str = Field(primary_key=True, max_length=200)
+    ref: str = Field(primary_key=True, max_length=100)
+    channel: str = Field(max_length=40)
+    ts: str = Field(max_length=40)
+
+
+@dataclass(frozen=True)
+class ThreadInfo:
+    execution_id: str
+    channel: str
+    root_ts: str | None
+    posted_seq: int
+
+
+class SlackStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        tables = [
+            SQLModel.metadata.tables[SlackThreadRow.__tablename__],
+            SQLModel.metadata.tables[SlackMessageRow.__tablename__],
+        ]
+        SQLModel.metadata.create_all(engine, tables=tables)
+
+    def thread(self, execution_id: str) -> ThreadInfo | None:
+        with Session(self.engine) as session:
+            row = session.get(SlackThreadRow, execution_id)
+            return ThreadInfo(row.execution_id, row.channel, row.root_ts, row.posted_seq) if row else None
+
+    def create_thread(self, execution_id: str, channel: str) -> ThreadInfo:
+        with Session(self.engine) as session, session.begin():
+            row = session.get(SlackThreadRow, execution_id)
+            if row is None:
+                row = SlackThreadRow(execution_id=execution_id, channel=channel)
+                session.add(row)
+                session.flush()
+            return ThreadInfo(row.execution_id, row.channel, row.root_ts, row.posted_seq)
+
+    def threads(self) -> dict[str, int]:
+        """Every known thread and its delivered ledger position."""
+        with Session(self.engine) as session:
+            return {r.execution_id: r.posted_seq for r in session.exec(select(SlackThreadRow)).all()}
+
+    def set_root(self, execution_id: str, ts: str, seq: int) -> None:
+        with Session(self.engine) as session, session.begin():
+            row = session.get(SlackThreadRow, execution_id)
+            if row is not None:
+                row.root_ts = ts
+                row.posted_seq = max(row.posted_seq, seq)
+
+    def advance(self, execution_id: str, seq: int) -> None:
+        with Session(self.engine) as session, session.begin():
+            row = session.get(SlackThreadRow, execution_id)
+            if row is not None and seq > row.posted_seq:
+                row.posted_seq = seq
+
+    def messages(self, execution_id: str) -> dict[str, str]:
+        with Session(self.engine) as session:
+            rows = session.exec(select(SlackMessageRow).where(SlackMessageRow.execution_id == execution_id)).all()
+            return {r.ref: r.ts for r in rows}
+
+    def save_message(self, execution_id: str, ref: str, channel: str, ts: str, seq: int | None) -> None:
+        """Remember a posted message and, in the same transaction, how far the thread got."""
+        with Session(self.engine) as session, session.begin():
+            if session.get(SlackMessageRow, (execution_id, ref)) is None:
+                session.add(SlackMessageRow(execution_id=execution_id, ref=ref, channel=channel, ts=ts))
+            if seq is not None:
+                row = session.get(SlackThreadRow, execution_id)
+                if row is not None and seq > row.posted_seq:
+                    row.posted_seq = seq
+
+    def heads(self) -> dict[str, int]:
+        """The last ledger seq of every execution, in one query."""
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(LedgerRow.execution_id, func.max(LedgerRow.seq)).group_by(col(LedgerRow.execution_id))
+            ).all()
+            return {eid: int(seq) for eid, seq in rows}
