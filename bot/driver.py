@@ -40,12 +40,12 @@ def auto_releasers(state: State, hold: Hold) -> list[tuple[str, tuple[str, ...]]
 
 
 def releasable_by_rehearsal(hold: Hold) -> bool:
-    return (
-        hold.kind == "protected"
-        and hold.releasable
-        and not hold.evidence_stale
-        and all(r.get("outcome") == "pass" for r in hold.results)
-    )
+    # Evidence that merely aged past max_age (``evidence_stale``) does not stop a routine release:
+    # the release is given on the current evidence version and the gate re-reads live evidence
+    # before entering, so a change of category still holds again. Requiring unexpired evidence
+    # here made compressed rehearsals stop at random whenever the driver was slower than max_age
+    # divided by the speed (50 ms at x600).
+    return hold.kind == "protected" and hold.releasable and all(r.get("outcome") == "pass" for r in hold.results)
 
 
 def drive(

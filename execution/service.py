@@ -27,7 +27,7 @@ from execution import commands as cmd
 from execution import events as ev
 from execution.adapters.base import Connection
 from execution.contract.load import LoadedChange
-from execution.decide import Decision, Observations, ReadRequest, SendAction, decide, reads, scaled
+from execution.decide import Decision, Observations, ReadRequest, SendAction, decide, reads, timeout_seconds
 from execution.model import ActionResult, Clock, Evidence, ReadbackResult, Role
 from execution.project import State, apply, project
 from execution.reconcile import reconcile, target
@@ -334,7 +334,7 @@ class Engine:
                 confirm = stage.rollback.confirm
             spec = confirm.http or confirm.command
             assert spec is not None
-            timeout = max(1.0, scaled(state, spec.timeout))
+            timeout = timeout_seconds(state, spec.timeout)
             readback = self._safe_read_back(state, confirm, request.role, timeout)
         return Observations(evidence, readback)
 
