@@ -258,7 +258,11 @@ def _hold_opened(state: State, e: Entry, b: Body) -> State:
         holds[state.open_hold] = replace(holds[state.open_hold], status="superseded")
     holds[hold.id] = hold
     narrowed = state.narrowed or hold.kind == "narrowed"
-    state = replace(state, holds=holds, open_hold=hold.id, hold_requested=None, narrowed=narrowed)
+    # A hold asked for while an action resolves opens once it has resolved. A hold that leaves
+    # the action unresolved (its release re-reads the target) does not satisfy that request:
+    # clearing it here would let the execution carry on after the read-back as if nobody asked.
+    requested = state.hold_requested if hold.resume == "readback" else None
+    state = replace(state, holds=holds, open_hold=hold.id, hold_requested=requested, narrowed=narrowed)
     if hold.kind == "narrowed":
         # Narrowing finished: the undone stage is where the execution now stands.
         state = replace(state, rollback=None, current=hold.index)

@@ -8,6 +8,9 @@ Rules:
 * With ``tokens``, an ``apply`` write must carry the executor's bearer token and a ``rollback``
   write the rollback token: rollback credentials can never drive forward progression.
 * Faults (``FAULTS``) change what the endpoints answer; clearing a fault restores normal answers.
+* ``timeout_ratio`` (seeded by ``seed``) makes that share of writes apply and then lose their
+  answer: it is withheld for ``hang_seconds`` and the connection closed (0 drops it at once). A
+  replay of the same key draws again. The ratio models a flaky answer path, not a fault switch.
 * The sandbox cannot evaluate PromQL. ``/api/v1/query`` answers by the first metric family the
   query mentions, checked in this order: ``authz_errors_total`` (error ratio),
   ``authz_requests_total`` (request count), ``forecast_variance`` (variance), ``forecast_points``
@@ -21,6 +24,7 @@ from __future__ import annotations
 import copy
 import hmac
 import json
+import random
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -132,10 +136,21 @@ class Sandbox:
         port: int = 0,
         tokens: dict[str, str] | None = None,
         clock: Clock | None = None,
+        *,
+        timeout_ratio: float = 0.0,
+        hang_seconds: float = HANG_SECONDS,
+        seed: int | None = None,
     ) -> None:
         unknown = sorted(set(tokens or {}) - set(ROLES))
         if unknown:
             raise ValueError(f"unknown role(s) in tokens: {', '.join(unknown)}; roles are {', '.join(ROLES)}")
+        if not 0.0 <= timeout_ratio <= 1.0:
+            raise ValueError("timeout_ratio must be between 0 and 1")
+        if hang_seconds < 0:
+            raise ValueError("hang_seconds must not be negative")
+        self._timeout_ratio = timeout_ratio
+        self.hang_seconds = hang_seconds
+        self._random = random.Random(seed)
         self._host = host
         self._port = port
         self._tokens = dict(tokens) if tokens else None
@@ -342,7 +357,7 @@ class Sandbox:
             refused = self._check_credential(direction, headers.get("authorization", ""))
             if refused is not None:
                 return refused
-            hang = "apply-timeout" in self._faults
+            hang = "apply-timeout" in self._faults or self._lose_answer()
             first = self._replies.get(key)
             if first is not None:
                 # The fault models a lost answer path, so a replay's answer is lost too.
@@ -370,6 +385,9 @@ class Sandbox:
                 }
             )
             return _Reply(reply.status, copy.deepcopy(reply.body), hang=hang)
+
+    def _lose_answer(self) -> bool:
+        return self._timeout_ratio > 0 and self._random.random() < self._timeout_ratio
 
     def _check_credential(self, direction: str, authorization: str) -> _Reply | None:
         if self._tokens is None:
@@ -477,7 +495,7 @@ class _Handler(BaseHTTPRequestHandler):
             reply = _error(500, "internal error")
         if reply.hang:
             # Applied, but the answer never leaves: the client can only time out.
-            sandbox._stopping.wait(HANG_SECONDS)
+            sandbox._stopping.wait(sandbox.hang_seconds)
             self.close_connection = True
             return
         self._send(reply)

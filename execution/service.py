@@ -223,6 +223,13 @@ class Engine:
             self._leases[execution_id] = lease
         return lease
 
+    def let_go(self, execution_id: str) -> None:
+        """Give up this process's lease on an execution so another process may take it at once."""
+        with self._lock(execution_id):
+            lease = self._leases.pop(execution_id, None)
+            if lease is not None:
+                self.store.release_lease(lease)
+
     def resume(self, execution_id: str) -> datetime | None:
         """Reconcile the ledger against the live target, record it, then drive on."""
         with self._lock(execution_id):
@@ -232,22 +239,33 @@ class Engine:
             state = self.load(execution_id)
             if state.plan is None or state.terminal:
                 return None
-            checked = target(state)
-            readback = None
-            if checked is not None:
-                role = Role.ROLLBACK if checked.direction == "rollback" else Role.EXECUTOR
-                readback = self._safe_read_back(state, checked.confirm, role, 10.0)
-            entries = reconcile(state, self.owner, checked, readback, self.clock())
-            self._append_fact(execution_id, entries, lease)
+            self._reconcile(state, lease)
         return self.tick(execution_id)
+
+    def _reconcile(self, state: State, lease: Lease) -> None:
+        checked = target(state)
+        readback = None
+        if checked is not None:
+            role = Role.ROLLBACK if checked.direction == "rollback" else Role.EXECUTOR
+            readback = self._safe_read_back(state, checked.confirm, role, 10.0)
+        entries = reconcile(state, self.owner, checked, readback, self.clock())
+        self._append_fact(state.execution_id, entries, lease)
 
     def tick(self, execution_id: str) -> datetime | None:
         """Drive one execution until it waits; return when to wake it next (None: nothing timed)."""
         with self._lock(execution_id):
+            held = self._leases.get(execution_id)
             lease = self._take_lease(execution_id)
             if lease is None:
                 return None  # another process drives it
             try:
+                if lease.epoch > 1 and (held is None or held.epoch != lease.epoch):
+                    # This process is taking the execution over from another owner. A restart
+                    # within the old owner's lease finds it taken in ``resume`` and gets here
+                    # later by a plain tick: reconcile first all the same, never drive unchecked.
+                    state = self.load(execution_id)
+                    if state.plan is not None and not state.terminal:
+                        self._reconcile(state, lease)
                 return self._drive(execution_id, lease)
             except FencedOut:
                 self._leases.pop(execution_id, None)

@@ -52,7 +52,11 @@ def describe(outcome: CommandOutcome) -> str:
         return f":information_source: Nothing changed: {md(by_kind[ev.HOLD_IGNORED].body.get('reason', ''), 1500)}."
     if ev.HOLD_OPENED in by_kind:
         b = by_kind[ev.HOLD_OPENED].body
-        return f":raised_hand: Held at {md(b['hold'], 20)}" + (f" (stage `{md(b['stage'], 80)}`)" if b.get("stage") else "") + "."
+        return (
+            f":raised_hand: Held at {md(b['hold'], 20)}"
+            + (f" (stage `{md(b['stage'], 80)}`)" if b.get("stage") else "")
+            + "."
+        )
     if ev.HOLD_REQUESTED in by_kind:
         return ":raised_hand: Hold requested: the action in flight is resolved first, then the hold opens."
     if ev.ROLLBACK_STARTED in by_kind:

@@ -261,7 +261,9 @@ def _stage_lines(state: State) -> str:
         if d.irreversible:
             marks.append("irreversible")
         focus = " ◀" if s.index == state.current and not state.terminal else ""
-        lines.append(f"{STAGE_ICON.get(s.status, '')} `{s.id}` {s.status.replace('_', ' ')} ({', '.join(marks)}){focus}")
+        lines.append(
+            f"{STAGE_ICON.get(s.status, '')} `{s.id}` {s.status.replace('_', ' ')} ({', '.join(marks)}){focus}"
+        )
     more = _summary_line(len(lines), len(state.stages), "stages")
     if more:
         lines.append(more)
@@ -314,8 +316,7 @@ def status_card(state: State, head_hash: str | None) -> Card:
         else None
     )
     c["context"] = (
-        f"ledger: {state.seq} entries · head `{(head_hash or '')[:12]}…` · "
-        f"denied or ignored attempts: {state.denied}"
+        f"ledger: {state.seq} entries · head `{(head_hash or '')[:12]}…` · denied or ignored attempts: {state.denied}"
     )
     return _message("status.json.j2", c=c)
 
@@ -383,7 +384,9 @@ def checkpoint_card(
         )
         text = f"verification {stage}: {outcome}"
     rows, more = evidence_rows(results)
-    return _message("evidence.json.j2", c={"text": plain(text, FALLBACK_TEXT), "head": head, "rows": rows, "more": more})
+    return _message(
+        "evidence.json.j2", c={"text": plain(text, FALLBACK_TEXT), "head": head, "rows": rows, "more": more}
+    )
 
 
 # ---------------------------------------------------------------- holds
@@ -408,7 +411,11 @@ def hold_outcome(state: State, hold: Hold) -> str | None:
         )
     if hold.status == "superseded":
         nxt = _successor(state, hold)
-        return f":arrow_heading_down: Superseded by {nxt}: see the newer card below" if nxt else ":arrow_heading_down: Superseded"
+        return (
+            f":arrow_heading_down: Superseded by {nxt}: see the newer card below"
+            if nxt
+            else ":arrow_heading_down: Superseded"
+        )
     if state.rollback is not None or state.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK):
         by = state.rollback.requested_by if state.rollback else None
         return f":rewind: Closed by rollback{f' ordered by {mention(by)}' if by else ''}"
@@ -547,8 +554,12 @@ def packet_card(packet: Mapping[str, Any]) -> Card:
         f"*Stage*\n`{md(packet.get('stage') or '—', 80)}`",
         f"*Stages live*\n{', '.join(f'`{s}`' for s in live['stages_live']) or 'none'}",
         f"*Blast radius now*\n{format_value(live['blast_radius'])}",
-        f"*Last confirmed*\n"
-        + (f"`{md(last['stage'], 80)}` ({md(last['direction'], 20)}) {code(last.get('observed'), 300)}" if last else "—"),
+        "*Last confirmed*\n"
+        + (
+            f"`{md(last['stage'], 80)}` ({md(last['direction'], 20)}) {code(last.get('observed'), 300)}"
+            if last
+            else "—"
+        ),
         f"*Fallback retired*\n{'yes' if live['fallback_retired'] else 'no'}",
     ]
     if doubt:

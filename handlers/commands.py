@@ -82,7 +82,9 @@ def handle(
 
 
 def _not_found(change_id: str) -> Card:
-    return notice(f":grey_question: No execution of `{md(change_id, 80)}` is known. Start one with `/stagehold start {md(change_id, 80)}`.")
+    return notice(
+        f":grey_question: No execution of `{md(change_id, 80)}` is known. Start one with `/stagehold start {md(change_id, 80)}`."
+    )
 
 
 def run(services: Services, command: Command, user: str, client: WebClient) -> tuple[Card, bool]:
@@ -121,16 +123,16 @@ def _start(services: Services, command: StartCommand, user: str) -> Card:
     except PackageNotFound as exc:
         return notice(f":grey_question: {md(str(exc), 1000)}")
     except InvalidChange as exc:
-        shown = [f"• {md(str(p), 400)}" for p in exc.problems[:MAX_PROBLEMS_SHOWN]]
+        # Paths relative to the packages directory: the server's layout is not the reader's business.
+        prefix = str(services.packages_dir.resolve()) + "/"
+        shown = [f"• {md(str(p).replace(prefix, ''), 400)}" for p in exc.problems[:MAX_PROBLEMS_SHOWN]]
         more = len(exc.problems) - len(shown)
         if more > 0:
             shown.append(f"…and {more} more; run `stagehold validate` on the package for all of them")
         return notice(f":x: `{md(command.change_id, 80)}` does not validate:\n" + "\n".join(shown))
     groups = services.groups_of(user, change.package)
     try:
-        state = services.engine.start(
-            change, user, groups, mode=services.start_mode, speed=services.start_speed
-        )
+        state = services.engine.start(change, user, groups, mode=services.start_mode, speed=services.start_speed)
     except StartRefused as exc:
         return notice(f":no_entry: Not started: {md(str(exc), 1000)}")
     services.wake(state.execution_id)
@@ -172,4 +174,3 @@ def _ledger(services: Services, command: LedgerCommand, client: WebClient) -> Ca
         log.warning("ledger export upload for %s failed: %s", state.execution_id, exc)
         where = "The export could not be attached; use `stagehold ledger export` on the server."
     return notice(f"{verdict}\n{where}", context=f"execution `{md(state.execution_id, 200)}`")
-

@@ -23,7 +23,6 @@ Rules:
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -44,12 +43,15 @@ from handlers.outbox import Operation, Outbox, Permanent, Transient
 from handlers.storage import SlackStore
 from ledger.entry import Entry
 from ledger.sql import SqlLedgerStore
+from templates import format_value
 
 log = logging.getLogger("stagehold.slack.notifier")
 
 ROOT = "root"
 # Slack errors worth retrying even though the HTTP status was 200.
-_RETRYABLE_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+_RETRYABLE_ERRORS = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
 
 
 # ---------------------------------------------------------------- planning (pure)
@@ -126,12 +128,20 @@ class Timeline:
                 else f"the live state of `{md(rec.get('stage'), 80)}` "
                 + ("matches the ledger" if rec.get("matches") else "*does not match* the ledger")
             )
-            return [self._notice(entry, f":arrows_counterclockwise: Resumed by {code(b.get('owner', '?'), 120)}: {what}"), Refresh(ROOT)]
+            return [
+                self._notice(entry, f":arrows_counterclockwise: Resumed by {code(b.get('owner', '?'), 120)}: {what}"),
+                Refresh(ROOT),
+            ]
         if k == ev.GATE_CHECKED:
             stage = str(b.get("stage"))
             if folded_into_hold:
                 return []
-            return [self._reply(entry, cards.preflight_card(stage, str(b.get("purpose")), str(b.get("outcome")), b.get("results", [])))]
+            return [
+                self._reply(
+                    entry,
+                    cards.preflight_card(stage, str(b.get("purpose")), str(b.get("outcome")), b.get("results", [])),
+                )
+            ]
         if k == ev.VERIFICATION_SAMPLED:
             stage = str(b.get("stage"))
             if b.get("outcome") == "pass" or folded_into_hold:
@@ -195,15 +205,25 @@ class Timeline:
         if k == ev.HOLD_RELEASED:
             return [Refresh(f"hold:{b['hold']}"), Refresh(ROOT)]
         if k == ev.RELEASE_DENIED:
-            return [self._notice(entry, f":no_entry: Release of {md(b.get('hold', '?'), 20)} by {mention(who)} refused: {md(b.get('reason', ''), 1000)}")]
+            return [
+                self._notice(
+                    entry,
+                    f":no_entry: Release of {md(b.get('hold', '?'), 20)} by {mention(who)} refused: {md(b.get('reason', ''), 1000)}",
+                )
+            ]
         if k == ev.ROLLBACK_DENIED:
-            return [self._notice(entry, f":no_entry: Rollback by {mention(who)} refused: {md(b.get('reason', ''), 1000)}")]
+            return [
+                self._notice(entry, f":no_entry: Rollback by {mention(who)} refused: {md(b.get('reason', ''), 1000)}")
+            ]
         if k == ev.HOLD_DENIED:
             return [self._notice(entry, f":no_entry: Hold by {mention(who)} refused: {md(b.get('reason', ''), 1000)}")]
         if k in (ev.RELEASE_IGNORED, ev.HOLD_IGNORED):
             return []  # repeated or stale clicks: the clicker is answered; the ledger keeps the record
         if k == ev.RELEASE_NOT_CARRIED:
-            return [self._notice(entry, f":arrows_counterclockwise: {md(b.get('why', ''), 2000)}"), Refresh(f"hold:{b['hold']}")]
+            return [
+                self._notice(entry, f":arrows_counterclockwise: {md(b.get('why', ''), 2000)}"),
+                Refresh(f"hold:{b['hold']}"),
+            ]
         if k == ev.ACTION_INTENDED:
             return [Refresh(ROOT)]
         if k == ev.ACTION_SENT and b.get("outcome") != "ok":
@@ -235,18 +255,20 @@ class Timeline:
                 index = int(b.get("index", 0))
                 radius = after.stage_def(index).blast_radius if after.plan else None
                 text = (
-                    f":large_blue_circle: `{stage}` is live (blast radius {cards.format_value(radius)}); "
+                    f":large_blue_circle: `{stage}` is live (blast radius {format_value(radius)}); "
                     f"read back {code(b.get('observed'), 400)}. Verifying."
                 )
                 return [self._notice(entry, text), Refresh(ROOT)]
-            text = f":leftwards_arrow_with_hook: `{stage}` undone and confirmed; read back {code(b.get('observed'), 400)}"
+            text = (
+                f":leftwards_arrow_with_hook: `{stage}` undone and confirmed; read back {code(b.get('observed'), 400)}"
+            )
             steps = [self._notice(entry, text)]
             if self._rollback_ref:
                 steps.append(Refresh(self._rollback_ref))
             return [*steps, Refresh(ROOT)]
         if k == ev.ROLLBACK_STARTED:
             steps = [Refresh(f"hold:{before.open_hold}")] if before.open_hold else []
-            return [*steps, Refresh(self._rollback_ref), Refresh(ROOT)]
+            return [*steps, Refresh(f"rollback:{entry.seq}"), Refresh(ROOT)]
         if k in (ev.EXECUTION_COMPLETED, ev.EXECUTION_ROLLED_BACK, ev.EXECUTION_NEEDS_HUMAN):
             return self._final(before, after, entry)
         return []
@@ -378,11 +400,11 @@ class Notifier:
         """For tests and shutdown: wait until everything known is planned and delivered."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._idle.wait(timeout=max(0.0, deadline - time.monotonic())):
-                if self.outbox.wait_empty(max(0.0, deadline - time.monotonic())):
-                    with self._dirty_lock:
-                        if not self._dirty and self._idle.is_set():
-                            return True
+            planned = self._idle.wait(timeout=max(0.0, deadline - time.monotonic()))
+            if planned and self.outbox.wait_empty(max(0.0, deadline - time.monotonic())):
+                with self._dirty_lock:
+                    if not self._dirty and self._idle.is_set():
+                        return True
             time.sleep(0.01)
         return False
 
@@ -501,7 +523,10 @@ class Notifier:
     # ------------------------------------------------------------ Slack calls (in outbox workers)
 
     def _metadata(self, execution_id: str, ref: str, seq: int | None) -> dict[str, Any]:
-        return {"event_type": "stagehold_entry", "event_payload": {"execution": execution_id, "ref": ref, "seq": seq or 0}}
+        return {
+            "event_type": "stagehold_entry",
+            "event_payload": {"execution": execution_id, "ref": ref, "seq": seq or 0},
+        }
 
     def _ensure_root(self, execution_id: str, thread: _Thread) -> str:
         if thread.root_ts is None:
@@ -588,5 +613,5 @@ def _call(method: Callable[..., Any], **kwargs: Any) -> Any:
         if status >= 500 or error in _RETRYABLE_ERRORS:
             raise Transient(f"Slack answered HTTP {status} {error or ''}".strip()) from None
         raise Permanent(f"Slack refused: {error or status}") from None
-    except (TimeoutError, socket.timeout, URLError, ConnectionError) as exc:
+    except (TimeoutError, URLError, ConnectionError) as exc:
         raise Transient(f"{type(exc).__name__}: {exc}") from None

@@ -146,7 +146,7 @@ class Outbox:
         return None
 
     def _backoff(self, failures: int) -> float:
-        delay = min(self.backoff_cap, self.backoff_base * (2 ** max(0, failures - 1)))
+        delay: float = min(self.backoff_cap, self.backoff_base * 2.0 ** max(0, failures - 1))
         return delay * (0.75 + random.random() / 2)
 
     def _work(self) -> None:

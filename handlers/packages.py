@@ -34,7 +34,7 @@ def _declares(path: Path, change_id: str) -> bool:
 
 
 def find_package(directory: str | Path, change_id: str) -> LoadedChange:
-    root = Path(directory)
+    root = Path(directory).resolve()
     if not root.is_dir():
         raise PackageNotFound(f"the packages directory {str(root)!r} does not exist (STAGEHOLD_PACKAGES_DIR)")
     candidates = sorted({*root.glob("*/package.yaml"), *root.glob("*.yaml")})

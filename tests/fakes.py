@@ -11,6 +11,7 @@ edited), an in-memory ledger that seals and folds entries without a database, an
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from execution.model import ActionResult, Evidence, ReadbackResult, Role
 from execution.project import State, apply, project
 from execution.service import CommandOutcome, Engine
 from execution.transitions import Phase
-from ledger.chain import GENESIS_HASH, seal
+from ledger.chain import GENESIS_HASH, parse_ts, seal
 from ledger.entry import Entry, NewEntry
 from ledger.sql import SqlLedgerStore
 
@@ -198,6 +199,19 @@ class MemoryLedger:
             self.entries.append(entry)
             written.append(entry)
         return written
+
+
+def from_export(lines: Iterable[str]) -> list[Entry]:
+    """Entries read back from exported JSON Lines (``Entry.to_json`` per line)."""
+    out = []
+    for line in lines:
+        if not line.strip():
+            continue
+        d = json.loads(line)
+        out.append(
+            Entry(d["execution"], d["seq"], parse_ts(d["ts"]), d["kind"], d["actor"], d["body"], d["prev"], d["hash"])
+        )
+    return out
 
 
 def upto(entries: Sequence[Entry], kind: str, nth: int = 1) -> list[Entry]:

@@ -6,8 +6,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from bot.commands import execute, ledger, sandbox, validate
+from bot.commands import execute, ledger, sandbox, serve, validate
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-COMMAND_GROUPS: list[Register] = [execute.register, validate.register, ledger.register, sandbox.register]
+COMMAND_GROUPS: list[Register] = [
+    execute.register,
+    validate.register,
+    ledger.register,
+    sandbox.register,
+    serve.register,
+]

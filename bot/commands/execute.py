@@ -280,6 +280,9 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
 
 
 def _finish(engine: Engine, state: State, out: str | None) -> int:
+    # A foreground run is over: hand the lease back so `resume` (or the bot) can take the
+    # execution over now instead of waiting for the lease to lapse.
+    engine.let_go(state.execution_id)
     code = exit_code(state)
     written = write_outputs(out, state, engine.entries(state.execution_id)) if out else []
     _summary(state, code, written)

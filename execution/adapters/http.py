@@ -27,6 +27,8 @@ from execution.model import JSON, ActionResult, Clock, Credentials, Evidence, Re
 from ledger.masking import MASK, mask
 
 _SNIPPET = 300
+# Stands for "the target answered 404" in ``_get_json`` (a document can never be this object).
+_ABSENT = object()
 # Status codes a gateway returns when it may already have forwarded the request upstream.
 _GATEWAY_UNKNOWN = frozenset({502, 503, 504})
 
@@ -207,8 +209,14 @@ class HttpTargets:
             headers["Idempotency-Key"] = idempotency_key
         return headers
 
-    def _get_json(self, target: str, path: str, role: Role, timeout_s: float) -> tuple[JSON, str | None]:
-        """GET a JSON document: ``(document, None)`` or ``(None, masked error text)``."""
+    def _get_json(
+        self, target: str, path: str, role: Role, timeout_s: float, *, absent: JSON = None
+    ) -> tuple[JSON, str | None]:
+        """GET a JSON document: ``(document, None)`` or ``(None, masked error text)``.
+
+        With ``absent`` given, a 404 answers ``(absent, None)``: the target read fine and says
+        the document does not exist.
+        """
         try:
             url = self._url(target, path)
             response = self._client.get(url, headers=self._headers(role), timeout=timeout_s)
@@ -216,6 +224,8 @@ class HttpTargets:
             return None, self._mask.text(str(exc))
         except Exception as exc:
             return None, self._mask.text(f"GET {target} {path} failed: {_describe(exc)}")
+        if absent is not None and response.status_code == 404:
+            return absent, None
         if not response.is_success:
             snippet = self._mask.text(response.text)
             return None, f"GET {target} {path} answered HTTP {response.status_code}: {snippet}"
@@ -307,9 +317,16 @@ class HttpTargets:
         if spec is None:
             return ReadbackResult(None, None, "not an http read-back")
         try:
-            document, error = self._get_json(spec.target, spec.path, role, timeout_s)
+            # A 404 for the document an action writes is a definite answer — the action has not
+            # created it — not a failed read. Treating it as unreadable held every resume whose
+            # first action creates a document and was interrupted before it was sent, though a
+            # re-send under the same key is exactly what resolves that case.
+            document, error = self._get_json(spec.target, spec.path, role, timeout_s, absent=_ABSENT)
             if error is not None:
                 return ReadbackResult(None, None, error)
+            if document is _ABSENT:
+                detail = self._mask.text(f"{spec.target} {spec.path}: not found (HTTP 404): the document does not exist")
+                return ReadbackResult(False, None, detail)
             observed = self._mask.body(document)
             problems = compare_expected(spec.expect, document, self._mask.field)
             if problems:

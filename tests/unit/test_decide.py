@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -201,8 +202,6 @@ def test_the_window_closing_stops_expansion_without_reading_or_sending() -> None
 def test_after_the_last_stage_ready_completes(run_entries: list[Entry]) -> None:
     ledger = MemoryLedger.of(before(run_entries, ev.HOLD_OPENED))
     state = ledger.state
-    from dataclasses import replace
-
     done = replace(state, current=len(state.stages))
     assert reads(done, last_ts(state)) is None
     decision = decide(done, Observations(), last_ts(state))
@@ -332,8 +331,6 @@ def test_released_preflight_hold_of_an_unprotected_stage_enters_once_evidence_pa
 
 def test_irreversible_stage_needs_two_releasers_and_says_why(run_entries: list[Entry]) -> None:
     state = MemoryLedger.of(before(run_entries, ev.GATE_CHECKED, 2)).state
-    from dataclasses import replace
-
     at_retire = replace(state, current=3)
     now = last_ts(state)
     hold = body(decide(at_retire, obs(now), now), ev.HOLD_OPENED)
@@ -506,6 +503,7 @@ def test_readiness_lost_holds_even_when_every_forward_check_passes(run_entries: 
     [("hold", "fail"), ("narrow", "narrow"), ("rollback", "full")],
 )
 def test_the_plan_decides_what_a_fail_does(fail_reaction: str, expect: str) -> None:
+    # A failing check is reported as a fail even though the other check passes.
     change = edited(example(), plan=lambda p: stage_of(p, "canary-5")["verify"]["on"].update(fail=fail_reaction))
     ledger = MemoryLedger()
     ledger.append(cmd.start(change, INITIATOR, (), FakeClock()()))
@@ -520,7 +518,8 @@ def test_the_plan_decides_what_a_fail_does(fail_reaction: str, expect: str) -> N
         assert body(decision, ev.ROLLBACK_STARTED)["scope"] == expect
 
 
-def test_a_fail_at_the_irreversible_stage_needs_a_human(run_entries: list[Entry]) -> None:
+def test_a_fail_at_the_irreversible_stage_needs_a_human() -> None:
+    # The contract refuses such a plan; the engine still never rolls back across the stage.
     change = edited(example(), plan=lambda p: stage_of(p, "canary-5").update(irreversible=True))
     ledger = MemoryLedger()
     ledger.append(cmd.start(change, INITIATOR, (), FakeClock()()))
@@ -661,6 +660,19 @@ def test_a_hard_failure_while_held_still_rolls_back(run_entries: list[Entry]) ->
     consecutive = ledger.state.stages[0].consecutive
     ledger.append(decision.append[:1])
     assert ledger.state.stages[0].consecutive == consecutive
+
+
+def test_a_watch_sample_is_history_only_and_leaves_the_bake_alone(run_entries: list[Entry]) -> None:
+    ledger = MemoryLedger.of(upto(run_entries, ev.VERIFICATION_SAMPLED, 3))
+    now = last_ts(ledger.state)
+    ledger.append(cmd.hold(ledger.state, "U06SRE", (), "look", now))
+    stages = ledger.state.stages
+    assert stages[0].consecutive == 3
+    later = now + timedelta(seconds=5)
+    decision = decide(ledger.state, obs(later, error_rate=evidence("error_rate", 0.5, later)), later)
+    assert body(decision, ev.VERIFICATION_SAMPLED)["during_hold"] == "H1"
+    ledger.append(decision.append[:1])
+    assert ledger.state.stages == stages
 
 
 def test_a_hard_failure_while_held_with_the_way_back_broken_asks_the_rollback_authority(

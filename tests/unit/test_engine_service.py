@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from execution import events as ev
+from execution.commands import StartRefused
 from execution.decide import SendAction
 from execution.model import ActionResult, Role
 from execution.project import State
@@ -588,6 +589,33 @@ def test_a_manual_hold_during_an_action_opens_right_after_it_resolves(tmp_path: 
         rig.close()
 
 
+def test_a_hold_requested_during_an_action_survives_an_ambiguous_outcome(tmp_path: Path) -> None:
+    """The action did not resolve when its read-back failed: the requested hold still opens after it does."""
+    holder: dict[str, Any] = {}
+
+    def during_send(state: State, action: SendAction) -> None:
+        if "out" not in holder:
+            holder["out"] = holder["engine"].hold(state.execution_id, "U06SRE", "pause after this")
+
+    rig = Rig(tmp_path / "l.db", before_send=during_send)
+    holder["engine"] = rig.engine
+    try:
+        rig.fake.readback_fails = True
+        rig.start()
+        state = rig.run()
+        assert holder["out"].kinds == (ev.HOLD_REQUESTED,)
+        assert hold_kind(state) == "ambiguous"
+        rig.fake.readback_fails = False
+        rig.release("U01DANA")
+        state = rig.run()
+        assert state.stages[0].status == "live"
+        assert hold_kind(state) == "manual" and state.hold is not None
+        assert state.hold.reason == "manual hold by U06SRE: pause after this"
+        assert ev.VERIFICATION_SAMPLED not in rig.kinds()
+    finally:
+        rig.close()
+
+
 # ---------------------------------------------------------------- concurrency
 
 
@@ -683,6 +711,52 @@ def test_a_conflicting_append_is_decided_again_on_the_new_state(rig: Rig) -> Non
     # The sample decided on the old state was not written after the hold.
     hold_seq = rig.of_kind(ev.HOLD_OPENED)[0].seq
     assert all(e.seq < hold_seq for e in rig.of_kind(ev.VERIFICATION_SAMPLED))
+
+
+def test_a_release_that_loses_the_race_is_decided_again_and_recorded_as_a_no_op(rig: Rig) -> None:
+    rig.start()
+    rig.run()
+    other = SqlLedgerStore(rig.url)
+    try:
+        competitor = Engine(other, lambda s: rig.fake, rig.clock, "web-b")
+        racing = RacingStore(rig.store, ev.RELEASE_GRANTED, lambda: competitor.release(rig.eid, "H1", 1, "U02LEE"))
+        engine = Engine(racing, lambda s: rig.fake, rig.clock, "web-a")  # type: ignore[arg-type]
+        out = engine.release(rig.eid, "H1", 1, "U01DANA")
+    finally:
+        other.close()
+    assert racing.conflicts == 1
+    assert out.kinds == (ev.RELEASE_IGNORED,)
+    assert "already released by U02LEE" in out.entries[0].body["reason"]
+    assert rig.kinds().count(ev.HOLD_RELEASED) == 1
+    assert rig.of_kind(ev.HOLD_RELEASED)[0].body["by"] == ["U02LEE"]
+
+
+def test_a_writer_that_lost_its_lease_mid_action_cannot_append(tmp_path: Path) -> None:
+    takeover: dict[str, Any] = {}
+
+    def lease_lapses_during_send(state: State, action: SendAction) -> None:
+        if "done" in takeover:
+            return
+        takeover["done"] = True
+        rig.clock.advance(61)  # this process stalls; another takes the execution over
+        store = SqlLedgerStore(rig.url)
+        try:
+            Engine(store, lambda s: rig.fake, rig.clock, "owner-b").tick(state.execution_id)
+        finally:
+            store.close()
+
+    rig = Rig(tmp_path / "l.db", before_send=lease_lapses_during_send)
+    try:
+        rig.start()
+        assert rig.tick() is None  # fenced out: the stalled writer gives up
+        key = f"{rig.eid}:canary-5:apply:1"
+        # The new owner resolved the action (re-sent once with the same key, applied once); the
+        # stalled writer's late answer was not appended on top of the new owner's history.
+        assert [a["key"] for a in rig.fake.applied] == [key]
+        assert [e.body["key"] for e in rig.of_kind(ev.ACTION_SENT)] == [key]
+        assert rig.state.stages[0].status == "live"
+    finally:
+        rig.close()
 
 
 def test_only_the_lease_holder_drives_and_a_fenced_writer_stops(rig: Rig) -> None:
@@ -790,6 +864,28 @@ def test_a_live_state_mismatch_on_resume_opens_a_hold(rig: Rig) -> None:
     assert len(rig.fake.applies()) == 1
 
 
+def test_a_takeover_by_a_plain_tick_reconciles_first(rig: Rig) -> None:
+    """A restart inside the old owner's lease cannot resume at once; its later tick still reconciles."""
+    rig.start()
+    rig.run(until=lambda s: s.stages[0].consecutive == 3)
+    rig.fake.docs["/weights"] = {"tokenizer": 40, "legacy": 60}
+    engine = Engine(rig.store, lambda s: rig.fake, rig.clock, "owner-b")
+    rig.clock.advance(10)
+    assert engine.resume(rig.eid) is None  # the dead owner's lease is still live
+    assert engine.tick(rig.eid) is None
+    assert ev.EXECUTION_RESUMED not in rig.kinds()
+    rig.clock.advance(51)
+    engine.tick(rig.eid)
+    resumed = rig.of_kind(ev.EXECUTION_RESUMED)
+    assert [e.body["owner"] for e in resumed] == ["owner-b"]
+    assert resumed[0].body["reconcile"]["matches"] is False
+    assert hold_kind(engine.load(rig.eid)) == "reconcile_mismatch"
+    # Driving on under the same lease does not reconcile again.
+    rig.clock.advance(30)
+    engine.tick(rig.eid)
+    assert len(rig.of_kind(ev.EXECUTION_RESUMED)) == 1
+
+
 def test_resume_with_matching_live_state_continues_where_it_was(rig: Rig) -> None:
     rig.start()
     rig.run(until=lambda s: s.stages[0].consecutive == 3)
@@ -848,8 +944,6 @@ def test_a_terminal_execution_is_left_alone_on_resume(rig: Rig) -> None:
 
 
 def test_engine_start_refuses_a_second_running_execution_of_the_same_change(rig: Rig) -> None:
-    from execution.commands import StartRefused
-
     rig.start()
     with pytest.raises(StartRefused, match="already has a running execution"):
         rig.engine.start(rig.change, INITIATOR)
@@ -880,6 +974,7 @@ def test_nominal_run_completes_with_one_confirmed_action_per_stage(rig: Rig) -> 
     )
     assert rig.confirmed() == [a["key"] for a in rig.fake.applied]
     assert rig.kinds()[-1] == ev.EXECUTION_COMPLETED
+    assert ev.EXECUTION_RESUMED not in rig.kinds()  # one owner throughout: nothing to reconcile
     assert PAYMENTS_HEALTHY["error_rate"] == rig.fake.signals["error_rate"]
 
 

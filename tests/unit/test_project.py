@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -270,6 +271,4 @@ def test_kinds_the_engine_does_not_interpret_are_history_only(run_entries: list[
     add(ledger, "slack.posted", "role:notifier", ts="1234.5")
     after = ledger.state
     assert after.seq == before.seq + 1
-    from dataclasses import replace
-
     assert replace(after, seq=before.seq, last_ts=before.last_ts) == before

@@ -1,0 +1,321 @@
+"""The Slack app: Bolt wired to the handlers, served over Socket Mode or HTTP.
+
+Rules:
+* Socket Mode when an app-level token (``SLACK_APP_TOKEN``) is set — no public URL needed;
+  otherwise HTTP behind uvicorn: ``POST /slack/events`` for commands and interactions, and
+  ``GET /healthz``. Bolt's ``dispatch`` is synchronous, so it runs in a worker thread
+  (``asyncio.to_thread``) and never blocks the event loop.
+* Every HTTP request is verified against the signing secret by Bolt's ``RequestVerification``
+  (``v0=HMAC-SHA256(secret, "v0:{ts}:{body}")``, timestamps more than five minutes off refused):
+  a bad one gets 401 and reaches no listener. Before that, this layer refuses a malformed
+  timestamp and an exact replay of a request it already accepted (same signature within the
+  five minutes); everything a replay could do is idempotent in the engine anyway.
+* Two Web API clients: the listeners' client retries briefly itself (slack_sdk's connection,
+  rate-limit and server-error retry handlers, two attempts each) because a person is waiting;
+  the notifier's client has no retry handlers, since its outbox retries without holding a worker.
+* The Web API base URL is a setting (``STAGEHOLD_SLACK_API_URL``), so tests and proxies can
+  stand in for slack.com.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from slack_bolt import App, BoltRequest
+from slack_bolt.adapter.socket_mode import SocketModeHandler
+from slack_sdk import WebClient
+from slack_sdk.http_retry import RetryHandler
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+from slack_sdk.signature import SignatureVerifier
+
+from bot.bootstrap import build_engine
+from bot.clock import utc_now
+from bot.scheduler import Driver
+from execution.adapters.base import Connection
+from execution.model import Clock
+from execution.project import State
+from handlers import actions, commands
+from handlers.directory import Directory
+from handlers.notifier import Notifier
+from handlers.services import Services
+from ledger.sql import SqlLedgerStore
+
+log = logging.getLogger("stagehold.slack.app")
+
+EVENTS_PATH = "/slack/events"
+HEALTH_PATH = "/healthz"
+MAX_BODY = 1024 * 1024
+SIGNATURE_WINDOW_S = 300
+LISTENER_WORKERS = 16
+WEB_API_TIMEOUT_S = 10
+
+
+def listener_client(token: str, base_url: str) -> WebClient:
+    retries: list[RetryHandler] = [
+        ConnectionErrorRetryHandler(max_retry_count=2),
+        RateLimitErrorRetryHandler(max_retry_count=2),
+        ServerErrorRetryHandler(max_retry_count=2),
+    ]
+    return WebClient(token=token, base_url=_slash(base_url), timeout=WEB_API_TIMEOUT_S, retry_handlers=retries)
+
+
+def delivery_client(token: str, base_url: str) -> WebClient:
+    return WebClient(token=token, base_url=_slash(base_url), timeout=WEB_API_TIMEOUT_S, retry_handlers=[])
+
+
+def _slash(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
+
+
+def build_app(client: WebClient, signing_secret: str, services: Services) -> App:
+    """The Bolt app with every stagehold listener. Bolt calls ``auth.test`` here."""
+    app = App(
+        name="stagehold",
+        client=client,
+        signing_secret=signing_secret,
+        # Listeners run in Bolt's pool after ack(); enough workers that slow Slack answers to some
+        # clicks never keep a new click from being acknowledged within 3 seconds.
+        listener_executor=ThreadPoolExecutor(max_workers=LISTENER_WORKERS, thread_name_prefix="stagehold-listener"),
+    )
+    commands.register(app, services)
+    actions.register(app, services)
+    return app
+
+
+class ReplayGuard:
+    """Refuse a validly signed request seen before (same signature inside the signature window)."""
+
+    def __init__(self, signing_secret: str, clock: Callable[[], float] = time.time) -> None:
+        self.verifier = SignatureVerifier(signing_secret)
+        self.clock = clock
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, body: bytes, timestamp: str | None, signature: str | None) -> bool:
+        """False for a malformed timestamp or a replay; bad signatures are left to Bolt (401)."""
+        if timestamp is None or not timestamp.isdigit() or len(timestamp) > 12:
+            return False
+        if signature is None or not self.verifier.is_valid(body, timestamp, signature):
+            return True
+        now = self.clock()
+        with self._lock:
+            for sig, seen in list(self._seen.items()):
+                if now - seen > 2 * SIGNATURE_WINDOW_S:
+                    del self._seen[sig]
+            if signature in self._seen:
+                return False
+            self._seen[signature] = now
+        return True
+
+
+Scope = dict[str, Any]
+Receive = Callable[[], Any]
+Send = Callable[[dict[str, Any]], Any]
+
+
+class SlackEndpoint:
+    """A small ASGI app: Bolt at ``POST /slack/events``, health at ``GET /healthz``."""
+
+    def __init__(self, app: App, signing_secret: str, health: Callable[[], dict[str, Any]]) -> None:
+        self.app = app
+        self.health = health
+        self.guard = ReplayGuard(signing_secret)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"]
+        if path == HEALTH_PATH and method in ("GET", "HEAD"):
+            try:
+                body = await asyncio.to_thread(self.health)
+                await _reply(send, 200, json.dumps(body).encode(), "application/json")
+            except Exception:
+                log.exception("health check failed")
+                await _reply(send, 503, b'{"ok": false}', "application/json")
+            return
+        if path != EVENTS_PATH:
+            await _reply(send, 404, b'{"error": "not found"}', "application/json")
+            return
+        if method != "POST":
+            await _reply(send, 405, b'{"error": "method not allowed"}', "application/json")
+            return
+        raw = await _read_body(receive)
+        if raw is None:
+            await _reply(send, 413, b'{"error": "request too large"}', "application/json")
+            return
+        headers: dict[str, list[str]] = {}
+        for key, value in scope.get("headers", []):
+            headers.setdefault(key.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+        timestamp = _first(headers, "x-slack-request-timestamp")
+        signature = _first(headers, "x-slack-signature")
+        if not self.guard.admit(raw, timestamp, signature):
+            await _reply(send, 401, b'{"error": "invalid request"}', "application/json")
+            return
+        request = BoltRequest(
+            body=raw.decode("utf-8", errors="replace"),
+            query=scope.get("query_string", b"").decode("latin-1"),
+            headers=headers,  # type: ignore[arg-type]
+        )
+        response = await asyncio.to_thread(self.app.dispatch, request)
+        out_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, vs in response.headers.items() for v in vs]
+        body_bytes = response.body.encode("utf-8") if isinstance(response.body, str) else bytes(response.body or b"")
+        await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
+        await send({"type": "http.response.body", "body": body_bytes})
+
+    @staticmethod
+    async def _lifespan(receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _first(headers: dict[str, list[str]], name: str) -> str | None:
+    values = headers.get(name)
+    return values[0] if values else None
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _reply(send: Send, status: int, body: bytes, content_type: str) -> None:
+    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class HttpServer:
+    """uvicorn serving an ASGI app in a background thread; ``stop()`` shuts it down cleanly."""
+
+    def __init__(self, asgi: Any, host: str, port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))  # bound here, so port 0 gives a known free port at once
+        self.host = host
+        self.port = int(self.sock.getsockname()[1])
+        config = uvicorn.Config(
+            asgi, interface="asgi3", lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=5
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name="stagehold-http", daemon=True
+        )
+
+    def start(self, timeout: float = 10.0) -> HttpServer:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"the HTTP server did not start on {self.host}:{self.port}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=timeout)
+        self.sock.close()
+
+
+class SocketModeRunner:
+    """Bolt over Socket Mode (an app-level ``xapp-`` token; no public URL needed)."""
+
+    def __init__(self, app: App, app_token: str) -> None:
+        self.handler = SocketModeHandler(app, app_token)
+
+    def start(self) -> SocketModeRunner:
+        self.handler.connect()  # type: ignore[no-untyped-call]
+        return self
+
+    def stop(self) -> None:
+        self.handler.close()  # type: ignore[no-untyped-call]
+
+
+# ---------------------------------------------------------------- the assembled bot
+
+
+class SlackBot:
+    """Engine, scheduler, notifier and Bolt app wired together: ``stagehold serve`` runs one."""
+
+    def __init__(
+        self,
+        *,
+        store: SqlLedgerStore,
+        connect: Callable[[State], Connection],
+        bot_token: str,
+        signing_secret: str,
+        api_url: str,
+        packages_dir: str | Path,
+        clock: Clock = utc_now,
+        owner: str | None = None,
+        start_mode: str = "live",
+        start_speed: float = 1.0,
+        pace_s: float = 1.0,
+        notifier_sweep_s: float = 30.0,
+        driver_sweep_s: float = 15.0,
+        directory_ttl_s: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.signing_secret = signing_secret
+        self.notifier = Notifier(store, delivery_client(bot_token, api_url), pace_s=pace_s, sweep_s=notifier_sweep_s)
+        self.engine = build_engine(store, connect, listeners=[self.notifier], clock=clock, owner=owner)
+        self.driver = Driver(self.engine, clock, sweep_seconds=driver_sweep_s)
+        client = listener_client(bot_token, api_url)
+        self.services = Services(
+            engine=self.engine,
+            wake=self.driver.wake,
+            directory=Directory(client, ttl_s=directory_ttl_s),
+            packages_dir=Path(packages_dir),
+            threads=self.notifier.slack,
+            start_mode=start_mode,
+            start_speed=start_speed,
+        )
+        self.app = build_app(client, signing_secret, self.services)
+
+    def start(self, *, resume: bool = True) -> SlackBot:
+        """Deliver anything not yet posted, resume every unfinished execution, then tick on schedule."""
+        self.notifier.start()
+        self.driver.start(resume=resume)
+        return self
+
+    def stop(self) -> None:
+        self.driver.stop()
+        self.notifier.stop()
+
+    def endpoint(self) -> SlackEndpoint:
+        return SlackEndpoint(self.app, self.signing_secret, self.health)
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": True, "executions": {"active": len(self.engine.active())}, "slack": self.notifier.stats()}

@@ -1,0 +1,130 @@
+"""``stagehold serve``: the Slack bot — engine, scheduler and notifier in one process.
+
+Order of start: settings -> ledger store -> engine (the notifier listening) -> scheduler (every
+unfinished execution is resumed: reconciled against the live target, then driven) -> Bolt app
+(which checks the bot token with ``auth.test``) -> Socket Mode if ``SLACK_APP_TOKEN`` is set,
+otherwise HTTP on ``--port`` / ``STAGEHOLD_PORT``. SIGTERM and SIGINT stop it cleanly: the
+server first (no new clicks), then the scheduler, then the notifier; whatever Slack has not yet
+received is posted by the next start, from the ledger.
+
+Missing settings fail at once with one line naming what to set (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from types import FrameType
+
+from slack_bolt.error import BoltError
+
+from bot import exits
+from bot.app import HttpServer, SlackBot, SocketModeRunner
+from bot.bootstrap import http_client, live_connector, open_store
+from bot.clock import utc_now
+from bot.settings import SettingsError, load_settings
+from execution.model import Credentials
+
+CREDENTIALS = (
+    "STAGEHOLD_CREDENTIAL_PREFLIGHT",
+    "STAGEHOLD_CREDENTIAL_EXECUTOR",
+    "STAGEHOLD_CREDENTIAL_VERIFIER",
+    "STAGEHOLD_CREDENTIAL_ROLLBACK",
+)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run the Slack bot (Socket Mode with SLACK_APP_TOKEN, else HTTP)")
+    p.add_argument("--port", type=int, help="HTTP port (default: STAGEHOLD_PORT or 3000)")
+    p.add_argument("--host", help="HTTP address (default: STAGEHOLD_HOST or 0.0.0.0)")
+    p.add_argument(
+        "--sandbox",
+        metavar="URL",
+        help="rehearsal server: executions started from Slack run against this sandbox, with compressed time",
+    )
+    p.add_argument("--speed", type=float, default=60.0, help="time compression with --sandbox (default 60)")
+    p.set_defaults(handler=cmd_serve)
+
+
+def _fail(message: str) -> int:
+    print(f"stagehold: {message}", file=sys.stderr)
+    return exits.INVALID
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings()
+        settings.require("SLACK_BOT_TOKEN")
+        socket_mode = settings.slack_app_token is not None and settings.slack_app_token.get_secret_value() != ""
+        if not socket_mode:
+            settings.require("SLACK_SIGNING_SECRET")
+        if args.sandbox is None:
+            settings.require(*CREDENTIALS)
+        elif not args.speed > 0:
+            return _fail("--speed must be greater than zero")
+        store = open_store(settings.database_url)
+    except SettingsError as exc:
+        return _fail(str(exc))
+    assert settings.slack_bot_token is not None
+    client = http_client(settings.http_timeout_s)
+    if args.sandbox:
+        connect = live_connector(Credentials({}), client, utc_now, args.sandbox.rstrip("/"))
+        mode, speed = "rehearsal", float(args.speed)
+    else:
+        connect = live_connector(settings.credentials(), client, utc_now)
+        mode, speed = "live", 1.0
+    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
+    try:
+        bot = SlackBot(
+            store=store,
+            connect=connect,
+            bot_token=settings.slack_bot_token.get_secret_value(),
+            signing_secret=secret,
+            api_url=settings.slack_api_url,
+            packages_dir=settings.packages_dir,
+            start_mode=mode,
+            start_speed=speed,
+        )
+    except BoltError as exc:
+        client.close()
+        store.close()
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return _fail(f"Slack did not accept SLACK_BOT_TOKEN ({first}); check the token and STAGEHOLD_SLACK_API_URL")
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    server: HttpServer | SocketModeRunner | None = None
+    try:
+        bot.start()
+        if socket_mode:
+            assert settings.slack_app_token is not None
+            server = SocketModeRunner(bot.app, settings.slack_app_token.get_secret_value()).start()
+            print("stagehold: serving Slack over Socket Mode", flush=True)
+        else:
+            host = args.host or settings.http_host
+            port = args.port if args.port is not None else settings.http_port
+            try:
+                server = HttpServer(bot.endpoint(), host, port).start()
+            except OSError as exc:
+                return _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+            print(
+                f"stagehold: serving Slack over HTTP on {host}:{server.port} (POST /slack/events, GET /healthz)",
+                flush=True,
+            )
+        stop.wait()
+        print("stagehold: stopping", file=sys.stderr, flush=True)
+        return exits.OK
+    finally:
+        if server is not None:
+            server.stop()
+        bot.stop()
+        client.close()
+        store.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,190 @@
+"""What every trial family reports, and the one table they are published in.
+
+A family runs ``trials`` independent trials and checks a fixed list of ``invariants`` on each;
+every breach is a ``Violation`` naming the trial, the invariant and what was seen. A negative
+control is a family run against a deliberately unsafe build: it passes when it *finds*
+violations, which shows the checks can see the failures they are meant to catch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORT = ROOT / "docs" / "reliability.md"
+_DATA_START = "<!-- reliability-data"
+_DATA_END = "-->"
+
+
+@dataclass(frozen=True)
+class Size:
+    """How big a run is: ``smoke`` for CI, ``full`` for the published figures."""
+
+    name: str
+    seed: int = 20261128
+
+    @property
+    def full(self) -> bool:
+        return self.name == "full"
+
+    def pick(self, smoke: int, full: int) -> int:
+        return full if self.full else smoke
+
+
+@dataclass
+class Violation:
+    trial: str
+    invariant: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"[{self.trial}] {self.invariant}: {self.detail}"
+
+
+@dataclass
+class FamilyResult:
+    family: str
+    title: str
+    unit: str  # what one trial is: "trials", "actions", "modifications", ...
+    trials: int
+    invariants: list[str]
+    violations: list[Violation] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    command: str = ""
+    size: str = ""
+    seconds: float = 0.0
+    negative_control: bool = False
+    finished_at: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """A normal family holds with no violation; a negative control holds when it finds some."""
+        return bool(self.violations) if self.negative_control else not self.violations
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FamilyResult:
+        violations = [Violation(**v) for v in data.pop("violations", [])]
+        return cls(**data, violations=violations)
+
+
+class Recorder:
+    """Collects violations from worker threads and counts trials."""
+
+    def __init__(self, limit: int = 200) -> None:
+        self._lock = threading.Lock()
+        self.violations: list[Violation] = []
+        self.dropped = 0
+        self.limit = limit
+        self.trials = 0
+
+    def trial_done(self, count: int = 1) -> None:
+        with self._lock:
+            self.trials += count
+
+    def add(self, trial: str, invariant: str, details: Sequence[str] | str) -> None:
+        items = [details] if isinstance(details, str) else list(details)
+        with self._lock:
+            for detail in items:
+                if len(self.violations) < self.limit:
+                    self.violations.append(Violation(trial, invariant, detail))
+                else:
+                    self.dropped += 1
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    run: Callable[[Size, Path], list[FamilyResult]]
+    about: str
+
+
+def command_for(family: str, size: Size) -> str:
+    flag = "--full" if size.full else "--smoke"
+    return f"python -m reliability {flag} --family {family}"
+
+
+# ---------------------------------------------------------------- the published table
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render(results: Sequence[FamilyResult], *, started: str, seconds: float) -> str:
+    lines = [
+        "# Reliability",
+        "",
+        "Trials that try to make stagehold advance when it should not: crashes at the worst moments,",
+        "answers lost after a change was applied, repeated and forged Slack deliveries, a tampered",
+        "ledger, malformed input, secrets in every field, and people clicking buttons they should not.",
+        "Every row is produced by `python -m reliability --full` (this file is rewritten by it); the",
+        "last column reproduces one row on its own. A *negative control* runs the same trials against",
+        "a build with a safety turned off and must find violations: it shows the checks can see the",
+        "failures they guard against.",
+        "",
+        f"Run: {started}, {seconds / 60:.1f} min in total on {os.cpu_count()} CPU(s), "
+        f"Python {platform.python_version()}.",
+        "",
+        "| family | size | trials | invariants checked | violations | reproduce |",
+        "|---|---|---:|---|---:|---|",
+    ]
+    for r in results:
+        name = r.title + (" (negative control)" if r.negative_control and "negative" not in r.title else "")
+        found = f"{len(r.violations)}" + (" (expected > 0)" if r.negative_control else "")
+        lines.append(
+            f"| {_cell(name)} | {r.size} | {r.trials:,} {r.unit} | "
+            f"{_cell('; '.join(r.invariants))} | {found} | `{r.command}` |"
+        )
+    lines += ["", "## Details", ""]
+    for r in results:
+        lines.append(f"### {r.title}")
+        lines.append("")
+        lines.append(
+            f"{r.trials:,} {r.unit} at {r.size} size in {r.seconds:.0f} s; "
+            f"{len(r.violations)} violation(s){' — expected, this is the negative control' if r.negative_control else ''}."
+        )
+        lines.append("")
+        for note in r.notes:
+            lines.append(f"- {note}")
+        if r.violations:
+            lines.append("")
+            lines.append("Violations (first 10):")
+            lines.append("")
+            for v in r.violations[:10]:
+                lines.append(f"- `{_cell(str(v))[:400]}`")
+        lines.append("")
+    data = [r.to_json() | {"violations": [asdict(v) for v in r.violations[:10]]} for r in results]
+    lines += [_DATA_START, json.dumps({"started": started, "seconds": seconds, "results": data}, indent=1), _DATA_END]
+    return "\n".join(lines) + "\n"
+
+
+def previous(path: Path = REPORT) -> list[FamilyResult]:
+    """Rows of the current report, so a run of one family keeps the others' published figures."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    match = re.search(re.escape(_DATA_START) + r"\n(.*)\n" + re.escape(_DATA_END), text, re.DOTALL)
+    if not match:
+        return []
+    try:
+        data = json.loads(match.group(1))
+        return [FamilyResult.from_json(dict(r)) for r in data["results"]]
+    except (ValueError, KeyError, TypeError):
+        return []
+
+
+def now_text() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -1,0 +1,321 @@
+"""A fake Slack Web API on loopback: records every call, answers like Slack, fails on demand.
+
+Implements what stagehold uses: ``auth.test``, ``chat.postMessage`` (increasing ``ts``),
+``chat.update``, ``chat.postEphemeral``, ``views.open``, ``usergroups.users.list`` (configurable
+memberships), the three steps of ``files_upload_v2`` (``files.getUploadURLExternal``, the upload
+URL, ``files.completeUploadExternal``), and ``response_url`` endpoints.
+
+Failures are injected per method: ``fail(method, status, times, retry_after)`` answers the next
+``times`` calls with that HTTP status (429 with ``Retry-After``), ``storm(method, seconds)``
+answers 429 to every call for a while. Failed calls are recorded too (``Call.status``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+BOT_TOKEN = "xoxb-test-token"
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, Any]
+    status: int
+    at: float
+    token: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+
+@dataclass
+class _Failure:
+    status: int
+    retry_after: float | None
+
+
+@dataclass
+class Message:
+    channel: str
+    ts: str
+    thread_ts: str | None
+    text: str
+    blocks: list[dict[str, Any]]
+    metadata: dict[str, Any] | None
+    history: list[dict[str, Any]] = field(default_factory=list)  # earlier versions (chat.update)
+
+
+class FakeSlack:
+    def __init__(self, token: str = BOT_TOKEN) -> None:
+        self.token = token
+        self.calls: list[Call] = []
+        self.messages: dict[tuple[str, str], Message] = {}
+        self.memberships: dict[str, list[str]] = {}
+        self.broken_groups: set[str] = set()
+        self.responses: list[tuple[str, dict[str, Any]]] = []
+        self.uploads: dict[str, bytes] = {}
+        self._failures: dict[str, deque[_Failure]] = {}
+        self._storms: dict[str, tuple[float, float]] = {}
+        self._delays: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._ts = 1_700_000_000_000_100
+        self._ids = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> FakeSlack:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                fake._handle(self)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def root(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.root}/api/"
+
+    def response_url(self, name: str) -> str:
+        return f"{self.root}/response/{name}"
+
+    # ------------------------------------------------------------ failure injection
+
+    def fail(self, method: str, status: int, times: int = 1, retry_after: float | None = None) -> None:
+        with self._lock:
+            queue = self._failures.setdefault(method, deque())
+            for _ in range(times):
+                queue.append(_Failure(status, retry_after))
+
+    def storm(self, method: str, seconds: float, retry_after: float = 1.0) -> None:
+        """Answer every call of ``method`` with 429 for ``seconds``."""
+        with self._lock:
+            self._storms[method] = (time.monotonic() + seconds, retry_after)
+
+    def calm(self) -> None:
+        """End every storm and pending injected failure."""
+        with self._lock:
+            self._storms.clear()
+            self._failures.clear()
+
+    def delay(self, method: str, seconds: float) -> None:
+        """Answer ``method`` only after ``seconds`` (a slow Slack)."""
+        with self._lock:
+            self._delays[method] = seconds
+
+    # ------------------------------------------------------------ inspection
+
+    def calls_of(self, method: str, *, ok: bool | None = True) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.method == method and (ok is None or c.ok == ok)]
+
+    def all_calls(self) -> list[Call]:
+        with self._lock:
+            return list(self.calls)
+
+    def thread(self, channel: str, root_ts: str) -> list[Message]:
+        """Messages posted in the thread of ``root_ts``, in posting order."""
+        with self._lock:
+            return sorted(
+                (m for m in self.messages.values() if m.channel == channel and m.thread_ts == root_ts),
+                key=lambda m: m.ts,
+            )
+
+    def roots(self, channel: str) -> list[Message]:
+        with self._lock:
+            return sorted(
+                (m for m in self.messages.values() if m.channel == channel and m.thread_ts is None), key=lambda m: m.ts
+            )
+
+    def message(self, channel: str, ts: str) -> Message:
+        with self._lock:
+            return self.messages[(channel, ts)]
+
+    def ephemerals(self, user: str | None = None) -> list[Call]:
+        return [c for c in self.calls_of("chat.postEphemeral") if user is None or c.params.get("user") == user]
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.02)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+    # ------------------------------------------------------------ serving
+
+    def _next_ts(self) -> str:
+        self._ts += 100
+        whole, frac = divmod(self._ts, 1_000_000)
+        return f"{whole}.{frac:06d}"
+
+    def _next_id(self, prefix: str) -> str:
+        self._ids += 1
+        return f"{prefix}{self._ids:06d}"
+
+    def _handle(self, request: BaseHTTPRequestHandler) -> None:
+        length = int(request.headers.get("Content-Length") or 0)
+        raw = request.rfile.read(length) if length else b""
+        path = urlsplit(request.path).path
+        if path.startswith("/response/"):
+            body = json.loads(raw or b"{}")
+            with self._lock:
+                self.responses.append((path.rsplit("/", 1)[1], body))
+            self._send(request, 200, "ok", "text/plain")
+            return
+        if path.startswith("/upload/"):
+            with self._lock:
+                self.uploads[path.rsplit("/", 1)[1]] = raw
+            self._send(request, 200, f"OK - {len(raw)}", "text/plain")
+            return
+        if not path.startswith("/api/"):
+            self._send(request, 404, json.dumps({"ok": False, "error": "not_found"}))
+            return
+        method = path[len("/api/") :]
+        params = self._params(request, raw)
+        auth = request.headers.get("Authorization") or ""
+        token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else params.get("token")
+        with self._lock:
+            pause = self._delays.get(method, 0.0)
+        if pause:
+            time.sleep(pause)
+        with self._lock:
+            failure = self._failure(method)
+            if failure is not None:
+                self.calls.append(Call(method, params, failure.status, time.time(), token))
+        if failure is not None:
+            headers = {"Retry-After": f"{failure.retry_after:g}"} if failure.retry_after is not None else {}
+            error = "ratelimited" if failure.status == 429 else "internal_error"
+            self._send(request, failure.status, json.dumps({"ok": False, "error": error}), headers=headers)
+            return
+        with self._lock:
+            answer = self._answer(method, params, token)
+            self.calls.append(Call(method, params, 200, time.time(), token))
+        self._send(request, 200, json.dumps(answer))
+
+    def _failure(self, method: str) -> _Failure | None:
+        storm = self._storms.get(method)
+        if storm is not None:
+            until, retry_after = storm
+            if time.monotonic() < until:
+                return _Failure(429, retry_after)
+            del self._storms[method]
+        queue = self._failures.get(method)
+        if queue:
+            return queue.popleft()
+        return None
+
+    @staticmethod
+    def _params(request: BaseHTTPRequestHandler, raw: bytes) -> dict[str, Any]:
+        ctype = request.headers.get("Content-Type") or ""
+        query = {k: v[0] for k, v in parse_qs(urlsplit(request.path).query).items()}
+        if "json" in ctype:
+            return {**query, **json.loads(raw or b"{}")}
+        form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8")).items()}
+        out: dict[str, Any] = {**query, **form}
+        for key in ("blocks", "view", "metadata", "files"):
+            if isinstance(out.get(key), str):
+                try:
+                    out[key] = json.loads(out[key])
+                except ValueError:
+                    pass
+        return out
+
+    def _answer(self, method: str, p: dict[str, Any], token: str | None) -> dict[str, Any]:
+        if token != self.token:
+            return {"ok": False, "error": "invalid_auth"}
+        if method == "auth.test":
+            return {
+                "ok": True,
+                "url": "https://stagehold-test.slack.com/",
+                "team": "Test",
+                "user": "stagehold",
+                "team_id": "T0TEST",
+                "user_id": "U0BOT",
+                "bot_id": "B0BOT",
+            }
+        if method == "chat.postMessage":
+            channel = p.get("channel")
+            if not channel:
+                return {"ok": False, "error": "channel_not_found"}
+            ts = self._next_ts()
+            blocks = p.get("blocks") or []
+            self.messages[(channel, ts)] = Message(
+                channel, ts, p.get("thread_ts"), p.get("text", ""), blocks, p.get("metadata")
+            )
+            return {"ok": True, "channel": channel, "ts": ts, "message": {"ts": ts, "text": p.get("text", "")}}
+        if method == "chat.update":
+            key = (p.get("channel", ""), p.get("ts", ""))
+            message = self.messages.get(key)
+            if message is None:
+                return {"ok": False, "error": "message_not_found"}
+            message.history.append({"text": message.text, "blocks": message.blocks})
+            message.text, message.blocks = p.get("text", ""), p.get("blocks") or []
+            return {"ok": True, "channel": key[0], "ts": key[1]}
+        if method == "chat.postEphemeral":
+            return {"ok": True, "message_ts": self._next_ts()}
+        if method == "views.open":
+            return {"ok": True, "view": {**(p.get("view") or {}), "id": self._next_id("V")}}
+        if method == "usergroups.users.list":
+            group = p.get("usergroup", "")
+            if group in self.broken_groups:
+                return {"ok": False, "error": "missing_scope"}
+            if group not in self.memberships:
+                return {"ok": False, "error": "no_such_subteam"}
+            return {"ok": True, "users": list(self.memberships[group])}
+        if method == "files.getUploadURLExternal":
+            file_id = self._next_id("F")
+            return {"ok": True, "upload_url": f"{self.root}/upload/{file_id}", "file_id": file_id}
+        if method == "files.completeUploadExternal":
+            files = p.get("files") or []
+            return {"ok": True, "files": [{"id": f.get("id"), "title": f.get("title")} for f in files]}
+        return {"ok": False, "error": "unknown_method"}
+
+    @staticmethod
+    def _send(
+        request: BaseHTTPRequestHandler,
+        status: int,
+        body: str,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        data = body.encode("utf-8")
+        request.send_response(status)
+        request.send_header("Content-Type", content_type)
+        request.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            request.send_header(key, value)
+        request.end_headers()
+        request.wfile.write(data)
