@@ -81,15 +81,29 @@ def _slash(url: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
-def build_app(client: WebClient, signing_secret: str, services: Services) -> App:
+class _SameToken(logging.Filter):
+    # Bolt also reads SLACK_BOT_TOKEN from the environment and warns that the client's token wins;
+    # the client was built from that same setting, so the warning says nothing.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("As you gave `client` as well")
+
+
+_bolt_log = logging.getLogger("stagehold.slack.bolt")
+_bolt_log.addFilter(_SameToken())
+
+
+def build_app(
+    client: WebClient, signing_secret: str, services: Services, listeners: ThreadPoolExecutor | None = None
+) -> App:
     """The Bolt app with every stagehold listener. Bolt calls ``auth.test`` here."""
     app = App(
         name="stagehold",
+        logger=_bolt_log,
         client=client,
         signing_secret=signing_secret,
         # Listeners run in Bolt's pool after ack(); enough workers that slow Slack answers to some
         # clicks never keep a new click from being acknowledged within 3 seconds.
-        listener_executor=ThreadPoolExecutor(max_workers=LISTENER_WORKERS, thread_name_prefix="stagehold-listener"),
+        listener_executor=listeners or ThreadPoolExecutor(LISTENER_WORKERS, thread_name_prefix="stagehold-listener"),
     )
     commands.register(app, services)
     actions.register(app, services)
@@ -302,7 +316,8 @@ class SlackBot:
             start_mode=start_mode,
             start_speed=start_speed,
         )
-        self.app = build_app(client, signing_secret, self.services)
+        self.listeners = ThreadPoolExecutor(LISTENER_WORKERS, thread_name_prefix="stagehold-listener")
+        self.app = build_app(client, signing_secret, self.services, self.listeners)
 
     def start(self, *, resume: bool = True) -> SlackBot:
         """Deliver anything not yet posted, resume every unfinished execution, then tick on schedule."""
@@ -311,7 +326,12 @@ class SlackBot:
         return self
 
     def stop(self) -> None:
+        """Stop after the HTTP server: finish clicks in hand, stop ticking, hand leases back, stop posting."""
+        self.listeners.shutdown(wait=True)
         self.driver.stop()
+        for execution_id in self.engine.active():
+            # Another process (or this one restarted) may then take over at once, not after the lease lapses.
+            self.engine.let_go(execution_id)
         self.notifier.stop()
 
     def endpoint(self) -> SlackEndpoint:

@@ -13,6 +13,9 @@ Rules:
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -34,6 +37,9 @@ class Driver:
             executors={"default": ThreadPoolExecutor(max_workers=workers)},
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 3},
         )
+        self._runs = threading.Condition()
+        self._running_now = 0
+        self._stopping = False
 
     def start(self, *, resume: bool = True) -> None:
         self.scheduler.start()
@@ -56,9 +62,20 @@ class Driver:
                     replace_existing=True,
                 )
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop scheduling, then wait for runs in progress.
+
+        Not ``shutdown(wait=True)``: it waits while holding the scheduler's job-store lock, which a
+        finishing run needs to re-arm itself (``add_job``), so the two would wait for each other.
+        """
+        with self._runs:
+            self._stopping = True
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=True)
+            self.scheduler.shutdown(wait=False)
+        deadline = time.monotonic() + timeout
+        with self._runs:
+            while self._running_now and time.monotonic() < deadline:
+                self._runs.wait(timeout=max(0.0, deadline - time.monotonic()))
 
     def wake(self, execution_id: str, at: datetime | None = None) -> None:
         """Drive ``execution_id`` at ``at`` (default: now). Replaces any later wake-up."""
@@ -71,23 +88,30 @@ class Driver:
         )
 
     def _resume(self, execution_id: str) -> None:
-        try:
-            wake = self.engine.resume(execution_id)
-        except Exception:
-            log.exception("resume of %s failed; retrying shortly", execution_id)
-            wake = self.clock() + timedelta(seconds=5)
-        self._rearm(execution_id, wake)
+        self._counted(execution_id, self.engine.resume, "resume")
 
     def _run(self, execution_id: str) -> None:
+        self._counted(execution_id, self.engine.tick, "tick")
+
+    def _counted(self, execution_id: str, step: Callable[[str], datetime | None], name: str) -> None:
+        with self._runs:
+            if self._stopping:
+                return
+            self._running_now += 1
         try:
-            wake = self.engine.tick(execution_id)
-        except Exception:
-            log.exception("tick of %s failed; retrying shortly", execution_id)
-            wake = self.clock() + timedelta(seconds=5)
-        self._rearm(execution_id, wake)
+            try:
+                wake = step(execution_id)
+            except Exception:
+                log.exception("%s of %s failed; retrying shortly", name, execution_id)
+                wake = self.clock() + timedelta(seconds=5)
+            self._rearm(execution_id, wake)
+        finally:
+            with self._runs:
+                self._running_now -= 1
+                self._runs.notify_all()
 
     def _rearm(self, execution_id: str, wake: datetime | None) -> None:
-        if wake is not None:
+        if wake is not None and not self._stopping:
             self.scheduler.add_job(
                 self._run, "date", run_date=wake, id=f"exec:{execution_id}", args=[execution_id], replace_existing=True
             )

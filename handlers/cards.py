@@ -31,7 +31,7 @@ from execution import policy
 from execution.project import Hold, RollbackState, State
 from execution.transitions import Phase
 from handlers import blockkit, ids
-from ledger.chain import format_ts
+from ledger.chain import format_ts, parse_ts
 from ledger.masking import mask
 from templates import HERE as TEMPLATES_DIR
 from templates import format_value
@@ -163,9 +163,10 @@ def slack_date(when: datetime | str | None) -> str:
     if when is None:
         return "—"
     if isinstance(when, str):
-        from ledger.chain import parse_ts
-
-        when = parse_ts(when)
+        try:
+            when = parse_ts(when)
+        except ValueError:
+            return md(when, 80)  # not a ledger timestamp (e.g. "earlier"): show it as text
     iso = format_ts(when)[:19] + "Z"
     return f"<!date^{int(when.timestamp())}^{{date_short_pretty}} {{time_secs}}|{iso}>"
 

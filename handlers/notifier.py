@@ -507,11 +507,13 @@ class Notifier:
     def _enqueue(self, execution_id: str, thread: _Thread, step: Step, seq: int, *, last: bool) -> None:
         with thread.lock:
             thread.pending += 1
+        # After the last step of an entry is delivered, the thread's delivered position moves to it.
+        done_seq = seq if last else None
 
         def run() -> bool:
             if isinstance(step, Reply):
-                return self._post_reply(execution_id, thread, step, seq if last else None)
-            return self._refresh(execution_id, thread, step.ref, seq if last else None)
+                return self._post_reply(execution_id, thread, step, seq, done_seq)
+            return self._refresh(execution_id, thread, step.ref, seq, done_seq)
 
         def done(delivered: bool) -> None:
             with thread.lock:
@@ -522,24 +524,23 @@ class Notifier:
 
     # ------------------------------------------------------------ Slack calls (in outbox workers)
 
-    def _metadata(self, execution_id: str, ref: str, seq: int | None) -> dict[str, Any]:
-        return {
-            "event_type": "stagehold_entry",
-            "event_payload": {"execution": execution_id, "ref": ref, "seq": seq or 0},
-        }
+    @staticmethod
+    def _metadata(execution_id: str, ref: str, seq: int) -> dict[str, Any]:
+        # Message metadata ties every message to the ledger entry that caused it.
+        return {"event_type": "stagehold_entry", "event_payload": {"execution": execution_id, "ref": ref, "seq": seq}}
 
-    def _ensure_root(self, execution_id: str, thread: _Thread) -> str:
+    def _ensure_root(self, execution_id: str, thread: _Thread, seq: int) -> str:
         if thread.root_ts is None:
-            self._refresh(execution_id, thread, ROOT, None)
+            self._refresh(execution_id, thread, ROOT, seq, None)
         assert thread.root_ts is not None
         return thread.root_ts
 
-    def _post_reply(self, execution_id: str, thread: _Thread, reply: Reply, seq: int | None) -> bool:
+    def _post_reply(self, execution_id: str, thread: _Thread, reply: Reply, seq: int, done_seq: int | None) -> bool:
         if reply.ref in thread.messages:
-            if seq is not None:
-                self.slack.advance(execution_id, seq)
+            if done_seq is not None:
+                self.slack.advance(execution_id, done_seq)
             return False  # delivered before a restart
-        root = self._ensure_root(execution_id, thread)
+        root = self._ensure_root(execution_id, thread, seq)
         response = _call(
             self.client.chat_postMessage,
             channel=thread.channel,
@@ -552,23 +553,23 @@ class Notifier:
         )
         ts = str(response["ts"])
         thread.messages[reply.ref] = ts
-        self.slack.save_message(execution_id, reply.ref, thread.channel, ts, seq)
+        self.slack.save_message(execution_id, reply.ref, thread.channel, ts, done_seq)
         return True
 
-    def _refresh(self, execution_id: str, thread: _Thread, ref: str, seq: int | None) -> bool:
+    def _refresh(self, execution_id: str, thread: _Thread, ref: str, seq: int, done_seq: int | None) -> bool:
         card = thread.timeline.render(ref)
         if card is None:
             return False
         fingerprint = card.fingerprint()
         ts = thread.root_ts if ref == ROOT else thread.messages.get(ref)
         if ts is not None and thread.shown.get(ref) == fingerprint:
-            if seq is not None:
-                self.slack.advance(execution_id, seq)
+            if done_seq is not None:
+                self.slack.advance(execution_id, done_seq)
             return False  # already showing exactly this
         if ts is None:
             kwargs: dict[str, Any] = {}
             if ref != ROOT:
-                kwargs["thread_ts"] = self._ensure_root(execution_id, thread)
+                kwargs["thread_ts"] = self._ensure_root(execution_id, thread, seq)
             response = _call(
                 self.client.chat_postMessage,
                 channel=thread.channel,
@@ -582,14 +583,14 @@ class Notifier:
             ts = str(response["ts"])
             if ref == ROOT:
                 thread.root_ts = ts
-                self.slack.set_root(execution_id, ts, seq or 0)
+                self.slack.set_root(execution_id, ts, done_seq or 0)
             else:
                 thread.messages[ref] = ts
-                self.slack.save_message(execution_id, ref, thread.channel, ts, seq)
+                self.slack.save_message(execution_id, ref, thread.channel, ts, done_seq)
         else:
             _call(self.client.chat_update, channel=thread.channel, ts=ts, text=card.text, blocks=card.blocks)
-            if seq is not None:
-                self.slack.advance(execution_id, seq)
+            if done_seq is not None:
+                self.slack.advance(execution_id, done_seq)
         thread.shown[ref] = fingerprint
         return True
 

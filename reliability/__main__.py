@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.monotonic() - started
     for r in results:
         mark = "ok" if r.ok else "FAILED"
-        print(f"{r.family:<18} {r.trials:>8,} {r.unit:<14} {len(r.violations):>5} violation(s)  {r.seconds:6.0f}s  {mark}")
+        print(
+            f"{r.family:<18} {r.trials:>8,} {r.unit:<14} {len(r.violations):>5} violation(s)  {r.seconds:6.0f}s  {mark}"
+        )
         if not r.ok:
             for v in r.violations[:10]:
                 print(f"    {v}")

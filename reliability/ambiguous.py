@@ -43,6 +43,9 @@ from reliability.target import TrialSandbox
 
 STAGES = 20
 TIMEOUT_RATIO = 0.1
+# Writes lost on the way in (not applied, no answer): the engine must re-send them once under the
+# same key after a read-back shows the old state, and hold if that is lost too.
+LOSE_BEFORE_RATIO = 0.03
 CLIENT_TIMEOUT = "100ms"
 HANG_JUST_PAST_TIMEOUT_S = 0.15
 PROCESSES = 2
@@ -117,10 +120,14 @@ class _Totals:
             self.counts.update(counts)
 
 
-def _one(number: int, change: LoadedChange, worker: _Worker, rng: random.Random, rec: Recorder, totals: _Totals) -> None:
+def _one(
+    number: int, change: LoadedChange, worker: _Worker, rng: random.Random, rec: Recorder, totals: _Totals
+) -> None:
     fault_at = rng.randint(1, STAGES - 1) if rng.random() < 0.35 else None
     hang = HANG_JUST_PAST_TIMEOUT_S if number % 2 else 0.0
-    sandbox = TrialSandbox(timeout_ratio=TIMEOUT_RATIO, hang_seconds=hang, seed=rng.randrange(2**32)).start()
+    sandbox = TrialSandbox(
+        timeout_ratio=TIMEOUT_RATIO, hang_seconds=hang, seed=rng.randrange(2**32), lose_before_ratio=LOSE_BEFORE_RATIO
+    ).start()
     name = f"ambiguous-{number:07d}"
     eid = f"CHG-AMB-{number:07d}"
     worker.sandboxes[eid] = sandbox
@@ -135,9 +142,14 @@ def _one(number: int, change: LoadedChange, worker: _Worker, rng: random.Random,
         rec.add(name, "no blind retry", checks.no_blind_retry(entries, [e.key for e in sandbox.sends()]))
         rec.add(name, "ambiguity resolved", checks.ambiguity_resolved(entries))
         expected = "completed" if fault_at is None else "rolled_back"
-        if final.status() != expected:
+        held_unknown = final.hold is not None and final.hold.kind in ("ambiguous", "not_applied")
+        if final.status() != expected and not held_unknown:
             hold = f" ({final.hold.kind}: {final.hold.reason})" if final.hold else ""
             rec.add(name, "no lost transition", f"ended {final.status()}{hold}, expected {expected}")
+        if held_unknown and final.pending is not None:
+            # Held because the re-send was lost too: the transition must not have taken effect.
+            if any(a["key"] == final.pending.key for a in sandbox.applied()):
+                rec.add(name, "no lost transition", f"held as not applied, but {final.pending.key} was applied")
         rec.add(name, "no lost transition", checks.live_matches_ledger(entries, sandbox.state))
         rec.add(name, "chain verifies", checks.chain(entries, state.execution_id))
         sent = [e for e in entries if e.kind == "action.sent"]
@@ -155,6 +167,7 @@ def _one(number: int, change: LoadedChange, worker: _Worker, rng: random.Random,
             held=held,
             resends=sum(1 for e in entries if e.kind == "action.resend_intended"),
             dropped=len(ambiguous) if hang == 0 else 0,
+            lost_before=sandbox.lost_before,
         )
     finally:
         sandbox.stop()
@@ -172,7 +185,9 @@ def _scratch(workdir: Path) -> Path:
     return workdir
 
 
-def _process(seed: int, part: int, workdir: Path, target_actions: int) -> tuple[list[Violation], int, int, dict[str, int]]:
+def _process(
+    seed: int, part: int, workdir: Path, target_actions: int
+) -> tuple[list[Violation], int, int, dict[str, int]]:
     """One worker process: ``THREADS`` threads running executions until ``target_actions`` are reached."""
     change = load_change(workdir / "change" / "package.yaml")
     rec = Recorder()
@@ -234,7 +249,8 @@ def run(size: Size, workdir: Path) -> list[FamilyResult]:
         f"{c['ambiguous']:,} ambiguous sends ({c['ambiguous'] / max(1, c['sends']):.1%} of sends; "
         f"{c['dropped']:,} by a dropped connection, the rest by an answer withheld {HANG_JUST_PAST_TIMEOUT_S:g}s "
         f"against a {CLIENT_TIMEOUT} client timeout): {c['resolved']:,} transitions confirmed by read-back, "
-        f"{c['held']} held, {c['resends']} re-sent once under the same key after a read-back showed the old state",
+        f"{c['held']} held, {c['resends']} re-sent once under the same key after a read-back showed the old state "
+        f"({c['lost_before']} writes lost before they were applied, ratio {LOSE_BEFORE_RATIO})",
         f"sandbox: `Sandbox(timeout_ratio={TIMEOUT_RATIO}, hang_seconds=..., seed=...)`, one per execution; "
         f"{processes} processes × {THREADS} threads run executions in parallel",
     ]

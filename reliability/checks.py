@@ -7,6 +7,7 @@ own counters, so an engine bug that miscounts cannot also pass its own check.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -163,7 +164,7 @@ def passed_with_evidence(entries: Sequence[Entry]) -> list[str]:
                 out.append(f"{name} passed at seq {e.seq} counting a non-passing sample (seq {s.seq})")
                 break
         every = parse_duration(stage.verify.every) / state.speed
-        for a, b in zip(tail, tail[1:], strict=False):
+        for a, b in itertools.pairwise(tail):
             if (b.ts - a.ts).total_seconds() < every * 0.999:
                 out.append(f"{name} samples seq {a.seq} and {b.seq} are closer than the interval ({every:.3f}s)")
     return out
@@ -248,7 +249,9 @@ def live_matches_ledger(entries: Sequence[Entry], documents: Callable[[str], Any
         if e.kind != "action.confirmed":
             continue
         stage = state.plan.stages[int(e.body["index"])]
-        confirm = stage.confirm if e.body["direction"] == "apply" else stage.rollback.confirm if stage.rollback else None
+        confirm = (
+            stage.confirm if e.body["direction"] == "apply" else stage.rollback.confirm if stage.rollback else None
+        )
         if confirm is None or confirm.http is None:
             continue
         last[confirm.http.path] = dict(confirm.http.expect)

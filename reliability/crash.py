@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -136,6 +137,9 @@ class TrialSpec:
     number: int
     scenario: str
     triggers: tuple[Trigger, ...]
+    # After the last kill, two resumes are started at once (an operator and the scheduler both
+    # restarting it): only the lease holder may drive, the other waits and reports the same end.
+    double_resume: bool = False
 
     @property
     def name(self) -> str:
@@ -151,7 +155,7 @@ def trial_specs(count: int, seed: int) -> list[TrialSpec]:
         points = SCENARIOS[scenario][1]
         kills = rng.randint(1, 3)
         chosen = tuple(make_trigger(rng.choice(points), rng) for _ in range(kills))
-        specs.append(TrialSpec(n + 1, scenario, chosen))
+        specs.append(TrialSpec(n + 1, scenario, chosen, double_resume=rng.random() < 0.2))
     return specs
 
 
@@ -173,6 +177,7 @@ class TrialRun:
     absorbed: int = 0
     ambiguous: int = 0
     resends: int = 0
+    doubled: bool = False
 
 
 class _Runner:
@@ -222,8 +227,17 @@ class _Runner:
 
     def _rehearse(self, url: str) -> subprocess.Popen[bytes]:
         return self._spawn(
-            ["rehearse", str(self.package), "--sandbox", url, "--execution-id", self.eid, "--auto-release"]
-            + ["--speed", SPEED]
+            [
+                "rehearse",
+                str(self.package),
+                "--sandbox",
+                url,
+                "--execution-id",
+                self.eid,
+                "--auto-release",
+                "--speed",
+                SPEED,
+            ]
         )
 
     def _resume(self, url: str) -> subprocess.Popen[bytes]:
@@ -341,24 +355,46 @@ class _Runner:
 
     # ------------------------------------------------------------ one trial
 
-    def execute(self, sandbox: TrialSandbox) -> None:
+    def execute(self, sandbox: TrialSandbox, double_resume: bool = False) -> None:
         sandbox.hook = self.hook
         self._arm(self.triggers.pop(0) if self.triggers else None)
         with self.lock:
             self.proc = self._rehearse(sandbox.url)
+        twin: subprocess.Popen[bytes] | None = None
         while True:
             status = self._wait(time.monotonic() + PROCESS_TIMEOUT_S)
             if status == "timeout":
-                self.run.violations.append(("process finished", [f"process {self.run.processes} ran over {PROCESS_TIMEOUT_S:g}s"]))
+                self.run.violations.append(
+                    ("process finished", [f"process {self.run.processes} ran over {PROCESS_TIMEOUT_S:g}s"])
+                )
+                if twin is not None:
+                    twin.kill()
+                    twin.wait()
                 return
             if status == "exited":
                 assert self.proc is not None
                 self.run.exit_code = self.proc.returncode
+                if twin is not None:
+                    try:
+                        code = twin.wait(timeout=PROCESS_TIMEOUT_S)
+                    except subprocess.TimeoutExpired:
+                        twin.kill()
+                        code = twin.wait()
+                    if code != self.run.exit_code:
+                        self.run.violations.append(
+                            (
+                                "same end as uninterrupted",
+                                [f"two resumes at once exited {self.run.exit_code} and {code}"],
+                            )
+                        )
                 return
             exists = self._after_kill()
             self._arm(self.triggers.pop(0) if self.triggers else None)
             with self.lock:
                 self.proc = self._resume(sandbox.url) if exists else self._rehearse(sandbox.url)
+                if exists and double_resume and self.trigger is None:
+                    twin = self._resume(sandbox.url)
+                    self.run.doubled = True
 
 
 def _child_env() -> dict[str, str]:
@@ -390,14 +426,16 @@ def run_one(
     *,
     unsafe_build: bool = False,
     baseline: TrialRun | None = None,
+    double_resume: bool = False,
 ) -> TrialRun:
     from ledger.sql import SqlLedgerStore
 
-    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
     runner = _Runner(workdir, package, scenario, name, triggers, unsafe_build)
     sandbox = TrialSandbox(confirm_paths=_confirm_paths(package)).start()
     try:
-        runner.execute(sandbox)
+        runner.execute(sandbox, double_resume)
         applied = sandbox.applied()
         sends = [e.key for e in sandbox.sends()]
         documents: Callable[[str], Any] = sandbox.state
@@ -486,8 +524,9 @@ def _family(size: Size, workdir: Path, *, unsafe_build: bool) -> FamilyResult:
     if unsafe_build:
         count = size.pick(10, 40)
     started = time.monotonic()
-    package = _drill(workdir)
-    base = baselines(workdir, workers)
+    shared = workdir.parent / "crash-baselines"  # the crash family and its negative control share them
+    package = _drill(shared)
+    base = baselines(shared, workers)
     rec = Recorder()
     for scenario, run in base.items():
         for invariant, found in run.violations:
@@ -507,6 +546,7 @@ def _family(size: Size, workdir: Path, *, unsafe_build: bool) -> FamilyResult:
             spec.triggers,
             unsafe_build=unsafe_build,
             baseline=base[spec.scenario],
+            double_resume=spec.double_resume,
         )
         run.spec = spec
         for invariant, found in run.violations:
@@ -525,7 +565,8 @@ def _family(size: Size, workdir: Path, *, unsafe_build: bool) -> FamilyResult:
     notes = [
         "scenarios (faults switched on as each stage is entered): "
         + ", ".join(f"{s} ×{n} ({' + '.join(SCENARIOS[s][0]) or 'no fault'})" for s, n in sorted(scenarios.items())),
-        f"{sum(kills.values())} SIGKILLs, {sum(r.processes for r in runs)} processes; kills per trial: "
+        f"{sum(kills.values())} SIGKILLs, {sum(r.processes for r in runs)} processes "
+        f"({sum(r.doubled for r in runs)} trials restarted by two resumes at once); kills per trial: "
         + ", ".join(f"{k}: {n}" for k, n in sorted(per_trial.items())),
         "kills by moment: " + ", ".join(f"{g} {n}" for g, n in sorted(groups.items())),
         "kills by point: " + ", ".join(f"{k} {n}" for k, n in sorted(kills.items())),

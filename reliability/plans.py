@@ -19,7 +19,10 @@ TARGET = "router"
 PLACEHOLDER_URL = "https://router.invalid"
 
 
-class _NoAliases(yaml.SafeDumper):
+_Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _NoAliases(_Dumper):  # type: ignore[valid-type,misc]
     # The contract refuses anchors and aliases; a dict used twice must be written out twice.
     def ignore_aliases(self, data: Any) -> bool:
         return True
@@ -122,9 +125,7 @@ def stage(
     return out
 
 
-def plan(
-    name: str, stages: Iterable[dict[str, Any]], *, max_age: str = "10m", light: bool = False
-) -> dict[str, Any]:
+def plan(name: str, stages: Iterable[dict[str, Any]], *, max_age: str = "10m", light: bool = False) -> dict[str, Any]:
     """A plan over the sandbox's health, parity and snapshot endpoints.
 
     Evidence ages are generous (``max_age``) because a trial measures crash and delivery safety,
@@ -146,9 +147,10 @@ def plan(
     }
     readiness = [{"signal": "legacy_healthy", "pass": "== true"}, {"signal": "snapshot_age_s", "pass": "< 3600"}]
     if light:
-        # Fewest reads per stage (one readiness signal, one check) for trials that count actions.
+        # One read per gate and per sample, for trials that count actions: readiness and the checks
+        # read the same signal (readiness only asks that parity be measurable and below 100 %).
         signals = {k: signals[k] for k in ("parity", "legacy_healthy")}
-        readiness = readiness[:1]
+        readiness = [{"signal": "parity", "pass": "< 1"}]
     return {
         "stagehold": 1,
         "kind": "execution-plan",

@@ -80,9 +80,7 @@ def rehearse(
         else:
             sandbox.add_fault(name)
     schedule: Any = FaultSchedule(sandbox.add_fault, later, stages)
-    engine = engine_for(
-        store, sandbox.url, client, clock, credentials=credentials, listeners=[schedule, *listeners]
-    )
+    engine = engine_for(store, sandbox.url, client, clock, credentials=credentials, listeners=[schedule, *listeners])
     state = engine.start(change, initiator, mode="rehearsal", speed=1.0, execution_id=execution_id)
     state = drive(engine, state.execution_id, auto_release=auto_release, sleep=clock.advance)
     return engine, state

@@ -9,6 +9,7 @@ key, faults, the ``/applied`` log) is untouched: ``applied()`` is the effect log
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,12 +32,21 @@ class Event:
 
 
 class TrialSandbox(Sandbox):
-    def __init__(self, *, confirm_paths: frozenset[str] = frozenset(), **kwargs: Any) -> None:
+    """``lose_before_ratio``: that share of writes is lost on the way in — not applied, and the answer
+    withheld like the sandbox's own lost answers — so the engine meets both halves of "sent, no
+    answer": applied (the sandbox's ``timeout_ratio``) and not applied (this)."""
+
+    def __init__(
+        self, *, confirm_paths: frozenset[str] = frozenset(), lose_before_ratio: float = 0.0, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.confirm_paths = confirm_paths
         self.hook: Hook | None = None
         self._sends: list[Event] = []
         self._sends_lock = threading.Lock()
+        self._lose_before_ratio = lose_before_ratio
+        self._lose_rng = random.Random(kwargs.get("seed"))
+        self.lost_before = 0
 
     def sends(self) -> list[Event]:
         """Every write that reached the sandbox, applied or not, in arrival order."""
@@ -59,6 +69,11 @@ class TrialSandbox(Sandbox):
         if event.kind.startswith("write:"):
             with self._sends_lock:
                 self._sends.append(event)
+                lose = self._lose_before_ratio > 0 and self._lose_rng.random() < self._lose_before_ratio
+                if lose:
+                    self.lost_before += 1
+            if lose:
+                return _Reply(200, {}, hang=True)
         hook = self.hook
         if hook is not None:
             hook("before", event)

@@ -33,7 +33,9 @@ def transition_of(key: str) -> str:
 def install() -> None:
     original_apply = Engine._safe_apply
 
-    def fresh_key_apply(self: Engine, state: State, action: Any, key: str, role: Role, timeout_s: float) -> ActionResult:
+    def fresh_key_apply(
+        self: Engine, state: State, action: Any, key: str, role: Role, timeout_s: float
+    ) -> ActionResult:
         return original_apply(self, state, action, f"{key}{SEPARATOR}{uuid.uuid4().hex[:8]}", role, timeout_s)
 
     def assumed_read_back(self: Engine, state: State, confirm: Any, role: Role, timeout_s: float) -> ReadbackResult:

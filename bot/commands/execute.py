@@ -140,6 +140,17 @@ class FaultSchedule:
                 if index < len(self.stages):
                     self._arm(self.stages[index])
 
+    def catch_up(self, state: State) -> None:
+        """Switch on now what a resumed rehearsal is already past the moment for.
+
+        The process that entered (or is about to enter) the stage in focus may have died before it
+        switched that stage's faults on, or between two of them; a resume only hears of stages that
+        pass from now on, so without this the rest of the rehearsal would run without them.
+        """
+        for index, stage in enumerate(self.stages):
+            if index <= state.current:
+                self._arm(stage)
+
     def _arm(self, stage: str) -> None:
         if stage in self.later and stage not in self.done:
             self.done.add(stage)
@@ -366,7 +377,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     add_fault = _post_fault(url, client) if url else (lambda name: None)
     for name in sorted(now_faults):
         add_fault(name)
-    listeners: list[Any] = [FaultSchedule(add_fault, later, stages)]
+    schedule = FaultSchedule(add_fault, later, stages)
+    schedule.catch_up(state)
+    listeners: list[Any] = [schedule]
     if not args.quiet:
         listeners.insert(0, ConsolePrinter())
     engine = build_engine(engine.store, live_connector(creds, client, utc_now, url), listeners=listeners)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ Missing settings fail at once with one line naming what to set (exit 2).
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -54,6 +55,9 @@ def _fail(message: str) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # A long-running service logs its own warnings (Slack retries, dropped messages) to stderr.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("stagehold").setLevel(logging.INFO)
     try:
         settings = load_settings()
         settings.require("SLACK_BOT_TOKEN")

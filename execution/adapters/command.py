@@ -133,7 +133,7 @@ class CommandRunner:
             found, value = select_field(document, spec.field)
             if not found:
                 return Evidence(name, None, None, source)
-            return Evidence(name, self._mask.value(value), now, source)
+            return Evidence(name, self._mask.value(value, spec.field), now, source)
         except Exception as exc:
             error = self._mask.text(f"read failed: {type(exc).__name__}: {exc}")
             return Evidence(name, None, None, source, error=error)

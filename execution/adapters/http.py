@@ -154,12 +154,25 @@ class Masker:
         last = key.rsplit(".", 1)[-1]
         return self.body({last: value})[last]
 
-    def value(self, value: JSON) -> JSON:
-        # Numbers stay numbers (mask() would turn a 13-digit count into text); strings and
-        # structures can carry secrets and are masked.
+    def value(self, value: JSON, field: str | None = None) -> JSON:
+        """A signal's value read from ``field`` of a document.
+
+        A field that is itself sensitive (a secret name, an account number, a field the plan marks
+        sensitive) is masked as it would be inside its document, whatever its type: the value read
+        from ``account_number`` is that account number, and reading it out of its document must
+        not strip the key that says so. Otherwise numbers stay numbers (mask() would turn a
+        13-digit count into text) and strings and structures are masked.
+        """
+        if field is not None and self._is_sensitive(field):
+            return self.field(field, value)
         if isinstance(value, (str, Mapping, list)):
             return self.body(value)
         return value
+
+    def _is_sensitive(self, field: str) -> bool:
+        last = field.rsplit(".", 1)[-1]
+        probe = "sensitive-probe"
+        return bool(self.body({last: probe})[last] != probe)
 
 
 def role_name(role: Role) -> str:
@@ -266,7 +279,7 @@ class HttpTargets:
                 except (ValueError, OverflowError, OSError) as exc:
                     error = f"time field {spec.time_field!r}: {exc}"
                     return Evidence(name, None, None, source, error=self._mask.text(error))
-            return Evidence(name, self._mask.value(value), sampled_at, source, samples=samples)
+            return Evidence(name, self._mask.value(value, spec.field), sampled_at, source, samples=samples)
         except Exception as exc:
             return Evidence(name, None, None, source, error=self._mask.text(f"read failed: {_describe(exc)}"))
 

@@ -121,8 +121,17 @@ def parse_yaml(raw: bytes) -> Document:
         mark = exc.problem_mark or exc.context_mark
         where = mark.line + 1 if mark is not None else None
         raise SourceError(f"not valid YAML: {exc.problem or exc.context}", where) from None
+    except yaml.reader.ReaderError as exc:
+        # The reader reports a character position, not a mark, and its own text runs over two
+        # lines ("...\n  in <unicode string>, position N"): give the line and one line of text,
+        # or the problem cannot be printed as ``file:line: path: message``.
+        char = exc.character
+        code = ord(char) if isinstance(char, str) else int(char)
+        line = text.count("\n", 0, max(0, exc.position)) + 1
+        raise SourceError(f"not valid YAML: character #x{code:04x} is not allowed ({exc.reason})", line) from None
     except yaml.YAMLError as exc:
-        raise SourceError(f"not valid YAML: {exc}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceError(f"not valid YAML: {first}") from None
     except RecursionError:
         raise SourceError(f"document is nested deeper than {MAX_DEPTH} levels") from None
     finally:

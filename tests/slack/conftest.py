@@ -219,7 +219,9 @@ class Harness:
                 "callback_id": view.get("callback_id", ROLLBACK_MODAL),
                 "private_metadata": view.get("private_metadata", ""),
                 "state": {
-                    "values": {"stagehold_reason": {"stagehold_reason_input": {"type": "plain_text_input", "value": reason}}}
+                    "values": {
+                        "stagehold_reason": {"stagehold_reason_input": {"type": "plain_text_input", "value": reason}}
+                    }
                 },
             },
         }

@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -247,10 +248,8 @@ class FakeSlack:
         out: dict[str, Any] = {**query, **form}
         for key in ("blocks", "view", "metadata", "files"):
             if isinstance(out.get(key), str):
-                try:
+                with suppress(ValueError):
                     out[key] = json.loads(out[key])
-                except ValueError:
-                    pass
         return out
 
     def _answer(self, method: str, p: dict[str, Any], token: str | None) -> dict[str, Any]:

@@ -43,7 +43,9 @@ def entries_of(h: Harness, kind: str, hold: str | None = None) -> list[dict[str,
 
 
 def ephemeral_text(h: Harness, user: str, count: int = 1) -> str:
-    calls = h.fake.wait_for(lambda: (lambda c: c if len(c) >= count else None)(h.fake.ephemerals(user)), 15, f"an answer to {user}")
+    calls = h.fake.wait_for(
+        lambda: (lambda c: c if len(c) >= count else None)(h.fake.ephemerals(user)), 15, f"an answer to {user}"
+    )
     return str(calls[count - 1].params["text"])
 
 
@@ -118,7 +120,9 @@ def test_two_person_release_of_the_irreversible_stage(harness: Harness) -> None:
     h.click(card, RELEASERS[0])
     assert "is recorded (1 of 2); 1 more distinct releaser(s) needed" in ephemeral_text(h, RELEASERS[0], 3)
     one_of_two = h.fake.wait_for(
-        lambda: (lambda m: m if "1 of 2 — given by <@U01DANA>" in card_text(m) else None)(h.fake.message(CHANNEL, card.ts)),
+        lambda: (lambda m: m if "1 of 2 — given by <@U01DANA>" in card_text(m) else None)(
+            h.fake.message(CHANNEL, card.ts)
+        ),
         what="the hold card showing 1 of 2",
     )
     assert button_value(one_of_two) is not None  # still open for the second releaser

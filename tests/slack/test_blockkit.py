@@ -80,7 +80,10 @@ def test_a_valid_message_has_no_problems() -> None:
             "blocks[0].elements[0].action_id: is 256 characters; the limit is 255",
         ),
         ([{**section("x"), "block_id": "b" * 256}], "blocks[0].block_id: is 256 characters; the limit is 255"),
-        ([{**section("x"), "block_id": "b"}, {**section("y"), "block_id": "b"}], "blocks[1].block_id: 'b' is not unique"),
+        (
+            [{**section("x"), "block_id": "b"}, {**section("y"), "block_id": "b"}],
+            "blocks[1].block_id: 'b' is not unique",
+        ),
         (
             [{"type": "actions", "elements": [button(style="green")]}],
             "blocks[0].elements[0].style: must be primary or danger",

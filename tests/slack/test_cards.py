@@ -109,7 +109,7 @@ def test_a_degraded_hold_with_a_long_evidence_list_is_summarised(
 ) -> None:
     sandbox.add_fault("error-rate-degraded")
     eid = rehearse(engine, sandbox, tmp_path, stages=1, extra_checks=40)
-    timeline, rendered = replay(engine, eid)
+    timeline, _ = replay(engine, eid)
     state = timeline.state
     assert state.hold is not None and state.hold.kind == "degraded" and len(state.hold.results) == 44
     card = cards.hold_card(state, state.hold.id)
@@ -135,9 +135,7 @@ def test_a_rollback_and_its_packet(engine: Engine, sandbox: Sandbox, tmp_path: P
 
 
 def test_a_failed_rollback_needs_a_human(engine: Engine, sandbox: Sandbox, tmp_path: Path) -> None:
-    eid = rehearse(
-        engine, sandbox, tmp_path, stages=2, faults={"canary-25": {"error-rate-high", "rollback-fail"}}
-    )
+    eid = rehearse(engine, sandbox, tmp_path, stages=2, faults={"canary-25": {"error-rate-high", "rollback-fail"}})
     timeline, rendered = replay(engine, eid)
     assert timeline.state.status() == "needs_human"
     all_text = texts(rendered)
@@ -161,14 +159,17 @@ def test_two_person_hold_stale_evidence_and_decided_outcomes(engine: Engine, san
     hold = state.hold
     assert hold is not None and hold.stage == "retire-legacy"
     engine.release(eid, hold.id, hold.evidence_version, RELEASERS[0])
-    timeline, rendered = replay(engine, eid)
+    timeline, _ = replay(engine, eid)
     partial = json.dumps(cards.hold_card(timeline.state, hold.id).blocks, ensure_ascii=False)
     assert "1 of 2 — given by <@U01DANA>" in partial
 
     # The same hold with its evidence gone stale: marked, and the buttons re-bound to v2.
     stale_state = replace(
         timeline.state,
-        holds={**timeline.state.holds, hold.id: replace(timeline.state.holds[hold.id], evidence_stale=True, evidence_version=2)},
+        holds={
+            **timeline.state.holds,
+            hold.id: replace(timeline.state.holds[hold.id], evidence_stale=True, evidence_version=2),
+        },
     )
     stale = cards.hold_card(stale_state, hold.id)
     assert "STALE" in stale.blocks[0]["text"]["text"]
@@ -177,7 +178,9 @@ def test_two_person_hold_stale_evidence_and_decided_outcomes(engine: Engine, san
     assert ids.decode(value).version == 2
 
     # Decided holds: the buttons are replaced by the outcome.
-    superseded = replace(stale_state, holds={**stale_state.holds, "H1": replace(stale_state.holds["H1"], status="superseded")})
+    superseded = replace(
+        stale_state, holds={**stale_state.holds, "H1": replace(stale_state.holds["H1"], status="superseded")}
+    )
     for st, hold_id, expect in (
         (timeline.state, "H1", "Released by <@U01DANA>"),
         (superseded, "H1", "Superseded"),

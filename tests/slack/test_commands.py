@@ -92,7 +92,9 @@ def test_hold_command_is_for_listed_operators(harness: Harness) -> None:
     h = harness
     command(h, f"start {CHANGE}", INITIATOR)
     h.hold_card("H1")
-    assert "Refused: U09NOBODY is not listed for CHG-2041" in str(command(h, f"hold {CHANGE} just because", OUTSIDER)["shown"])
+    assert "Refused: U09NOBODY is not listed for CHG-2041" in str(
+        command(h, f"hold {CHANGE} just because", OUTSIDER)["shown"]
+    )
     already = command(h, f"hold {CHANGE} vault latency", OPERATOR)
     assert "Nothing changed: already held at H1" in str(already["shown"])
     h.click(h.hold_card("H1"), RELEASERS[0])

@@ -1,0 +1,106 @@
+"""Slack failures never stop, corrupt or reorder an execution; a restarted bot continues its thread."""
+
+from __future__ import annotations
+
+import time
+from itertools import pairwise
+from typing import Any
+
+from tests.slack.conftest import CHANGE, CHANNEL, INITIATOR, RELEASERS, BotFactory, Harness, card_text
+from tests.slack.fake_slack import Call
+
+
+def posted(h: Harness) -> list[Call]:
+    return h.fake.calls_of("chat.postMessage")
+
+
+def payload(call: Call) -> dict[str, Any]:
+    meta = call.params.get("metadata") or {}
+    return dict(meta.get("event_payload") or {})
+
+
+def assert_in_ledger_order(h: Harness) -> None:
+    """Every message was delivered once, in the order of the ledger entries that caused it."""
+    calls = posted(h)
+    refs = [payload(c)["ref"] for c in calls]
+    assert len(refs) == len(set(refs)), "a message was posted twice"
+    seqs = [payload(c)["seq"] for c in calls if payload(c)["seq"]]
+    assert seqs == sorted(seqs), seqs
+    assert calls[0].params.get("thread_ts") is None  # the root card comes first
+    root_ts = h.root().ts
+    assert all(c.params.get("thread_ts") == root_ts for c in calls[1:])
+
+
+def test_a_429_storm_delays_cards_but_not_the_execution(harness: Harness) -> None:
+    h = harness
+    h.fake.storm("chat.postMessage", seconds=3.0, retry_after=1)
+    t0 = time.monotonic()
+    response, name = h.slash(f"start {CHANGE}", INITIATOR)
+    assert response.status_code == 200
+    h.answer(name)
+    # The engine reaches the first protected hold while Slack refuses every post.
+    h.wait_state(lambda s: s.open_hold == "H1", 10, "the first hold")
+    assert time.monotonic() - t0 < 3.0
+    assert posted(h) == []
+    rejected = h.fake.calls_of("chat.postMessage", ok=False)
+    assert rejected and all(c.status == 429 for c in rejected)
+    # After the storm everything arrives, once each, in ledger order, in one thread.
+    card = h.hold_card("H1", timeout=20)
+    assert card.thread_ts == h.root().ts
+    assert h.bot.notifier.wait_idle(20)
+    assert_in_ledger_order(h)
+    # Retry-After was honoured: no retry came sooner than a second after a 429.
+    times = [c.at for c in h.fake.calls_of("chat.postMessage", ok=None)]
+    assert all(b - a >= 0.9 for a, b in pairwise(times) if b < t0 + 3.0)
+    assert h.bot.notifier.stats()["retried"] >= 2
+
+
+def test_server_errors_are_retried_with_backoff(harness: Harness) -> None:
+    h = harness
+    h.bot.notifier.outbox.backoff_base = 0.05
+    h.fake.fail("chat.postMessage", 500, times=2)
+    h.fake.fail("chat.update", 503, times=2)
+    _, name = h.slash(f"start {CHANGE}", INITIATOR)
+    h.answer(name)
+    h.hold_card("H1")
+    assert h.bot.notifier.wait_idle(20)
+    assert [c.status for c in h.fake.calls_of("chat.postMessage", ok=None)][:3] == [500, 500, 200]
+    assert len(h.fake.calls_of("chat.update", ok=False)) == 2
+    assert_in_ledger_order(h)
+    assert "HELD" in card_text(h.fake.message(CHANNEL, h.root().ts))
+
+
+def test_a_restarted_bot_continues_the_same_thread(make_bot: BotFactory) -> None:
+    first = make_bot()
+    _, name = first.slash(f"start {CHANGE}", INITIATOR)
+    first.answer(name)
+    first.click(first.hold_card("H1"), RELEASERS[0])
+    h2_card = first.hold_card("H2")
+    root = first.root()
+    assert first.bot.notifier.wait_idle(10)
+
+    # Slack goes away; a release still lands in the ledger, then the process stops.
+    first.fake.storm("chat.postMessage", seconds=60)
+    first.fake.storm("chat.update", seconds=60)
+    first.click(h2_card, RELEASERS[0])
+    first.wait_state(lambda s: s.holds["H2"].status == "released", what="H2 released")
+    make_bot.stop(first)
+    first.fake.calm()
+
+    # A new process on the same database: the same thread, the same root card, nothing repeated.
+    second = make_bot()
+    second.wait_state(lambda s: s.open_hold == "H3", 30, "the irreversible stage's hold")
+    card = second.hold_card("H3", timeout=20)
+    assert card.thread_ts == root.ts
+    assert len(second.fake.roots(CHANNEL)) == 1
+    h2_after = second.fake.wait_for(
+        lambda: (lambda m: m if "Released by <@U01DANA>" in card_text(m) else None)(
+            second.fake.message(CHANNEL, h2_card.ts)
+        ),
+        what="the H2 card edited in place",
+    )
+    assert h2_after.ts == h2_card.ts
+    updates = [c for c in second.fake.calls_of("chat.update") if c.params["ts"] == root.ts]
+    assert updates, "the restarted bot edits the original root card"
+    assert second.bot.notifier.wait_idle(20)
+    assert_in_ledger_order(second)

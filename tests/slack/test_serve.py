@@ -1,0 +1,138 @@
+"""``stagehold serve`` as a process: HTTP mode against the fake Slack, and one-line setting errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+
+from execution.sandbox import Sandbox
+from tests.slack.conftest import SECRET, sign
+from tests.slack.fake_slack import BOT_TOKEN, FakeSlack
+
+STAGEHOLD = [sys.executable, "-m", "bot.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def environment(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "STAGEHOLD_"))}
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "STAGEHOLD_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
+            "STAGEHOLD_PACKAGES_DIR": str(tmp_path / "packages"),
+            "STAGEHOLD_HOST": "127.0.0.1",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def serving(tmp_path: Path, fake_slack: FakeSlack, sandbox: Sandbox) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    env = environment(
+        tmp_path,
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SECRET,
+        STAGEHOLD_SLACK_API_URL=fake_slack.api_url,
+    )
+    proc = subprocess.Popen(
+        [*STAGEHOLD, "serve", "--port", "0", "--sandbox", sandbox.url],
+        cwd=tmp_path,  # no stray .env
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        found = re.search(r"on 127\.0\.0\.1:(\d+)", line)
+        assert found, f"no listening line: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+        yield proc, f"http://127.0.0.1:{found.group(1)}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_serve_answers_health_and_a_signed_help_then_stops_on_sigterm(
+    serving: tuple[subprocess.Popen[str], str], fake_slack: FakeSlack
+) -> None:
+    proc, url = serving
+    with httpx.Client(timeout=10.0) as http:
+        health = http.get(f"{url}/healthz")
+        assert health.status_code == 200 and health.json()["ok"] is True
+        body = urlencode({"command": "/stagehold", "text": "help", "user_id": "U09NOBODY", "channel_id": "C0CHANGES"})
+        ts = int(time.time())
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": str(ts),
+            "X-Slack-Signature": sign(body, ts),
+        }
+        answer = http.post(f"{url}/slack/events", content=body.encode(), headers=headers)
+        assert answer.status_code == 200
+        assert "/stagehold start CHANGE_ID" in answer.json()["blocks"][-1]["text"]["text"]
+        headers["X-Slack-Signature"] = sign(body, ts, "wrong-secret")
+        assert http.post(f"{url}/slack/events", content=body.encode(), headers=headers).status_code == 401
+    assert fake_slack.calls_of("auth.test")  # Bolt checked the token against the configured API URL
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    assert proc.stderr is not None and "stopping" in proc.stderr.read()
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({}, "stagehold: missing setting: set SLACK_BOT_TOKEN"),
+        ({"SLACK_BOT_TOKEN": BOT_TOKEN}, "stagehold: missing setting: set SLACK_SIGNING_SECRET"),
+        (
+            {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SECRET},
+            "stagehold: missing setting: set STAGEHOLD_CREDENTIAL_PREFLIGHT",
+        ),
+    ],
+)
+def test_missing_settings_fail_with_one_line(tmp_path: Path, settings: dict[str, str], expected: str) -> None:
+    done = subprocess.run(
+        [*STAGEHOLD, "serve"],
+        cwd=tmp_path,
+        env=environment(tmp_path, **settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == expected
+    assert done.stdout == ""
+
+
+def test_a_token_slack_refuses_fails_with_one_line(tmp_path: Path, fake_slack: FakeSlack, sandbox: Sandbox) -> None:
+    env = environment(
+        tmp_path,
+        SLACK_BOT_TOKEN="xoxb-not-the-token",
+        SLACK_SIGNING_SECRET=SECRET,
+        STAGEHOLD_SLACK_API_URL=fake_slack.api_url,
+    )
+    done = subprocess.run(
+        [*STAGEHOLD, "serve", "--port", "0", "--sandbox", sandbox.url],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Slack did not accept SLACK_BOT_TOKEN" in lines[0], done.stderr
