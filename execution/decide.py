@@ -431,31 +431,37 @@ def _protection_reason(state: State, i: int) -> str:
 
 
 def _intend_apply(state: State, i: int, now: datetime, checked: NewEntry) -> Decision:
-    stage = state.stage_def(i)
-    attempt = state.stages[i].attempts + 1
-    key = action_key(state, stage.id, "apply", attempt)
-    spec = stage.action.model_dump(mode="json", by_alias=True, exclude_none=True)
+    intended, send = _intend(state, i, "apply", now)
+    return Decision((checked, intended), send)
+
+
+def _intend(state: State, index: int, direction: str, now: datetime) -> tuple[NewEntry, SendAction]:
+    """Record the intent of a forward action or a rollback step, and say what to send.
+
+    The attempt number is part of the idempotency key: a new attempt is a new intended
+    transition; a re-send after an ambiguous outcome reuses its attempt's key.
+    """
+    stage = state.stage_def(index)
+    stage_state = state.stages[index]
+    if direction == "apply":
+        action, role, attempt = stage.action, Role.EXECUTOR, stage_state.attempts + 1
+    else:
+        assert stage.rollback is not None
+        action, role, attempt = stage.rollback.action, Role.ROLLBACK, stage_state.rollback_attempts + 1
+    key = action_key(state, stage.id, direction, attempt)
     intended = _entry(
         ev.ACTION_INTENDED,
-        Role.EXECUTOR,
+        role,
         now,
         stage=stage.id,
-        index=i,
-        direction="apply",
+        index=index,
+        direction=direction,
         attempt=attempt,
         key=key,
-        target=stage.action.target,
-        action=spec,
+        target=action.target,
+        action=action.model_dump(mode="json", by_alias=True, exclude_none=True),
     )
-    timeout = _timeout(
-        state,
-        stage.action.http.timeout
-        if stage.action.http
-        else stage.action.command.timeout
-        if stage.action.command
-        else "10s",
-    )
-    return Decision((checked, intended), SendAction(i, stage.id, "apply", key, Role.EXECUTOR, timeout))
+    return intended, SendAction(index, stage.id, direction, key, role, _action_timeout(state, stage, direction))
 
 
 def timeout_seconds(state: State, text: str) -> float:
@@ -465,14 +471,15 @@ def timeout_seconds(state: State, text: str) -> float:
     return raw if raw <= 1.0 else max(1.0, raw / state.speed)
 
 
-def _timeout(state: State, text: str) -> float:
-    return timeout_seconds(state, text)
-
-
-def _rollback_timeout(state: State, stage: Stage) -> float:
-    assert stage.rollback is not None
-    spec = stage.rollback.action
-    return _timeout(state, spec.http.timeout if spec.http else spec.command.timeout if spec.command else "10s")
+def _action_timeout(state: State, stage: Stage, direction: str) -> float:
+    if direction == "apply":
+        action = stage.action
+    else:
+        assert stage.rollback is not None
+        action = stage.rollback.action
+    spec = action.http or action.command
+    assert spec is not None
+    return timeout_seconds(state, spec.timeout)
 
 
 def _resolve_pending(state: State, obs: Observations, now: datetime) -> Decision:
@@ -526,7 +533,7 @@ def _resolve_pending(state: State, obs: Observations, now: datetime) -> Decision
             if p.last_send is None
             else "the send was ambiguous and the target shows the old state: re-sending once with the same key"
         )
-        timeout = _timeout_for(state, stage, p.direction)
+        timeout = _action_timeout(state, stage, p.direction)
         return Decision(
             (
                 _entry(
@@ -573,13 +580,6 @@ def _resolve_pending(state: State, obs: Observations, now: datetime) -> Decision
             ),
         )
     )
-
-
-def _timeout_for(state: State, stage: Stage, direction: str) -> float:
-    if direction == "rollback":
-        return _rollback_timeout(state, stage)
-    spec = stage.action
-    return _timeout(state, spec.http.timeout if spec.http else spec.command.timeout if spec.command else "10s")
 
 
 def _applying(state: State, obs: Observations, now: datetime) -> Decision:
@@ -872,24 +872,8 @@ def _rolling_back(state: State, obs: Observations, now: datetime) -> Decision:
                     ),
                 )
             )
-        attempt = state.stages[index].rollback_attempts + 1
-        key = action_key(state, name, "rollback", attempt)
-        intended = _entry(
-            ev.ACTION_INTENDED,
-            Role.ROLLBACK,
-            now,
-            stage=name,
-            index=index,
-            direction="rollback",
-            attempt=attempt,
-            key=key,
-            target=stage.rollback.action.target,
-            action=stage.rollback.action.model_dump(mode="json", by_alias=True, exclude_none=True),
-        )
-        return Decision(
-            (intended,),
-            SendAction(index, name, "rollback", key, Role.ROLLBACK, _rollback_timeout(state, stage)),
-        )
+        intended, send = _intend(state, index, "rollback", now)
+        return Decision((intended,), send)
     if rb.scope == "narrow" and rb.undo:
         index = next(s.index for s in state.stages if s.id == rb.undo[0])
         return Decision(
