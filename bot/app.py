@@ -121,7 +121,7 @@ class ReplayGuard:
 
     def admit(self, body: bytes, timestamp: str | None, signature: str | None) -> bool:
         """False for a malformed timestamp or a replay; bad signatures are left to Bolt (401)."""
-        if timestamp is None or not timestamp.isdigit() or len(timestamp) > 12:
+        if timestamp is None or not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
             return False
         if signature is None or not self.verifier.is_valid(body, timestamp, signature):
             return True

@@ -40,6 +40,8 @@ log = logging.getLogger("stagehold.engine")
 
 MAX_STEPS_PER_TICK = 500
 APPEND_RETRIES = 20
+# How long a start holds its change's lease at most (it is released as soon as the start is written).
+START_LEASE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -186,10 +188,34 @@ class Engine:
         execution_id: str | None = None,
     ) -> State:
         now = self.clock()
+        # Two starts of one change at the same moment (a slash command sent twice, two operators)
+        # both passed the "already running" check and, their ids colliding, the second retried
+        # under a suffixed id: two live executions of one change. The check and the first append
+        # now run under a lock for this process and a short lease on the change for all others.
+        gate = f"start:{change.package.id}"
+        with self._lock(gate):
+            lease = self.store.acquire_lease(gate, self.owner, now, START_LEASE_S)
+            if lease is None:
+                raise cmd.StartRefused(f"{change.package.id} is being started by another request; try again shortly")
+            try:
+                return self._start(change, initiator, tuple(groups), now, mode, speed, execution_id)
+            finally:
+                self.store.release_lease(lease)
+
+    def _start(
+        self,
+        change: LoadedChange,
+        initiator: str,
+        groups: tuple[str, ...],
+        now: datetime,
+        mode: str,
+        speed: float,
+        execution_id: str | None,
+    ) -> State:
         for other in self.find(change.package.id):
             if not self.load(other).terminal:
                 raise cmd.StartRefused(f"{change.package.id} already has a running execution: {other}")
-        entries = cmd.start(change, initiator, tuple(groups), now, mode=mode, speed=speed)
+        entries = cmd.start(change, initiator, groups, now, mode=mode, speed=speed)
         base = execution_id or f"{change.package.id}-{now.strftime('%Y%m%dT%H%M%SZ')}"
         for attempt in range(1 if execution_id else 50):
             eid = base if attempt == 0 else f"{base}-{attempt + 1}"

@@ -4,8 +4,8 @@ Rules:
 * The engine never waits on Slack. The engine listener (``Notifier.__call__``) only marks an
   execution as having news and wakes the planner thread; a periodic sweep finds anything not yet
   delivered (after a restart, a lost wake-up, or appends by another process).
-* The planner reads new ledger entries in order and turns each into Slack steps (``Timeline`` —
-  pure, no I/O): thread replies rendered from that entry, and refreshes of tracked messages (the
+* The planner reads new ledger entries in order and turns each into Slack steps (``Timeline``,
+  no I/O of its own): thread replies rendered from that entry, and refreshes of tracked messages (the
   root card, hold cards, the rollback card), which are rendered at delivery time from the latest
   state so a late card never shows something older than what is already known.
 * Steps go through the per-channel ``Outbox`` (ordered, paced, retried). Delivery is durable:
@@ -48,9 +48,18 @@ from templates import format_value
 log = logging.getLogger("stagehold.slack.notifier")
 
 ROOT = "root"
-# Slack errors worth retrying even though the HTTP status was 200.
+# Slack errors worth retrying even though the HTTP status was 200. The bot not (yet) being in the
+# channel is one of them: once someone invites it, the thread arrives whole and in order.
 _RETRYABLE_ERRORS = frozenset(
-    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+    {
+        "ratelimited",
+        "internal_error",
+        "fatal_error",
+        "service_unavailable",
+        "request_timeout",
+        "not_in_channel",
+        "channel_not_found",
+    }
 )
 
 
@@ -76,7 +85,10 @@ Step = Reply | Refresh
 
 
 class Timeline:
-    """Folds an execution's entries and says which Slack steps each one calls for (pure)."""
+    """Folds an execution's entries and says which Slack steps each one calls for.
+
+    No I/O of its own: the ledger history it needs for packets and the final record is passed in.
+    """
 
     def __init__(self, execution_id: str, history: Callable[[int], Sequence[Entry]]) -> None:
         # ``history(seq)`` returns the ledger up to ``seq``; packets and the final record are built
@@ -541,7 +553,7 @@ class Notifier:
                 self.slack.advance(execution_id, done_seq)
             return False  # delivered before a restart
         root = self._ensure_root(execution_id, thread, seq)
-        response = _call(
+        response = call_web_api(
             self.client.chat_postMessage,
             channel=thread.channel,
             thread_ts=root,
@@ -570,7 +582,7 @@ class Notifier:
             kwargs: dict[str, Any] = {}
             if ref != ROOT:
                 kwargs["thread_ts"] = self._ensure_root(execution_id, thread, seq)
-            response = _call(
+            response = call_web_api(
                 self.client.chat_postMessage,
                 channel=thread.channel,
                 text=card.text,
@@ -588,14 +600,14 @@ class Notifier:
                 thread.messages[ref] = ts
                 self.slack.save_message(execution_id, ref, thread.channel, ts, done_seq)
         else:
-            _call(self.client.chat_update, channel=thread.channel, ts=ts, text=card.text, blocks=card.blocks)
+            call_web_api(self.client.chat_update, channel=thread.channel, ts=ts, text=card.text, blocks=card.blocks)
             if done_seq is not None:
                 self.slack.advance(execution_id, done_seq)
         thread.shown[ref] = fingerprint
         return True
 
 
-def _call(method: Callable[..., Any], **kwargs: Any) -> Any:
+def call_web_api(method: Callable[..., Any], **kwargs: Any) -> Any:
     """One Web API call, its failure sorted into Transient (retry) or Permanent (drop)."""
     try:
         return method(**kwargs)

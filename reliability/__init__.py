@@ -38,7 +38,7 @@ class _Lazy(Sequence[Family]):
             self._items = _families()
         return self._items
 
-    def __getitem__(self, i):  # type: ignore[no-untyped-def,override]
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
         return self._all()[i]
 
     def __len__(self) -> int:

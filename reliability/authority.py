@@ -322,9 +322,13 @@ class _Trial:
                     }
                     released = [x for x in entries[:i] if x.kind == ev.HOLD_RELEASED and x.body["hold"] in protected]
                     last = released[-1] if released else None
-                    by = set(last.body.get("by", [])) if last else set()
-                    if len(by) < 2 or not all(oracle.may_release(u) for u in by):
-                        add(name, "irreversible needs two releasers", f"{stage.id} entered on release by {sorted(by)}")
+                    givers = set(last.body.get("by", [])) if last else set()
+                    if len(givers) < 2 or not all(oracle.may_release(u) for u in givers):
+                        add(
+                            name,
+                            "irreversible needs two releasers",
+                            f"{stage.id} entered on release by {sorted(givers)}",
+                        )
             if person and e.kind not in ev.NO_OP_KINDS:
                 allowed = {
                     ev.EXECUTION_STARTED: oracle.may_initiate,

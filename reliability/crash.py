@@ -245,14 +245,17 @@ class _Runner:
 
     # ------------------------------------------------------------ killing
 
-    def _kill(self) -> None:
+    def _kill(self, point: str | None) -> bool:
+        """SIGKILL the running process and reap it; False if it had already ended on its own."""
         proc = self.proc
-        if proc is None or self.killed.is_set():
-            return
-        self.killed.set()
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
+        if proc is None or self.killed.is_set() or proc.poll() is not None:
+            return False
+        os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        self.killed.set()
+        if point is not None:
+            self.run.kills.append(point)
+        return True
 
     def hook(self, moment: str, event: Event) -> None:
         with self.lock:
@@ -263,9 +266,8 @@ class _Runner:
             if self.count < t.nth:
                 return
             self.trigger = None
-            self.run.kills.append(t.point)
-            self._kill()
-        if moment == "before":
+            killed = self._kill(t.point)
+        if killed and moment == "before":
             raise _Dropped(t.point)
 
     def _arm(self, trigger: Trigger | None) -> None:
@@ -299,8 +301,7 @@ class _Runner:
                     self.count += 1
                     if self.count >= t.nth:
                         self.trigger = None
-                        self.run.kills.append(t.point)
-                        self._kill()
+                        self._kill(t.point)
                         return conn
         return conn
 
@@ -308,22 +309,22 @@ class _Runner:
         conn: sqlite3.Connection | None = None
         try:
             while True:
-                if self.killed.is_set():
-                    return "killed"
-                assert self.proc is not None
-                if self.proc.poll() is not None:
-                    return "killed" if self.killed.is_set() else "exited"
+                with self.lock:  # every kill happens under this lock: never mistake a kill for an exit
+                    if self.killed.is_set():
+                        return "killed"
+                    assert self.proc is not None
+                    if self.proc.poll() is not None:
+                        return "exited"
                 conn = self._poll_ledger(conn)
                 t = self.trigger
                 if t is not None and t.source == "delay" and time.monotonic() - self.armed_at >= t.delay_s:
                     with self.lock:
                         if self.trigger is t:
                             self.trigger = None
-                            self.run.kills.append(t.point)
-                            self._kill()
+                            self._kill(t.point)
                 if time.monotonic() > deadline:
                     with self.lock:
-                        self._kill()
+                        self._kill(None)
                     return "timeout"
                 time.sleep(0.002)
         finally:
@@ -433,7 +434,8 @@ def run_one(
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     runner = _Runner(workdir, package, scenario, name, triggers, unsafe_build)
-    sandbox = TrialSandbox(confirm_paths=_confirm_paths(package)).start()
+    sandbox = TrialSandbox(confirm_paths=_confirm_paths(package))
+    sandbox.start()
     try:
         runner.execute(sandbox, double_resume)
         applied = sandbox.applied()
@@ -522,7 +524,7 @@ def _family(size: Size, workdir: Path, *, unsafe_build: bool) -> FamilyResult:
     workers = 3
     count = size.pick(20, 200)
     if unsafe_build:
-        count = size.pick(10, 40)
+        count = size.pick(8, 40)
     started = time.monotonic()
     shared = workdir.parent / "crash-baselines"  # the crash family and its negative control share them
     package = _drill(shared)

@@ -277,7 +277,8 @@ def _drive(engine: Any, eid: str, clock: rig.Clock, until: Any) -> State:
             clock.now = max(clock.now, wake)
         else:
             clock.advance(1)
-    return engine.load(eid)
+    final: State = engine.load(eid)
+    return final
 
 
 def _trial(

@@ -281,14 +281,15 @@ def make_change(ledgers: dict[str, list[Row]], rng: random.Random) -> Change:
                 (eid,),
             )
         if col == "seq":
-            v = n + rng.randint(1, 50)
-            return Change("modify: seq", "seq changed", ((_UPDATE.format(col="seq"), {**key, "v": v}),), (eid,))
+            moved_to = n + rng.randint(1, 50)
+            update = (_UPDATE.format(col="seq"), {**key, "v": moved_to})
+            return Change("modify: seq", "seq changed", (update,), (eid,))
         other = rng.choice([e for e in ledgers if e != eid])
-        stmt = "UPDATE stagehold_ledger SET execution_id = :o, seq = :n WHERE execution_id = :e AND seq = :s"
+        move = "UPDATE stagehold_ledger SET execution_id = :o, seq = :n WHERE execution_id = :e AND seq = :s"
         return Change(
             "modify: execution",
             "row moved to another execution",
-            ((stmt, {**key, "o": other, "n": len(ledgers[other]) + 1}),),
+            ((move, {**key, "o": other, "n": len(ledgers[other]) + 1}),),
             (eid, other),
         )
     if kind == "delete":
@@ -329,7 +330,7 @@ def make_change(ledgers: dict[str, list[Row]], rng: random.Random) -> Change:
         if isinstance(body, dict) and rng.random() < 0.5:
             body["reason"] = "forged"
         forged = Row(eid, k, rows[k - 1].ts, template.kind, template.actor, _dumps(body), prev, "").sealed()
-        shift = [
+        shift: list[tuple[str, dict[str, Any]]] = [
             (
                 "UPDATE stagehold_ledger SET seq = seq + 100000 WHERE execution_id = :e AND seq >= :k",
                 {"e": eid, "k": k},
@@ -340,8 +341,8 @@ def make_change(ledgers: dict[str, list[Row]], rng: random.Random) -> Change:
         return Change("insert", f"forged row inserted at seq {k}", tuple(shift), (eid,))
     if kind == "truncate":
         t = rng.randint(1, n) if rng.random() < 0.1 else rng.randint(1, min(5, n))
-        stmt = "DELETE FROM stagehold_ledger WHERE execution_id = :e AND seq > :k"
-        return Change("truncate", f"last {t} row(s) truncated", ((stmt, {"e": eid, "k": n - t}),), (eid,))
+        cut = "DELETE FROM stagehold_ledger WHERE execution_id = :e AND seq > :k"
+        return Change("truncate", f"last {t} row(s) truncated", ((cut, {"e": eid, "k": n - t}),), (eid,))
     # rewrite: edit one row's body, then re-hash it and everything after it
     start = rng.randrange(n)
     edited = list(rows)

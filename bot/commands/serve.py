@@ -20,6 +20,7 @@ import threading
 from types import FrameType
 
 from slack_bolt.error import BoltError
+from slack_sdk.errors import SlackApiError
 
 from bot import exits
 from bot.app import HttpServer, SlackBot, SocketModeRunner
@@ -108,7 +109,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         bot.start()
         if socket_mode:
             assert settings.slack_app_token is not None
-            server = SocketModeRunner(bot.app, settings.slack_app_token.get_secret_value()).start()
+            try:
+                server = SocketModeRunner(bot.app, settings.slack_app_token.get_secret_value()).start()
+            except (SlackApiError, OSError) as exc:
+                reason = exc.response.get("error") if isinstance(exc, SlackApiError) else str(exc)
+                return _fail(f"Socket Mode did not connect ({reason}); check SLACK_APP_TOKEN (scope connections:write)")
             print("stagehold: serving Slack over Socket Mode", flush=True)
         else:
             host = args.host or settings.http_host

@@ -89,6 +89,17 @@ def test_an_unauthorised_click_is_answered_privately_and_recorded(harness: Harne
     )
 
 
+def test_answers_fall_back_to_the_response_url_when_ephemerals_fail(harness: Harness) -> None:
+    h = harness
+    start(h)
+    card = h.hold_card("H1")
+    h.fake.fail("chat.postEphemeral", 500, times=3)  # the listeners' client tries three times
+    h.click(card, OUTSIDER)
+    answers = h.fake.wait_for(lambda: [b for _, b in h.fake.responses if "Refused" in b.get("text", "")], what="answer")
+    assert answers[0]["response_type"] == "ephemeral" and answers[0]["replace_original"] is False
+    assert len(h.fake.calls_of("chat.postEphemeral", ok=False)) == 3
+
+
 def test_a_failed_group_lookup_counts_as_no_membership(harness: Harness) -> None:
     h = harness
     h.fake.broken_groups.add("S0CAB")
@@ -144,8 +155,8 @@ def test_stale_and_already_released_buttons_are_recorded_no_ops(make_bot: BotFac
     write_package(packages, max_age="20s")  # evidence of a hold goes stale one second after it opens
     h = make_bot()
     start(h)
-    first = h.hold_card("H1", version=1)
-    stale = h.hold_card("H1", version=2)  # the same message, edited: STALE, buttons re-bound
+    first = h.hold_card("H1")
+    stale = h.hold_card("H1", version=2)  # the same message (edited if it showed v1): STALE, re-bound
     assert stale.ts == first.ts and "STALE" in card_text(stale)
     eid = h.execution().execution_id
     v1, v2 = (HoldRef(eid, "canary-25", "H1", v).encode() for v in (1, 2))

@@ -136,3 +136,28 @@ def test_a_token_slack_refuses_fails_with_one_line(tmp_path: Path, fake_slack: F
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Slack did not accept SLACK_BOT_TOKEN" in lines[0], done.stderr
+
+
+def test_socket_mode_is_chosen_when_an_app_token_is_set(
+    tmp_path: Path, fake_slack: FakeSlack, sandbox: Sandbox
+) -> None:
+    env = environment(
+        tmp_path,
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_APP_TOKEN="xapp-1-not-accepted",
+        STAGEHOLD_SLACK_API_URL=fake_slack.api_url,
+    )
+    done = subprocess.run(
+        [*STAGEHOLD, "serve", "--sandbox", sandbox.url],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "stagehold: Socket Mode did not connect (invalid_auth); check SLACK_APP_TOKEN (scope connections:write)"
+    )
+    opened = fake_slack.calls_of("apps.connections.open", ok=None)
+    assert opened and opened[0].token == "xapp-1-not-accepted"  # no signing secret needed in this mode
