@@ -153,7 +153,20 @@ def _one(
         rec.add(name, "no duplicate effect", checks.effects(entries, sandbox.applied()))
         rec.add(name, "no blind retry", checks.no_blind_retry(entries, [e.key for e in sandbox.sends()]))
         rec.add(name, "ambiguity resolved", checks.ambiguity_resolved(entries))
-        if final.status() != expected:
+        rollback_unconfirmed = (
+            final.status() == "needs_human"
+            and final.pending is not None
+            and final.pending.direction == "rollback"
+            and final.outcome_reason.startswith("rollback failed")
+        )
+        if rollback_unconfirmed:
+            # A rollback step whose re-send was lost too cannot be confirmed: that is for a human,
+            # never a third send. It must not have taken effect behind the ledger's back.
+            assert final.pending is not None
+            totals.add(rollbacks_for_a_human=1)
+            if any(a["key"] == final.pending.key for a in sandbox.applied()):
+                rec.add(name, "no lost transition", f"needs a human for {final.pending.key}, which was applied")
+        elif final.status() != expected:
             hold = f" ({final.hold.kind}: {final.hold.reason})" if final.hold else ""
             rec.add(name, "no lost transition", f"ended {final.status()}{hold}, expected {expected}")
         rec.add(name, "no lost transition", checks.live_matches_ledger(entries, sandbox.state))
@@ -256,7 +269,9 @@ def run(size: Size, workdir: Path) -> list[FamilyResult]:
         f"{c['dropped']:,} by a dropped connection, the rest by an answer withheld {HANG_JUST_PAST_TIMEOUT_S:g}s "
         f"against a {CLIENT_TIMEOUT} client timeout): {c['resolved']:,} transitions confirmed by read-back, "
         f"{c['held']} held, {c['resends']} re-sent once under the same key after a read-back showed the old state "
-        f"({c['lost_before']} writes lost before they were applied, ratio {LOSE_BEFORE_RATIO})",
+        f"({c['lost_before']} writes lost before they were applied, ratio {LOSE_BEFORE_RATIO}); a forward step "
+        f"whose re-send was lost too is held (then rolled back by the rollback authority), a rollback step ends "
+        f"needing a human ({c['rollbacks_for_a_human']})",
         f"sandbox: `Sandbox(timeout_ratio={TIMEOUT_RATIO}, hang_seconds=..., seed=...)`, one per execution; "
         f"{processes} processes × {THREADS} threads run executions in parallel",
     ]

@@ -109,17 +109,23 @@ class Trigger:
     delay_s: float = 0.0
 
 
-def make_trigger(point: str, rng: random.Random) -> Trigger:
+def make_trigger(point: str, rng: random.Random, *, first: bool = False) -> Trigger:
+    """A kill moment. The first of a trial is one that certainly comes (the first occurrence, an
+    early delay), so every trial is killed at least once; later ones may come or not."""
+
+    def nth(most: int) -> int:
+        return 1 if first else rng.randint(1, most)
+
     if point == "release":
-        return Trigger(point, "ledger", rng.randint(1, 2), kinds=("release.granted", "hold.released"))
+        return Trigger(point, "ledger", nth(2), kinds=("release.granted", "hold.released"))
     if point == "gate":
-        return Trigger(point, "ledger", rng.randint(1, 3), kinds=("gate.checked",))
+        return Trigger(point, "ledger", nth(3), kinds=("gate.checked",))
     if point == "verify-recorded":
-        return Trigger(point, "ledger", rng.randint(1, 6), kinds=("verification.sampled",))
+        return Trigger(point, "ledger", nth(6), kinds=("verification.sampled",))
     if point == "rollback-started":
         return Trigger(point, "ledger", 1, kinds=("rollback.started",))
     if point == "anywhere":
-        return Trigger(point, "delay", delay_s=rng.uniform(0.05, 1.5))
+        return Trigger(point, "delay", delay_s=rng.uniform(0.05, 0.5 if first else 1.5))
     sandbox = {
         "apply-in-flight": ("before", "write:apply", 3),
         "apply-landed": ("after", "write:apply", 3),
@@ -129,7 +135,7 @@ def make_trigger(point: str, rng: random.Random) -> Trigger:
         "rollback-landed": ("after", "write:rollback", 2),
     }
     moment, event, most = sandbox[point]
-    return Trigger(point, "sandbox", rng.randint(1, most), moment=moment, event=event)
+    return Trigger(point, "sandbox", nth(most), moment=moment, event=event)
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,7 @@ def trial_specs(count: int, seed: int) -> list[TrialSpec]:
         scenario = names[n % len(names)] if n < len(names) else rng.choice(names)
         points = SCENARIOS[scenario][1]
         kills = rng.randint(1, 3)
-        chosen = tuple(make_trigger(rng.choice(points), rng) for _ in range(kills))
+        chosen = tuple(make_trigger(rng.choice(points), rng, first=i == 0) for i in range(kills))
         specs.append(TrialSpec(n + 1, scenario, chosen, double_resume=rng.random() < 0.2))
     return specs
 

@@ -145,7 +145,7 @@ def render(results: Sequence[FamilyResult], *, started: str, seconds: float) -> 
         found = f"{len(r.violations)}" + (" (expected > 0)" if r.negative_control else "")
         lines.append(
             f"| {_cell(name)} | {r.size} | {r.trials:,} {r.unit} | "
-            f"{_cell('; '.join(r.invariants))} | {found} | `{r.command}` |"
+            f"{'<br>'.join(_cell(i) for i in r.invariants)} | {found} | `{r.command}` |"
         )
     lines += ["", "## Details", ""]
     for r in results:

@@ -387,7 +387,7 @@ def run(size: Size, workdir: Path) -> list[FamilyResult]:
     rng = random.Random(size.seed)
     rec = Recorder()
     counts: dict[str, int] = _Counts()
-    trials = size.pick(8, 150)
+    trials = size.pick(8, 100)
     for n in range(1, trials + 1):
         _trial(n, change, workdir, rng, rec, counts)
         rec.trial_done()

@@ -62,6 +62,8 @@ def _read(path: Path, shown: str) -> tuple[bytes | None, list[Problem]]:
         return None, [Problem(shown, None, "(file)", "file not found")]
     except OSError as exc:
         return None, [Problem(shown, None, "(file)", f"cannot read: {exc.strerror or exc}")]
+    except ValueError as exc:  # e.g. a NUL byte in the path
+        return None, [Problem(shown, None, "(file)", f"not a usable path: {exc}")]
 
 
 def _parse(raw: bytes, shown: str) -> tuple[Document | None, list[Problem]]:
@@ -114,9 +116,8 @@ def load_change(package_file: str | Path) -> LoadedChange:
         raise InvalidChange(problems)
     problems = _findings(list(check_package(package)), {"package": (pkg_doc, pkg_shown)})
 
-    plan_path = (
-        (pkg_path.parent / package.plan).resolve() if not Path(package.plan).is_absolute() else Path(package.plan)
-    )
+    # The plan is read relative to the package file (an absolute path is taken as written).
+    plan_path = pkg_path.parent / package.plan if not Path(package.plan).is_absolute() else Path(package.plan)
     plan_shown = str(pkg_path.parent / package.plan) if not Path(package.plan).is_absolute() else package.plan
     plan_raw, read_problems = _read(plan_path, plan_shown)
     if plan_raw is None:

@@ -291,7 +291,7 @@ class ChangePackage(Strict):
     kind: Literal["change-package"]
     id: Name
     title: Annotated[str, Field(min_length=1, max_length=200)]
-    plan: Annotated[str, Field(min_length=1, max_length=500)]
+    plan: Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f]+$")]
     plan_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     window: Window
     channel: Annotated[str, Field(pattern=r"^[CG][A-Z0-9]{2,30}$")]

@@ -7,6 +7,7 @@ fails here in milliseconds rather than only in a full trial run.
 from __future__ import annotations
 
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,40 @@ def test_the_sandbox_loses_a_share_of_answers_after_applying() -> None:
         assert not answered
         assert [a["key"] for a in sandbox.applied()] == ["E:s:apply:1"]
         assert sandbox.state("/drill/x") == {"v": 1}
+
+
+def test_two_starts_of_one_change_at_once_make_one_execution(tmp_path: Path) -> None:
+    # Delivery trials: a start command delivered twice at once passed the "already running" check
+    # twice; the second append collided and was retried under a suffixed id, so one change had two
+    # live executions. Here: several threads of one engine and a second engine (another process's
+    # owner) on the same ledger, all at once.
+    from execution.commands import StartRefused
+    from execution.service import Engine
+    from ledger.sql import SqlLedgerStore
+
+    change = plans.write_and_load(tmp_path / "c", plans.package("CHG-TWICE"), plans.crash_drill())
+    store = SqlLedgerStore(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        clock = lambda: T0  # noqa: E731 - every start in the same second, as the race needs
+        engines = [Engine(store, lambda s: None, clock, "owner-a"), Engine(store, lambda s: None, clock, "owner-b")]  # type: ignore[arg-type,return-value]
+        barrier = threading.Barrier(6)
+        started: list[str] = []
+        refused: list[str] = []
+
+        def start(i: int) -> None:
+            barrier.wait()
+            try:
+                started.append(engines[i % 2].start(change, "U05OPS", mode="rehearsal", speed=600.0).execution_id)
+            except StartRefused as exc:
+                refused.append(str(exc))
+
+        threads = [threading.Thread(target=start, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(started) == 1, started
+        assert len(refused) == 5
+        assert store.executions() == started
+    finally:
+        store.close()
