@@ -6,12 +6,15 @@ Every command returns an exit code from ``bot.exits``; no exception escapes as a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from bot import exits
 from bot.commands import COMMAND_GROUPS
+from ledger.masking import mask_text
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,6 +42,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = 130
     except BrokenPipeError:
         code = 0
+    except Exception as exc:  # a bug: one line for the operator, the traceback on request
+        if os.environ.get("STAGEHOLD_DEBUG"):
+            traceback.print_exc()
+        print(
+            f"stagehold: internal error: {type(exc).__name__}: {mask_text(str(exc))[:300]} "
+            "(set STAGEHOLD_DEBUG=1 for the traceback); the ledger is unchanged by this failure",
+            file=sys.stderr,
+        )
+        code = exits.INTERNAL
     return code
 
 

@@ -6,3 +6,4 @@ INVALID = 2  # invalid input, usage or configuration (message says file, field a
 HELD = 3  # the execution stopped at a hold that needs a human
 ROLLED_BACK = 4  # the execution rolled back
 NEEDS_HUMAN = 5  # rollback failed or the outcome is unknown: a human must take over
+INTERNAL = 70  # a bug in stagehold (EX_SOFTWARE); appends are atomic, so the ledger stays whole

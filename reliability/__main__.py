@@ -6,6 +6,7 @@ Exit status: 0 when every family held (and every negative control found violatio
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = Size("full" if args.full else "smoke", seed=args.seed)
     names = args.family or [f.name for f in FAMILIES]
     started_text = now_text()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="stagehold-reliability-") as tmp:
         workdir = args.workdir or Path(tmp)
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             merged = results
         args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(render(merged, started=started_text, seconds=seconds), encoding="utf-8")
+        args.report.write_text(render(merged, started=started_text, seconds=seconds, load=load), encoding="utf-8")
         print(f"wrote {args.report}")
     return 0 if all(r.ok for r in results) else 1
 

@@ -122,7 +122,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render(results: Sequence[FamilyResult], *, started: str, seconds: float) -> str:
+def render(results: Sequence[FamilyResult], *, started: str, seconds: float, load: float | None = None) -> str:
     lines = [
         "# Reliability",
         "",
@@ -135,7 +135,8 @@ def render(results: Sequence[FamilyResult], *, started: str, seconds: float) -> 
         "failures they guard against.",
         "",
         f"Run: {started}, {seconds / 60:.1f} min in total on {os.cpu_count()} CPU(s), "
-        f"Python {platform.python_version()}.",
+        f"Python {platform.python_version()}"
+        + (f", load average {load:.1f} when it started." if load is not None else "."),
         "",
         "| family | size | trials | invariants checked | violations | reproduce |",
         "|---|---|---:|---|---:|---|",
@@ -166,7 +167,11 @@ def render(results: Sequence[FamilyResult], *, started: str, seconds: float) -> 
                 lines.append(f"- `{_cell(str(v))[:400]}`")
         lines.append("")
     data = [r.to_json() | {"violations": [asdict(v) for v in r.violations[:10]]} for r in results]
-    lines += [_DATA_START, json.dumps({"started": started, "seconds": seconds, "results": data}, indent=1), _DATA_END]
+    lines += [
+        _DATA_START,
+        json.dumps({"started": started, "seconds": seconds, "load": load, "results": data}, indent=1),
+        _DATA_END,
+    ]
     return "\n".join(lines) + "\n"
 
 
