@@ -49,7 +49,7 @@ LOSE_BEFORE_RATIO = 0.03
 CLIENT_TIMEOUT = "100ms"
 HANG_JUST_PAST_TIMEOUT_S = 0.15
 PROCESSES = 2
-THREADS = 6
+THREADS = 4
 
 INVARIANTS = [
     "no duplicate effect; every confirmed transition took effect",
@@ -267,7 +267,7 @@ def run(size: Size, workdir: Path) -> list[FamilyResult]:
         f"random stage), {c['actions']:,} actions (forward and rollback), {c['sends']:,} sends",
         f"{c['ambiguous']:,} ambiguous sends ({c['ambiguous'] / max(1, c['sends']):.1%} of sends; "
         f"{c['dropped']:,} by a dropped connection, the rest by an answer withheld {HANG_JUST_PAST_TIMEOUT_S:g}s "
-        f"against a {CLIENT_TIMEOUT} client timeout): {c['resolved']:,} transitions confirmed by read-back, "
+        f"against a {CLIENT_TIMEOUT} client timeout): {c['resolved']:,} of their transitions confirmed by read-back, "
         f"{c['held']} held, {c['resends']} re-sent once under the same key after a read-back showed the old state "
         f"({c['lost_before']} writes lost before they were applied, ratio {LOSE_BEFORE_RATIO}); a forward step "
         f"whose re-send was lost too is held (then rolled back by the rollback authority), a rollback step ends "

@@ -284,7 +284,7 @@ def _check_change(path: Path, what: str, name: str, rec: Recorder, counts: dict[
             return
         counts["through stagehold validate"] += 1
         text = out.getvalue() + err.getvalue()
-        if code not in (0, 2) or "Traceback" in text:
+        if code not in (0, 2) or "Traceback" in text or "internal error" in text:
             rec.add(name, "validate exits 0 or 2", f"{what}: exit {code}: {text[-300:]!r}")
         elif code == 2 and not err.getvalue().strip():
             rec.add(name, "problems named", f"{what}: validate exited 2 without saying why")

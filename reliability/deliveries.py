@@ -68,20 +68,22 @@ def sign(body: str, ts: int, secret: str = SECRET) -> str:
 class _Bench:
     """Fake Slack, sandbox, the bot and its HTTP endpoint."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, sandbox: Sandbox | None = None, credentials: Credentials | None = None) -> None:
         from bot.app import HttpServer, SlackBot
         from tests.slack.fake_slack import BOT_TOKEN, FakeSlack
 
+        workdir.mkdir(parents=True, exist_ok=True)
         self.fake = FakeSlack().start()
         self.fake.memberships = {"S0CAB": [], "S0ONCALL": []}
-        self.sandbox = Sandbox(clock=utc_now).start()
+        self.sandbox = sandbox or Sandbox(clock=utc_now)
+        self.sandbox.start()
         packages = workdir / "packages"
         self.store = open_store(f"sqlite:///{workdir / 'ledger.db'}")
         self.client = http_client(5.0)
         self.packages = packages
         self.bot = SlackBot(
             store=self.store,
-            connect=live_connector(Credentials({}), self.client, utc_now, self.sandbox.url),
+            connect=live_connector(credentials or Credentials({}), self.client, utc_now, self.sandbox.url),
             bot_token=BOT_TOKEN,
             signing_secret=SECRET,
             api_url=self.fake.api_url,
@@ -126,6 +128,28 @@ class _Bench:
             "trigger_id": secrets.token_hex(8),
         }
         return urlencode(form)
+
+    def submit(self, view: dict[str, Any], user: str, reason: str) -> str:
+        """The rollback form submitted: the view the bot opened, with a reason typed in."""
+        payload = {
+            "type": "view_submission",
+            "team": {"id": "T0TRIAL"},
+            "user": {"id": user, "team_id": "T0TRIAL"},
+            "api_app_id": "A0TRIAL",
+            "trigger_id": secrets.token_hex(8),
+            "view": {
+                "id": "V0TRIAL",
+                "type": "modal",
+                "callback_id": view.get("callback_id", ""),
+                "private_metadata": view.get("private_metadata", ""),
+                "state": {
+                    "values": {
+                        "stagehold_reason": {"stagehold_reason_input": {"type": "plain_text_input", "value": reason}}
+                    }
+                },
+            },
+        }
+        return urlencode({"payload": json.dumps(payload)})
 
     def click(self, value: str, user: str, message: Any, action_id: str = "stagehold_release") -> str:
         payload = {

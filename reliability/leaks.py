@@ -352,6 +352,74 @@ def _trial(
         store.close()
 
 
+def _short(c: Corpus, rng: random.Random) -> str:
+    """A reason a person could type on one line: two secrets, no private-key block."""
+    texts = [s.text for s in c.items if s.in_text and "\n" not in s.text]
+    return "rolling back: " + "; ".join(rng.sample(texts, 2))
+
+
+def _slack_trial(n: int, workdir: Path, rng: random.Random, rec: Recorder, counts: dict[str, int]) -> None:
+    """The same corpus through the running bot: slash commands, a rollback form, posted cards, uploads."""
+    from handlers import ids
+    from reliability.deliveries import INITIATOR, _Bench, _wait
+
+    c = corpus(rng)
+    name = f"secrets-slack-{n:03d}"
+    logs = io.StringIO()
+    handler = logging.StreamHandler(logs)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    creds = Credentials({Role(f"role:{k}"): v for k, v in c.tokens.items()})
+    bench = _Bench(workdir / f"slack-{n}", LeakySandbox(c, rng, tokens=dict(c.tokens)), creds)
+    try:
+        change_id = f"CHG-LEAKS{n:03d}"
+        plans.write_change(bench.packages / change_id.lower(), plans.package(change_id), _plan())
+        engine = bench.bot.engine
+        bench.post(bench.slash(f"start {change_id}", INITIATOR), int(time.time()))
+        eid = _wait(lambda: engine.find(change_id), 20, "the start")[0]
+        _wait(lambda: engine.load(eid).phase == Phase.HOLDING, 30, "the evidence hold")
+        bench.post(bench.slash(f"hold {change_id} {_short(c, rng)}", "U06SRE"), int(time.time()))
+        card, value = bench.hold_card(eid, engine.load(eid).open_hold or "H1")
+        opened = len(bench.fake.calls_of("views.open"))
+        bench.post(bench.click(value, "U03RESP", card, ids.ROLLBACK_ACTION), int(time.time()))
+        calls = _wait(lambda: bench.fake.calls_of("views.open")[opened:], 15, "the rollback form")
+        view = calls[0].params.get("view")
+        view = json.loads(view) if isinstance(view, str) else dict(view or {})
+        bench.post(bench.submit(view, "U03RESP", _short(c, rng)), int(time.time()))
+        final = _wait(lambda: (lambda s: s if s.terminal else None)(engine.load(eid)), 30, "the end")
+        if final.status() != "needs_human":
+            rec.add(name, "ends as it should", f"ended {final.status()}")
+        if not any(e.kind == "rollback.started" and e.actor == "U03RESP" for e in engine.entries(eid)):
+            rec.add(name, "ends as it should", "the rollback form did not start the rollback: its reason went nowhere")
+        bench.post(bench.slash(f"status {change_id} public", "U06SRE"), int(time.time()))
+        bench.post(bench.slash(f"ledger {change_id}", "U06SRE"), int(time.time()))
+        bench.bot.notifier.wait_idle(15)
+        time.sleep(0.3)
+        outputs = [
+            ("Slack Web API calls", json.dumps([c.params for c in bench.fake.all_calls()], default=str)),
+            ("Slack response_url answers", json.dumps(bench.fake.responses, default=str)),
+            ("Slack uploads", "\n".join(b.decode(errors="replace") for b in bench.fake.uploads.values())),
+            ("logs", logs.getvalue()),
+        ]
+        if not bench.fake.uploads:
+            rec.add(name, "ends as it should", "the ledger export was not uploaded: nothing to search there")
+        counts["outputs searched"] += len(outputs)
+        counts["secrets fed"] += len(c.items) + len(c.tokens)
+        counts["Slack executions"] += 1
+        for where, text in outputs:
+            for found in _leaks(c, text):
+                rec.add(name, "no secret unmasked", f"{found} in {where}")
+    except TimeoutError as exc:
+        rec.add(name, "ends as it should", str(exc))
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        bench.stop()
+
+
 _DIGIT_RUN = re.compile(r"\d(?:[ -]?\d)+")
 
 
@@ -391,6 +459,9 @@ def run(size: Size, workdir: Path) -> list[FamilyResult]:
     for n in range(1, trials + 1):
         _trial(n, change, workdir, rng, rec, counts)
         rec.trial_done()
+    for n in range(1, size.pick(1, 6) + 1):
+        _slack_trial(n, workdir, rng, rec, counts)
+        rec.trial_done()
     notes = [
         f"{counts['secrets fed']:,} secrets fed ({len(corpus(random.Random(0)).items)} kinds per trial plus four role "
         f"credentials), {counts['outputs searched']:,} outputs searched",
@@ -398,6 +469,9 @@ def run(size: Size, workdir: Path) -> list[FamilyResult]:
         "inputs: signal values (text, number, nested object, sensitive field), an HTTP 500 body, a Prometheus error, "
         "an action's response echoing its Authorization header, a read-back document, a refused rollback's body, "
         "a manual hold reason, a rollback reason",
+        f"{counts['Slack executions']} of the executions run through the bot itself (fake Slack, real HTTP endpoint): "
+        "a /stagehold hold with secrets, a Rollback click and its form with secrets as the reason, /stagehold status "
+        "public and /stagehold ledger; every Web API call, response_url answer, uploaded export and log line searched",
     ]
     return [
         FamilyResult(

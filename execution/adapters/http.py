@@ -338,7 +338,9 @@ class HttpTargets:
             if error is not None:
                 return ReadbackResult(None, None, error)
             if document is _ABSENT:
-                detail = self._mask.text(f"{spec.target} {spec.path}: not found (HTTP 404): the document does not exist")
+                detail = self._mask.text(
+                    f"{spec.target} {spec.path}: not found (HTTP 404): the document does not exist"
+                )
                 return ReadbackResult(False, None, detail)
             observed = self._mask.body(document)
             problems = compare_expected(spec.expect, document, self._mask.field)
