@@ -18,16 +18,16 @@ import signal
 import sys
 import threading
 from types import FrameType
-
-from slack_bolt.error import BoltError
-from slack_sdk.errors import SlackApiError
+from typing import TYPE_CHECKING
 
 from bot import exits
-from bot.app import HttpServer, SlackBot, SocketModeRunner
 from bot.bootstrap import http_client, live_connector, open_store
 from bot.clock import utc_now
 from bot.settings import SettingsError, load_settings
 from execution.model import Credentials
+
+if TYPE_CHECKING:
+    from bot.app import HttpServer, SocketModeRunner
 
 CREDENTIALS = (
     "STAGEHOLD_CREDENTIAL_PREFLIGHT",
@@ -56,6 +56,12 @@ def _fail(message: str) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # Bolt, slack_sdk and uvicorn load only here: every other command starts without them.
+    from slack_bolt.error import BoltError
+    from slack_sdk.errors import SlackApiError
+
+    from bot.app import HttpServer, SlackBot, SocketModeRunner
+
     # A long-running service logs its own warnings (Slack retries, dropped messages) to stderr.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("stagehold").setLevel(logging.INFO)
