@@ -1,19 +1,23 @@
 """Scale benchmark: many concurrent executions polling three signals, one process, a small pool.
 
-    python -m bench.scale [--executions 1000] [--every 15] [--seconds 60] [--db URL] [--workers 8]
+    python -m bench.scale [--executions 1000] [--every 15] [--seconds 60] [--workers 8]
+                          [--backends sqlite,postgres]
 
-Starts a sandbox in a separate process, starts N executions of a three-signal plan that bakes
-for an hour (so every execution keeps verifying), lets the APScheduler driver run them for the
-given time at real speed, and prints: verification ticks done vs. due, scheduling lag
-percentiles, CPU seconds per tick, process threads and resident memory. The target is about
-1,000 executions every 15 s on 2 cores without a thread per execution.
+Starts the sandbox in a separate process, then for each ledger backend in turn: starts N
+executions of a three-signal plan that bakes for an hour (so every execution keeps verifying),
+lets the APScheduler driver run them at real speed for the measured period, and prints the
+verification samples taken vs. due, the spacing between one execution's samples (ideal: the
+interval), CPU per sample, threads and resident memory. Backends run back to back in one
+invocation so their ratio is measured on the same machine state. The target is about 1,000
+executions every 15 s on 2 cores without a thread per execution.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import resource
+import itertools
+import secrets
 import socket
 import statistics
 import subprocess
@@ -21,16 +25,21 @@ import sys
 import tempfile
 import threading
 import time
+from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+import psycopg
+from psycopg import sql
 
 from bot.bootstrap import build_engine, http_client, live_connector, open_store
 from bot.clock import utc_now
 from bot.scheduler import Driver
 from execution.commands import start as start_entries
-from execution.contract import load_change
+from execution.contract import LoadedChange, load_change
 from execution.model import Credentials
+from ledger.entry import Entry
 
 PLAN = """stagehold: 1
 kind: execution-plan
@@ -38,7 +47,7 @@ name: bench-three-signals
 version: 1
 signals:
   error_rate:
-    prometheus: {target: metrics, query: 'sum(rate(authz_errors_total{svc="tokenizer"}[1m]))', samples: 'sum(increase(authz_requests_total{svc="tokenizer"}[1m]))'}
+    prometheus: {target: metrics, query: 'sum(rate(authz_errors_total{svc="tokenizer"}[1m]))'}
     max_age: 60s
   parity: {http: {target: router, path: /parity, field: mismatch_ratio}, max_age: 60s}
   legacy_ok: {http: {target: router, path: /backends/legacy/health, field: ok}, max_age: 60s}
@@ -79,6 +88,8 @@ targets:
   metrics: {{kind: prometheus, url: "{url}"}}
 """
 
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -94,13 +105,77 @@ def _rss_mib() -> float:
     return float("nan")
 
 
+def _pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def run_backend(label: str, url: str, change: LoadedChange, args: argparse.Namespace) -> dict[str, float]:
+    store = open_store(url)
+    client = http_client(10.0)
+    samples: dict[str, list[float]] = defaultdict(list)
+    lock = threading.Lock()
+    measuring = threading.Event()
+
+    def count(execution_id: str, entries: Sequence[Entry]) -> None:
+        if not measuring.is_set():
+            return
+        for e in entries:
+            if e.kind == "verification.sampled":
+                with lock:
+                    samples[execution_id].append(time.monotonic())
+
+    engine = build_engine(store, live_connector(Credentials({}), client, utc_now), listeners=[count])
+    first = start_entries(change, "U0OPS", (), utc_now())
+    ids = []
+    t0 = time.monotonic()
+    for i in range(args.executions):
+        # One change may have one running execution; the benchmark writes the same approved
+        # start entry under many execution ids instead of approving a thousand packages.
+        eid = f"BENCH-{i:05d}"
+        store.append(eid, 1, first)
+        ids.append(eid)
+    setup = time.monotonic() - t0
+    driver = Driver(engine, utc_now, workers=args.workers, sweep_seconds=30)
+    driver.start(resume=False)
+    for eid in ids:
+        driver.wake(eid)
+    warm = args.every + 5
+    time.sleep(warm)  # apply, read-back and the first round of samples
+    threads = threading.active_count()
+    measuring.set()
+    cpu0, m0 = time.process_time(), time.monotonic()
+    time.sleep(args.seconds)
+    cpu1, m1 = time.process_time(), time.monotonic()
+    measuring.clear()
+    driver.stop()
+    with lock:
+        done = sum(len(v) for v in samples.values())
+        gaps = [b - a for v in samples.values() for a, b in itertools.pairwise(v)]
+    due = args.executions * (m1 - m0) / args.every
+    rss = _rss_mib()
+    client.close()
+    store.close()
+    print(f"[{label}] executions {args.executions} (setup {setup:.1f}s), {args.workers} workers, {threads} threads")
+    print(
+        f"[{label}] samples {done} taken / {due:.0f} due = {done / due:.2f} of the target rate ({done / (m1 - m0):.1f}/s)"
+    )
+    if gaps:
+        print(
+            f"[{label}] spacing of one execution's samples: median {statistics.median(gaps):.2f}s, "
+            f"p95 {_pct(gaps, 0.95):.2f}s, max {max(gaps):.2f}s (interval {args.every}s)"
+        )
+    print(f"[{label}] CPU {1000 * (cpu1 - cpu0) / max(done, 1):.2f} ms per sample; resident memory {rss:.0f} MiB")
+    return {"ratio": done / due, "cpu_ms": 1000 * (cpu1 - cpu0) / max(done, 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.scale")
     ap.add_argument("--executions", type=int, default=1000)
     ap.add_argument("--every", type=int, default=15, help="verification interval, seconds")
-    ap.add_argument("--seconds", type=float, default=60.0, help="measured period")
+    ap.add_argument("--seconds", type=float, default=60.0, help="measured period per backend")
     ap.add_argument("--workers", type=int, default=8)
-    ap.add_argument("--db", default=None, help="ledger URL (default: a fresh SQLite file)")
+    ap.add_argument("--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
     args = ap.parse_args(argv)
 
     port = _free_port()
@@ -111,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     url = f"http://127.0.0.1:{port}"
     tmp = Path(tempfile.mkdtemp(prefix="stagehold-bench-"))
+    pg_db = f"stagehold_bench_{secrets.token_hex(4)}"
+    results: dict[str, dict[str, float]] = {}
     try:
         for _ in range(100):
             try:
@@ -123,76 +200,30 @@ def main(argv: list[str] | None = None) -> int:
         digest = hashlib.sha256(plan.encode()).hexdigest()
         (tmp / "package.yaml").write_text(PACKAGE.format(digest=digest, url=url), encoding="utf-8")
         change = load_change(tmp / "package.yaml")
-        store = open_store(args.db or f"sqlite:///{tmp / 'bench.db'}")
-        client = http_client(10.0)
-        ticks: list[float] = []
-        lock = threading.Lock()
-
-        def count(execution_id: str, entries: object) -> None:
-            for e in entries:  # type: ignore[attr-defined]
-                if e.kind == "verification.sampled":
-                    with lock:
-                        ticks.append(time.monotonic())
-
-        engine = build_engine(store, live_connector(Credentials({}), client, utc_now), listeners=[count])
-        t0 = time.monotonic()
-        ids = []
-        first = start_entries(change, "U0OPS", (), utc_now())
-        for i in range(args.executions):
-            # The engine refuses a second running execution of one change; the benchmark writes
-            # the same approved start entry under many execution ids instead.
-            eid = f"BENCH-{i:05d}"
-            store.append(eid, 1, first)
-            ids.append(eid)
-        setup = time.monotonic() - t0
-        driver = Driver(engine, utc_now, workers=args.workers, sweep_seconds=30)
-        driver.start(resume=False)
-        for eid in ids:
-            driver.wake(eid)
-        warm = args.every + 5
-        time.sleep(warm)  # first ticks (apply + read-back) and the first round of samples
-        with lock:
-            ticks.clear()
-        cpu1 = time.process_time()
-        m0 = time.monotonic()
-        time.sleep(args.seconds)
-        m1 = time.monotonic()
-        cpu2 = time.process_time()
-        with lock:
-            done = len(ticks)
-        due = args.executions * args.seconds / args.every
-        lag = []
-        for eid in ids[:: max(1, len(ids) // 200)]:
-            job = driver.scheduler.get_job(f"exec:{eid}")
-            if job is not None and job.next_run_time is not None:
-                lag.append((utc_now() - job.next_run_time).total_seconds())
-        threads = threading.active_count()
-        driver.stop()
-        print(f"executions            {args.executions}  (setup {setup:.1f}s, {args.workers} workers, one process)")
-        print(f"interval              {args.every}s, 3 signals each, measured {m1 - m0:.0f}s after {warm}s warm-up")
-        print(f"verification ticks    {done} done / {due:.0f} due  ({done / due:.2f} of the target rate)")
-        print(f"tick rate             {done / (m1 - m0):.1f}/s  (target {args.executions / args.every:.1f}/s)")
-        print(
-            f"CPU per tick          {1000 * (cpu2 - cpu1) / max(done, 1):.2f} ms  (process CPU {cpu2 - cpu1:.1f}s in {m1 - m0:.0f}s wall)"
-        )
-        if lag:
-            overdue = [max(0.0, x) for x in lag]
-            print(f"jobs overdue (sample) median {statistics.median(overdue):.2f}s  max {max(overdue):.2f}s")
-        print(f"threads               {threads}")
-        print(
-            f"resident memory       {_rss_mib():.0f} MiB (peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)"
-        )
-        print(
-            f"ledger entries        {sum(engine.load(e).seq for e in ids[:50]) / 50:.0f} per execution (first 50 averaged)"
-        )
-        client.close()
-        store.close()
+        for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+            if backend == "sqlite":
+                results[backend] = run_backend(backend, f"sqlite:///{tmp / 'bench.db'}", change, args)
+            elif backend == "postgres":
+                with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(pg_db)))
+                results[backend] = run_backend(backend, f"postgresql://postgres@127.0.0.1:5432/{pg_db}", change, args)
+            else:
+                print(f"unknown backend {backend!r}", file=sys.stderr)
+                return 2
+        if "sqlite" in results and "postgres" in results:
+            s, p = results["sqlite"], results["postgres"]
+            print(
+                f"postgres/sqlite: rate {p['ratio'] / s['ratio']:.2f}x, CPU per sample {p['cpu_ms'] / s['cpu_ms']:.2f}x"
+            )
     finally:
         sandbox.terminate()
         sandbox.wait(timeout=10)
         for f in tmp.iterdir():
             f.unlink()
         tmp.rmdir()
+        if "postgres" in results:
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(pg_db)))
     return 0
 
 

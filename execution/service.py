@@ -106,7 +106,9 @@ class Engine:
         state = cached
         for entry in new:
             state = apply(state, entry)
-        self._cache[execution_id] = state
+        current = self._cache.get(execution_id)
+        if current is None or current.seq <= state.seq:  # never let a slower reader move it back
+            self._cache[execution_id] = state
         return state
 
     def entries(self, execution_id: str) -> list[Entry]:
@@ -143,17 +145,29 @@ class Engine:
 
     def _append(self, state: State, entries: Sequence[NewEntry], lease: Lease | None) -> list[Entry]:
         written = self.store.append(state.execution_id, state.seq + 1, self._mask(state, entries), fence=lease)
+        # What was just written is exactly what the store holds at those positions: fold it into
+        # the cache instead of reading it back.
+        cached = self._cache.get(state.execution_id)
+        if cached is None or cached.seq == state.seq:
+            folded = state
+            for entry in written:
+                folded = apply(folded, entry)
+            self._cache[state.execution_id] = folded
         self._notify(state.execution_id, written)
         return written
 
+    def _cached(self, execution_id: str) -> State:
+        """The cached fold (may lag other writers; a conditional append finds that out)."""
+        return self._cache.get(execution_id) or self.load(execution_id)
+
     def _append_fact(self, execution_id: str, entries: Sequence[NewEntry], lease: Lease | None) -> list[Entry]:
         """Append something that already happened: retry at the new head on conflict."""
+        state = self._cached(execution_id)
         for _ in range(APPEND_RETRIES):
-            state = self.load(execution_id)
             try:
                 return self._append(state, entries, lease)
             except AppendConflict:
-                continue
+                state = self.load(execution_id)
         raise AppendConflict(execution_id, -1, -1)
 
     def _notify(self, execution_id: str, written: Sequence[Entry]) -> None:
@@ -244,6 +258,11 @@ class Engine:
     # ------------------------------------------------------------------ driving
 
     def _take_lease(self, execution_id: str) -> Lease | None:
+        held = self._leases.get(execution_id)
+        if held is not None and (held.expires_at - self.clock()).total_seconds() > self.lease_ttl_s / 2:
+            # Still comfortably ours: renewing on every tick would cost a write transaction, and
+            # the fence on every append proves ownership anyway (a lost lease fails the append).
+            return held
         lease = self.store.acquire_lease(execution_id, self.owner, self.clock(), self.lease_ttl_s)
         if lease is not None:
             self._leases[execution_id] = lease
@@ -298,8 +317,10 @@ class Engine:
                 return None
 
     def _drive(self, execution_id: str, lease: Lease) -> datetime | None:
+        # Read the ledger once per tick; after that the cache holds everything this process
+        # wrote, and a writer elsewhere shows up as a conflict on the next append (then re-read).
+        state = self.load(execution_id)
         for _ in range(MAX_STEPS_PER_TICK):
-            state = self.load(execution_id)
             if state.plan is None or state.terminal:
                 return None
             request = reads(state, self.clock())
@@ -310,15 +331,17 @@ class Engine:
             try:
                 self._append(state, decision.append, lease)
             except AppendConflict:
+                state = self.load(execution_id)
                 continue
             if decision.effect is not None:
                 self._act(execution_id, decision, lease)
+            state = self._cached(execution_id)
         return self.clock() + timedelta(seconds=1)
 
     def _act(self, execution_id: str, decision: Decision, lease: Lease) -> None:
         effect = decision.effect
         assert effect is not None
-        state = self.load(execution_id)
+        state = self._cached(execution_id)
         if self.before_send is not None:
             self.before_send(state, effect)
         stage = state.stage_def(effect.index)

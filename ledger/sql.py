@@ -25,7 +25,8 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, func, text
+from sqlalchemy import Table, event, func, insert, text
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
@@ -89,7 +90,11 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-def _to_entry(row: LedgerRow) -> Entry:
+def _ledger_table() -> Table:
+    return SQLModel.metadata.tables[LedgerRow.__tablename__]
+
+
+def _to_entry(row: Any) -> Entry:
     # A row edited outside the store may not decode at all; name its seq instead of failing
     # with a bare JSON error, so verification can say where the chain is damaged.
     try:
@@ -153,33 +158,35 @@ class SqlLedgerStore:
                             f"{execution_id}: lease epoch {fence.epoch} of {fence.owner} is no longer current"
                         )
                 last = session.exec(
-                    select(LedgerRow)
+                    select(LedgerRow.seq, LedgerRow.hash)
                     .where(LedgerRow.execution_id == execution_id)
                     .order_by(col(LedgerRow.seq).desc())
                     .limit(1)
                 ).first()
-                next_seq = (last.seq if last else 0) + 1
+                last_seq, prev = last if last is not None else (0, GENESIS_HASH)
+                next_seq = last_seq + 1
                 if next_seq != expected_seq:
                     raise AppendConflict(execution_id, expected_seq, next_seq)
-                prev = last.hash if last else GENESIS_HASH
                 sealed: list[Entry] = []
+                rows: list[dict[str, object]] = []
                 for offset, new in enumerate(entries):
                     entry = seal(execution_id, expected_seq + offset, new, prev)
-                    session.add(
-                        LedgerRow(
-                            execution_id=execution_id,
-                            seq=entry.seq,
-                            ts=format_ts(entry.ts),
-                            kind=entry.kind,
-                            actor=entry.actor,
-                            body=json.dumps(entry.body, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
-                            prev_hash=entry.prev_hash,
-                            hash=entry.hash,
-                        )
+                    rows.append(
+                        {
+                            "execution_id": execution_id,
+                            "seq": entry.seq,
+                            "ts": format_ts(entry.ts),
+                            "kind": entry.kind,
+                            "actor": entry.actor,
+                            "body": json.dumps(entry.body, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+                            "prev_hash": entry.prev_hash,
+                            "hash": entry.hash,
+                        }
                     )
                     sealed.append(entry)
                     prev = entry.hash
-                session.flush()
+                # A plain multi-row INSERT: no ORM identity map is needed for rows never updated.
+                session.execute(insert(LedgerRow), rows)
             return sealed
         except IntegrityError as exc:
             # The (execution_id, seq) key is the last line of defence against a racing writer.
@@ -191,10 +198,11 @@ class SqlLedgerStore:
 
     def read(self, execution_id: str, after_seq: int = 0) -> list[Entry]:
         with Session(self.engine) as session:
-            rows = session.exec(
-                select(LedgerRow)
-                .where(LedgerRow.execution_id == execution_id, LedgerRow.seq > after_seq)
-                .order_by(col(LedgerRow.seq))
+            table = _ledger_table()
+            rows = session.execute(
+                sa_select(table)
+                .where(table.c.execution_id == execution_id, table.c.seq > after_seq)
+                .order_by(table.c.seq)
             ).all()
             return [_to_entry(r) for r in rows]
 
