@@ -74,10 +74,13 @@ def _parse(body: Mapping[str, Any]) -> Click | None:
         return None
 
 
-def handle_release(services: Services, body: Mapping[str, Any], client: WebClient, respond: Any) -> None:
+def _clicked(
+    services: Services, body: Mapping[str, Any], client: WebClient, respond: Any
+) -> tuple[Click, State] | None:
+    """The click and the execution its button is bound to; anything else is answered here."""
     click = _parse(body)
     if click is None:
-        return
+        return None
     if click.ref is None:
         _answer(
             client,
@@ -85,13 +88,22 @@ def handle_release(services: Services, body: Mapping[str, Any], client: WebClien
             click,
             f":warning: This is not a button stagehold issued ({md(click.problem or '', 200)}); nothing was done.",
         )
-        return
+        return None
     state = _bound_state(services, click)
-    if state is None or state.package is None:
+    if state is None:
         _answer(
             client, respond, click, ":warning: This button does not match any hold stagehold knows; nothing was done."
         )
+        return None
+    return click, state
+
+
+def handle_release(services: Services, body: Mapping[str, Any], client: WebClient, respond: Any) -> None:
+    clicked = _clicked(services, body, client, respond)
+    if clicked is None:
         return
+    click, state = clicked
+    assert click.ref is not None and state.package is not None
     groups = services.groups_of(click.user, state.package)
     ref = click.ref
     outcome = services.engine.release(ref.execution, ref.hold, ref.version, click.user, groups)
@@ -101,23 +113,11 @@ def handle_release(services: Services, body: Mapping[str, Any], client: WebClien
 
 
 def handle_rollback_click(services: Services, body: Mapping[str, Any], client: WebClient, respond: Any) -> None:
-    click = _parse(body)
-    if click is None:
+    clicked = _clicked(services, body, client, respond)
+    if clicked is None:
         return
-    if click.ref is None:
-        _answer(
-            client,
-            respond,
-            click,
-            f":warning: This is not a button stagehold issued ({md(click.problem or '', 200)}); nothing was done.",
-        )
-        return
-    state = _bound_state(services, click)
-    if state is None:
-        _answer(
-            client, respond, click, ":warning: This button does not match any hold stagehold knows; nothing was done."
-        )
-        return
+    click, state = clicked
+    assert click.ref is not None
     if click.trigger_id is None:
         _answer(
             client,

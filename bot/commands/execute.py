@@ -10,7 +10,7 @@ import argparse
 import json
 import secrets
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from execution.model import Credentials, Role
 from execution.outputs import intervention_packet, state_record
 from execution.project import State
 from execution.sandbox import FAULTS, Sandbox
-from execution.service import Engine
+from execution.service import CommandOutcome, Engine
 from ledger.entry import Entry
 from templates import render
 
@@ -428,7 +428,7 @@ def _rehearsal_only(state: State) -> bool:
     return True
 
 
-def _report(outcome: Any) -> int:
+def _report(outcome: CommandOutcome) -> int:
     for entry in outcome.entries:
         reason = entry.body.get("reason") or ""
         print(f"{entry.kind} by {entry.actor}" + (f": {reason}" if reason else ""))
@@ -456,21 +456,21 @@ def cmd_release(args: argparse.Namespace) -> int:
     return _report(engine.release(state.execution_id, hold_id, version, args.as_user))
 
 
-def cmd_rollback(args: argparse.Namespace) -> int:
+def _rehearsal_command(args: argparse.Namespace, act: Callable[[Engine, State], CommandOutcome]) -> int:
     opened = _open(args)
     if isinstance(opened, int):
         return opened
     engine, state = opened
     if not _rehearsal_only(state):
         return exits.INVALID
-    return _report(engine.rollback(state.execution_id, args.as_user, args.reason))
+    return _report(act(engine, state))
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    return _rehearsal_command(
+        args, lambda engine, state: engine.rollback(state.execution_id, args.as_user, args.reason)
+    )
 
 
 def cmd_hold(args: argparse.Namespace) -> int:
-    opened = _open(args)
-    if isinstance(opened, int):
-        return opened
-    engine, state = opened
-    if not _rehearsal_only(state):
-        return exits.INVALID
-    return _report(engine.hold(state.execution_id, args.as_user, args.reason))
+    return _rehearsal_command(args, lambda engine, state: engine.hold(state.execution_id, args.as_user, args.reason))
