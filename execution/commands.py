@@ -18,7 +18,7 @@ from typing import Any
 from execution import events as ev
 from execution import policy
 from execution.contract.load import LoadedChange
-from execution.decide import _start_rollback, open_hold
+from execution.decide import open_hold, start_rollback
 from execution.project import State
 from execution.transitions import Phase
 from ledger.chain import format_ts
@@ -180,7 +180,7 @@ def rollback(state: State, user: str, groups: Iterable[str], reason: str, now: d
                 reason=f"a rollback is already in progress (ordered by {state.rollback.requested_by})",
             )
         ]
-    return list(_start_rollback(state, now, user, "manual", reason or "rollback ordered", "full"))
+    return list(start_rollback(state, now, user, "manual", reason or "rollback ordered", "full"))
 
 
 def hold(state: State, user: str, groups: Iterable[str], reason: str, now: datetime) -> list[NewEntry]:

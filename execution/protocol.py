@@ -1,0 +1,79 @@
+"""The protocol between the engine's pure decisions and its shell, and the small pieces both use.
+
+``reads`` asks for a ``ReadRequest``; the shell answers with ``Observations``; ``decide``
+returns a ``Decision``: entries to append, at most one ``SendAction`` to perform, and when to
+wake up if nothing happens. Durations are scaled by the rehearsal speed (1 for live runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from execution.conditions import parse_duration
+from execution.model import Evidence, ReadbackResult, Role
+from execution.project import State
+from ledger.entry import NewEntry
+
+
+@dataclass(frozen=True)
+class ReadRequest:
+    purpose: str  # gate | verify | accept | readback
+    role: Role
+    preflight: tuple[str, ...] = ()
+    checks: tuple[str, ...] = ()
+    readiness: tuple[str, ...] = ()
+    readback: tuple[int, str] | None = None  # (stage index, direction)
+
+    @property
+    def signals(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((*self.preflight, *self.checks, *self.readiness)))
+
+
+@dataclass(frozen=True)
+class Observations:
+    evidence: Mapping[str, Evidence] = field(default_factory=dict)
+    readback: ReadbackResult | None = None
+
+
+@dataclass(frozen=True)
+class SendAction:
+    index: int
+    stage: str
+    direction: str  # apply | rollback
+    key: str
+    role: Role
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    append: tuple[NewEntry, ...] = ()
+    effect: SendAction | None = None
+    wake_at: datetime | None = None
+
+    @property
+    def idle(self) -> bool:
+        return not self.append and self.effect is None
+
+
+def scaled(state: State, text: str) -> float:
+    """A plan duration in seconds, compressed by the rehearsal speed (1 for live runs)."""
+    return parse_duration(text) / state.speed
+
+
+def timeout_seconds(state: State, text: str) -> float:
+    """A network timeout: rehearsal compression never takes it below 1 s, but a plan's own short
+    timeout is honoured as written."""
+    raw = parse_duration(text)
+    return raw if raw <= 1.0 else max(1.0, raw / state.speed)
+
+
+def action_key(state: State, stage: str, direction: str, attempt: int) -> str:
+    return f"{state.execution_id}:{stage}:{direction}:{attempt}"
+
+
+def new_entry(kind: str, actor: str, now: datetime, /, **body: Any) -> NewEntry:
+    return NewEntry(kind=kind, actor=actor, body=body, ts=now)
