@@ -200,7 +200,12 @@ class Engine:
         mode: str = "live",
         speed: float = 1.0,
         execution_id: str | None = None,
+        exclusive: bool = True,
     ) -> State:
+        """Start an execution. ``exclusive``: refuse while another execution of this change in the
+        same mode is unfinished — one live execution per change; one rehearsal per change on a
+        shared sandbox. A rehearsal against its own private sandbox touches nothing shared and
+        passes ``exclusive=False``. Rehearsals never block a live execution, nor the reverse."""
         now = self.clock()
         # Two starts of one change at the same moment (a slash command sent twice, two operators)
         # both passed the "already running" check and, their ids colliding, the second retried
@@ -212,7 +217,7 @@ class Engine:
             if lease is None:
                 raise cmd.StartRefused(f"{change.package.id} is being started by another request; try again shortly")
             try:
-                return self._start(change, initiator, tuple(groups), now, mode, speed, execution_id)
+                return self._start(change, initiator, tuple(groups), now, mode, speed, execution_id, exclusive)
             finally:
                 self.store.release_lease(lease)
 
@@ -225,10 +230,13 @@ class Engine:
         mode: str,
         speed: float,
         execution_id: str | None,
+        exclusive: bool,
     ) -> State:
-        for other in self.find(change.package.id):
-            if not self.load(other).terminal:
-                raise cmd.StartRefused(f"{change.package.id} already has a running execution: {other}")
+        for other in self.find(change.package.id) if exclusive else ():
+            running = self.load(other)
+            if not running.terminal and running.mode == mode:
+                what = "a running execution" if mode == "live" else "an unfinished rehearsal"
+                raise cmd.StartRefused(f"{change.package.id} already has {what}: {other}")
         entries = cmd.start(change, initiator, groups, now, mode=mode, speed=speed)
         base = execution_id or f"{change.package.id}-{now.strftime('%Y%m%dT%H%M%SZ')}"
         for attempt in range(1 if execution_id else 50):

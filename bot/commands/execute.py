@@ -278,7 +278,13 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
             )
             try:
                 state = engine.start(
-                    change, initiator, groups, mode="rehearsal", speed=args.speed, execution_id=args.execution_id
+                    change,
+                    initiator,
+                    groups,
+                    mode="rehearsal",
+                    speed=args.speed,
+                    execution_id=args.execution_id,
+                    exclusive=sandbox is None,  # a private sandbox shares nothing with other rehearsals
                 )
             except StartRefused as exc:
                 print(f"stagehold: refused: {exc}", file=sys.stderr)

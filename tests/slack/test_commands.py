@@ -58,7 +58,7 @@ def test_start_finds_validates_and_starts_a_package(harness: Harness, packages: 
     root = h.root()
     assert "CHG-2041" in root.text and root.thread_ts is None
     again = command(h, f"start {CHANGE}", INITIATOR)
-    assert "already has a running execution" in str(again["shown"])
+    assert "already has an unfinished rehearsal" in str(again["shown"])  # the harness rehearses on one shared sandbox
 
 
 def test_start_shows_validation_problems(harness: Harness, packages: Path) -> None:

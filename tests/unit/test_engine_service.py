@@ -949,6 +949,21 @@ def test_engine_start_refuses_a_second_running_execution_of_the_same_change(rig:
         rig.engine.start(rig.change, INITIATOR)
 
 
+def test_rehearsals_and_live_runs_do_not_block_each_other(rig: Rig) -> None:
+    rehearsal = rig.engine.start(rig.change, INITIATOR, mode="rehearsal", speed=60)
+    assert not rehearsal.terminal
+    # A live execution touches the real targets, a rehearsal only a sandbox: neither blocks the other.
+    rig.clock.advance(1)
+    live = rig.engine.start(rig.change, INITIATOR)
+    assert live.mode == "live" and live.execution_id != rehearsal.execution_id
+    # One rehearsal per change on a shared sandbox ...
+    with pytest.raises(StartRefused, match="already has an unfinished rehearsal"):
+        rig.engine.start(rig.change, INITIATOR, mode="rehearsal", speed=60)
+    # ... but a rehearsal on its own private sandbox shares nothing and may run beside it.
+    private = rig.engine.start(rig.change, INITIATOR, mode="rehearsal", speed=60, exclusive=False)
+    assert private.execution_id not in (rehearsal.execution_id, live.execution_id)
+
+
 def test_bodies_are_masked_before_they_are_written(rig: Rig) -> None:
     rig.fake.signals["vault_healthy"] = "token=sk_live_9f8e7d6c5b4a"
     rig.fake.signal_error["snapshot_age_s"] = "GET failed: Authorization: Bearer abcd1234efgh5678"
