@@ -38,7 +38,7 @@ from execution.transitions import Phase
 from ledger.entry import Entry
 from ledger.sql import SqlLedgerStore
 from reliability import checks, plans
-from reliability.harness import FamilyResult, Recorder, Size, Violation, command_for
+from reliability.harness import FamilyResult, Recorder, Size, Violation
 from reliability.target import TrialSandbox
 
 STAGES = 20
@@ -278,16 +278,5 @@ def run(size: Size, workdir: Path) -> list[FamilyResult]:
     if rec.dropped:
         notes.append(f"{rec.dropped} further violation(s) not listed")
     return [
-        FamilyResult(
-            family="ambiguous",
-            title="Ambiguous outcomes",
-            unit="actions",
-            trials=c["actions"],
-            invariants=INVARIANTS,
-            violations=rec.violations,
-            notes=notes,
-            command=command_for("ambiguous", size),
-            size=size.name,
-            seconds=time.monotonic() - started,
-        )
+        rec.result("ambiguous", "Ambiguous outcomes", "actions", INVARIANTS, notes, size, started, trials=c["actions"])
     ]

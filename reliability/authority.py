@@ -42,7 +42,7 @@ from execution.transitions import Phase
 from ledger.entry import Entry
 from reliability import plans
 from reliability.fakes import HealthyTarget, MemoryStore
-from reliability.harness import FamilyResult, Recorder, Size, Violation, command_for
+from reliability.harness import FamilyResult, Recorder, Size, Violation
 from reliability.rig import Clock
 
 USERS = [f"U0{i}PERSON" for i in range(1, 9)]
@@ -383,16 +383,14 @@ def run(size: Size, workdir: Path) -> list[FamilyResult]:
         "two-person control on in 70 % of assignments",
     ]
     return [
-        FamilyResult(
-            family="authority",
-            title="Authority and separation of duties",
-            unit="assignments",
+        rec.result(
+            "authority",
+            "Authority and separation of duties",
+            "assignments",
+            INVARIANTS,
+            notes,
+            size,
+            started,
             trials=trials,
-            invariants=INVARIANTS,
-            violations=rec.violations,
-            notes=notes,
-            command=command_for("authority", size),
-            size=size.name,
-            seconds=time.monotonic() - started,
         )
     ]

@@ -39,7 +39,7 @@ import yaml
 from bot.cli import main as cli_main
 from execution.contract import InvalidChange, load_change
 from reliability import plans
-from reliability.harness import ROOT, FamilyResult, Recorder, Size, command_for
+from reliability.harness import ROOT, FamilyResult, Recorder, Size
 
 INVARIANTS = [
     "no traceback or unexpected exception",
@@ -499,17 +499,4 @@ def run(size: Size, workdir: Path) -> list[FamilyResult]:
         f"{n_payloads:,} interaction payloads: "
         + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items()) if k.startswith("payloads")),
     ]
-    return [
-        FamilyResult(
-            family="bad-input",
-            title="Bad input",
-            unit="inputs",
-            trials=rec.trials,
-            invariants=INVARIANTS,
-            violations=rec.violations,
-            notes=notes,
-            command=command_for("bad-input", size),
-            size=size.name,
-            seconds=time.monotonic() - started,
-        )
-    ]
+    return [rec.result("bad-input", "Bad input", "inputs", INVARIANTS, notes, size, started)]

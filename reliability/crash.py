@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from reliability import checks, plans, unsafe
-from reliability.harness import ROOT, FamilyResult, Recorder, Size, command_for
+from reliability.harness import ROOT, FamilyResult, Recorder, Size
 from reliability.target import Event, TrialSandbox
 
 SPEED = "600"
@@ -604,19 +604,7 @@ def _family(size: Size, workdir: Path, *, unsafe_build: bool) -> FamilyResult:
         notes.append(f"{rec.dropped} further violation(s) not listed")
     family = "negative-control" if unsafe_build else "crash"
     title = "Crash, unsafe build (negative control)" if unsafe_build else "Crash and resume"
-    return FamilyResult(
-        family=family,
-        title=title,
-        unit="trials",
-        trials=rec.trials,
-        invariants=INVARIANTS,
-        violations=rec.violations,
-        notes=notes,
-        command=command_for(family, size),
-        size=size.name,
-        seconds=time.monotonic() - started,
-        negative_control=unsafe_build,
-    )
+    return rec.result(family, title, "trials", INVARIANTS, notes, size, started, negative_control=unsafe_build)
 
 
 def run_crash(size: Size, workdir: Path) -> list[FamilyResult]:

@@ -45,7 +45,7 @@ from execution.model import Credentials
 from execution.sandbox import Sandbox
 from ledger.chain import verify_chain
 from reliability import plans
-from reliability.harness import FamilyResult, Recorder, Size, command_for
+from reliability.harness import FamilyResult, Recorder, Size
 
 CHANNEL = "C0TRIALS"
 SECRET = "reliability-signing-secret-" + secrets.token_hex(8)
@@ -328,17 +328,4 @@ def run(size: Size, workdir: Path) -> list[FamilyResult]:
         "exact re-deliveries are refused by the endpoint's replay guard (401); a fresh double click reaches the "
         "engine and is recorded as ignored",
     ]
-    return [
-        FamilyResult(
-            family="deliveries",
-            title="Slack deliveries",
-            unit="executions",
-            trials=rec.trials,
-            invariants=INVARIANTS,
-            violations=rec.violations,
-            notes=notes,
-            command=command_for("deliveries", size),
-            size=size.name,
-            seconds=time.monotonic() - started,
-        )
-    ]
+    return [rec.result("deliveries", "Slack deliveries", "executions", INVARIANTS, notes, size, started)]

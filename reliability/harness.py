@@ -13,6 +13,7 @@ import os
 import platform
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -92,6 +93,34 @@ class Recorder:
     def trial_done(self, count: int = 1) -> None:
         with self._lock:
             self.trials += count
+
+    def result(
+        self,
+        family: str,
+        title: str,
+        unit: str,
+        invariants: list[str],
+        notes: list[str],
+        size: Size,
+        started: float,
+        *,
+        trials: int | None = None,
+        negative_control: bool = False,
+    ) -> FamilyResult:
+        """The family's row: what it checked, what it found, and the command that reproduces it."""
+        return FamilyResult(
+            family=family,
+            title=title,
+            unit=unit,
+            trials=self.trials if trials is None else trials,
+            invariants=invariants,
+            violations=self.violations,
+            notes=notes,
+            command=command_for(family, size),
+            size=size.name,
+            seconds=time.monotonic() - started,
+            negative_control=negative_control,
+        )
 
     def add(self, trial: str, invariant: str, details: Sequence[str] | str) -> None:
         items = [details] if isinstance(details, str) else list(details)

@@ -52,7 +52,7 @@ from execution.transitions import Phase
 from ledger.chain import verify_chain
 from ledger.sql import SqlLedgerStore
 from reliability import plans, rig
-from reliability.harness import FamilyResult, Recorder, Size, command_for
+from reliability.harness import FamilyResult, Recorder, Size
 from templates import render
 
 INVARIANTS = [
@@ -477,17 +477,4 @@ def run(size: Size, workdir: Path) -> list[FamilyResult]:
         "a /stagehold hold with secrets, a Rollback click and its form with secrets as the reason, /stagehold status "
         "public and /stagehold ledger; every Web API call, response_url answer, uploaded export and log line searched",
     ]
-    return [
-        FamilyResult(
-            family="secrets",
-            title="Secrets",
-            unit="executions",
-            trials=rec.trials,
-            invariants=INVARIANTS,
-            violations=rec.violations,
-            notes=notes,
-            command=command_for("secrets", size),
-            size=size.name,
-            seconds=time.monotonic() - started,
-        )
-    ]
+    return [rec.result("secrets", "Secrets", "executions", INVARIANTS, notes, size, started)]

@@ -40,7 +40,7 @@ from ledger.chain import GENESIS_HASH, canonical_json, entry_hash, verify_chain
 from ledger.sql import SqlLedgerStore
 from ledger.store import CorruptEntry
 from reliability import plans, rig
-from reliability.harness import FamilyResult, Recorder, Size, Violation, command_for
+from reliability.harness import FamilyResult, Recorder, Size, Violation
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
 PG_URL = "postgresql://postgres@127.0.0.1:5432/{name}"
@@ -479,17 +479,4 @@ def run(size: Size, workdir: Path) -> list[FamilyResult]:
         f"ledgers: {', '.join(SCENARIOS)} (rehearsals of the crash drill), each with a saved head; every change is "
         "made inside a transaction that is rolled back, and the untouched ledgers are re-verified every 250 changes"
     )
-    return [
-        FamilyResult(
-            family="tamper",
-            title="Ledger tampering",
-            unit="modifications",
-            trials=trials,
-            invariants=INVARIANTS,
-            violations=rec.violations,
-            notes=notes,
-            command=command_for("tamper", size),
-            size=size.name,
-            seconds=time.monotonic() - started,
-        )
-    ]
+    return [rec.result("tamper", "Ledger tampering", "modifications", INVARIANTS, notes, size, started, trials=trials)]

@@ -187,8 +187,9 @@ def _describe(exc: BaseException) -> str:
 # ---------------------------------------------------------------- the adapter
 
 
-class HttpTargets:
-    """Reads, actions and read-backs against HTTP targets named in the change package."""
+class TargetClient:
+    """What every HTTP-speaking adapter shares: target URLs from the change package, and headers
+    carrying the role's own credential (never another role's)."""
 
     def __init__(
         self,
@@ -221,6 +222,10 @@ class HttpTargets:
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
         return headers
+
+
+class HttpTargets(TargetClient):
+    """Reads, actions and read-backs against HTTP targets named in the change package."""
 
     def _get_json(
         self, target: str, path: str, role: Role, timeout_s: float, *, absent: JSON = None

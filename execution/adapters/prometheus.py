@@ -12,14 +12,14 @@ Rules:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import httpx
 
-from execution.adapters.http import Masker, loads, role_name
-from execution.contract.models import Signal, Target
-from execution.model import JSON, Clock, Credentials, Evidence, Role
+from execution.adapters.http import TargetClient, loads
+from execution.contract.models import Signal
+from execution.model import JSON, Evidence, Role
 
 
 class QueryError(Exception):
@@ -73,39 +73,21 @@ def parse_instant(document: JSON) -> tuple[float, datetime] | None:
     return max(v for v, _ in usable), min(t for _, t in usable)
 
 
-class PrometheusReader:
-    """Reads ``signal.prometheus`` signals from the Prometheus HTTP API (``/api/v1/query``)."""
+class PrometheusReader(TargetClient):
+    """Reads ``signal.prometheus`` signals from the Prometheus HTTP API (``/api/v1/query``).
 
-    def __init__(
-        self,
-        targets: Mapping[str, Target],
-        credentials: Credentials,
-        client: httpx.Client,
-        clock: Clock,
-        *,
-        read_timeout_s: float = 10.0,
-        sensitive_fields: Iterable[str] = (),
-    ) -> None:
-        self._targets = targets
-        self._credentials = credentials
-        self._client = client
-        self._clock = clock  # the sample timestamps drive freshness; kept for the common shape
-        self._read_timeout_s = read_timeout_s
-        self._mask = Masker(credentials, sensitive_fields)
+    The sample timestamps Prometheus returns, not the clock, drive freshness."""
 
     def _query(self, target: str, query: str, role: Role) -> tuple[float, datetime] | None:
-        spec = self._targets.get(target)
-        if spec is None or spec.url is None:
-            raise QueryError(f"target {target!r} is not in the change package or has no url")
-        headers = {"X-Stagehold-Role": role_name(role), "Accept": "application/json"}
-        credential = self._credentials.for_role(role)
-        if credential:
-            headers["Authorization"] = f"Bearer {credential}"
+        try:
+            url = self._url(target, "/api/v1/query")
+        except LookupError as exc:
+            raise QueryError(str(exc)) from None
         try:
             response = self._client.get(
-                spec.url.rstrip("/") + "/api/v1/query",
+                url,
                 params={"query": query},
-                headers=headers,
+                headers=self._headers(role),
                 timeout=self._read_timeout_s,
             )
         except httpx.HTTPError as exc:
