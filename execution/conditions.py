@@ -25,6 +25,11 @@ _BETWEEN = re.compile(rf"^\s*between\s+({_NUMBER})\s+and\s+({_NUMBER})\s*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
+# The same grammar as one regular expression each, published in the JSON Schema so editors can
+# flag a bad threshold or duration while it is typed; the parsers below still decide.
+CONDITION_PATTERN = rf"^\s*(?:(?:<=|>=|==|!=|<|>)\s*(?:{_NUMBER}|true|false)|between\s+{_NUMBER}\s+and\s+{_NUMBER})\s*$"
+DURATION_PATTERN = _DURATION.pattern
+
 Scalar = float | bool
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from bot import exits
+from bot.clock import utc_now
 from execution.contract import InvalidChange, load_change
 
 
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        change = load_change(args.package)
+        change = load_change(args.package, now=utc_now())
     except InvalidChange as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -45,6 +46,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             if on
         ]
         print(f"  stage {stage.id:<22} blast {stage.blast_radius:>5g}  {' '.join(marks)}")
+    # Warnings do not make the package invalid: the exit code stays 0.
+    for warning in change.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return exits.OK
 
 

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from execution.contract.messages import explain
 from execution.contract.models import ChangePackage, Plan
-from execution.contract.rules import Finding, check_digest, check_package, check_plan
-from execution.contract.source import Document, PathKey, SourceError, format_path, parse_yaml
+from execution.contract.rules import Finding, check_digest, check_package, check_plan, check_window
+from execution.contract.schema import MODELS, cached_schema
+from execution.contract.source import Document, SourceError, format_path, parse_yaml
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class LoadedChange:
     package_path: str
     plan_path: str
     plan_sha256: str
+    # Worth saying but not refusing (a window that has closed): ``validate`` prints them and exits 0.
+    warnings: tuple[Problem, ...] = ()
 
     def package_data(self) -> dict[str, Any]:
         return self.package.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -73,24 +78,41 @@ def _parse(raw: bytes, shown: str) -> tuple[Document | None, list[Problem]]:
         return None, [Problem(shown, exc.line, "(document)", exc.message)]
 
 
-def _validate(model: type[ChangePackage] | type[Plan], doc: Document, shown: str) -> tuple[Any, list[Problem]]:
+# A file of the other kind, given where this kind belongs: say so once instead of listing every
+# field that does not fit.
+_WRONG_KIND = {
+    "package": {
+        "execution-plan": "this is an execution plan; validate the package that pins it "
+        "(the change package whose `plan:` names this file)",
+    },
+    "plan": {
+        "change-package": "this is a change package, not an execution plan; the package's `plan:` "
+        "must name the plan file it pins",
+    },
+}
+
+
+def _validate(which: str, doc: Document, shown: str) -> tuple[Any, list[Problem]]:
     if not isinstance(doc.data, dict):
-        return None, [Problem(shown, doc.line_of(()), "(document)", "expected a mapping of fields at the top level")]
+        return None, [
+            Problem(
+                shown,
+                doc.line_of(()),
+                "(document)",
+                "expected a mapping of fields at the top level, e.g. `stagehold: 1`",
+            )
+        ]
+    wrong = _WRONG_KIND[which].get(str(doc.data.get("kind")))
+    if wrong is not None:
+        return None, [Problem(shown, doc.line_of(("kind",)), "kind", wrong)]
     try:
-        return model.model_validate(doc.data), []
+        return MODELS[which].model_validate(doc.data), []
     except ValidationError as exc:
+        root = cached_schema(which)
         problems = []
         for err in exc.errors(include_url=False):
-            loc: PathKey = tuple(p for p in err["loc"] if isinstance(p, (str, int)))
-            # Drop pydantic's internal tags (e.g. "function-after[...]") from paths.
-            loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg = "unknown field"
-            elif err["type"] == "missing":
-                msg = "required field is missing"
-            msg = msg.removeprefix("Value error, ")
-            problems.append(Problem(shown, doc.line_of(loc), format_path(loc), msg))
+            loc, message = explain(err, root)
+            problems.append(Problem(shown, doc.line_of(loc), format_path(loc), message))
         return None, problems
 
 
@@ -102,7 +124,8 @@ def _findings(findings: list[Finding], docs: dict[str, tuple[Document, str]]) ->
     return out
 
 
-def load_change(package_file: str | Path) -> LoadedChange:
+def load_change(package_file: str | Path, now: datetime | None = None) -> LoadedChange:
+    """Load and check a package and its plan; with ``now``, also warn about what time has made moot."""
     pkg_path = Path(package_file)
     pkg_shown = str(package_file)
     raw, problems = _read(pkg_path, pkg_shown)
@@ -111,7 +134,7 @@ def load_change(package_file: str | Path) -> LoadedChange:
     pkg_doc, problems = _parse(raw, pkg_shown)
     if pkg_doc is None:
         raise InvalidChange(problems)
-    package, problems = _validate(ChangePackage, pkg_doc, pkg_shown)
+    package, problems = _validate("package", pkg_doc, pkg_shown)
     if package is None:
         raise InvalidChange(problems)
     problems = _findings(list(check_package(package)), {"package": (pkg_doc, pkg_shown)})
@@ -133,7 +156,7 @@ def load_change(package_file: str | Path) -> LoadedChange:
     plan_doc, parse_problems = _parse(plan_raw, plan_shown)
     if plan_doc is None:
         raise InvalidChange(problems + parse_problems)
-    plan, model_problems = _validate(Plan, plan_doc, plan_shown)
+    plan, model_problems = _validate("plan", plan_doc, plan_shown)
     if plan is None:
         raise InvalidChange(problems + model_problems)
     problems += _findings(
@@ -141,4 +164,7 @@ def load_change(package_file: str | Path) -> LoadedChange:
     )
     if problems:
         raise InvalidChange(problems)
-    return LoadedChange(package, plan, pkg_shown, plan_shown, digest)
+    warnings = (
+        () if now is None else tuple(_findings(list(check_window(package, now)), {"package": (pkg_doc, pkg_shown)}))
+    )
+    return LoadedChange(package, plan, pkg_shown, plan_shown, digest, warnings)

@@ -3,6 +3,11 @@
 These check shape and local grammar (thresholds, durations, identifiers). Rules that relate
 fields to each other — digest, scope, protection, references — live in ``rules.py`` so each
 can report every problem at once with its own path.
+
+Every field carries ``Field(description=..., examples=[...])``: ``docs/reference.md``, the JSON
+Schema (``stagehold schema package|plan``) and the examples in validation messages are generated
+from them, and a test fails when a field has no description or example. A description says what
+the field means and the rule it serves.
 """
 
 from __future__ import annotations
@@ -10,9 +15,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from execution.conditions import parse_condition, parse_duration
+from execution.conditions import CONDITION_PATTERN, DURATION_PATTERN, parse_condition, parse_duration
 
 
 def _check_condition(text: str) -> str:
@@ -31,8 +37,17 @@ def _check_aware(value: datetime) -> datetime:
     return value
 
 
-Threshold = Annotated[str, AfterValidator(_check_condition)]
-Duration = Annotated[str, AfterValidator(_check_duration)]
+# ``format`` names the grammar for the reference and for messages; ``pattern`` lets editors check it.
+Threshold = Annotated[
+    str,
+    AfterValidator(_check_condition),
+    Field(json_schema_extra={"format": "condition", "pattern": CONDITION_PATTERN}),
+]
+Duration = Annotated[
+    str,
+    AfterValidator(_check_duration),
+    Field(json_schema_extra={"format": "duration", "pattern": DURATION_PATTERN}),
+]
 AwareTime = Annotated[datetime, AfterValidator(_check_aware)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 SlackId = Annotated[str, Field(pattern=r"^[A-Z0-9][A-Z0-9]{1,30}$")]
@@ -40,8 +55,30 @@ Reaction = Literal["hold", "rollback", "narrow"]
 JsonValue = Any
 
 
+def _takes_only_booleans(annotation: Any) -> tuple[bool, bool]:
+    """(is a yes/no field, may also be null)."""
+    if annotation is bool:
+        return True, False
+    if annotation == (bool | None):
+        return True, True
+    return False, False
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _true_or_false(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic alone would read "no", "off", "0" and 0 as False: a yes/no field that protects
+        # something (two_person, hold_before) takes only a real YAML boolean, for every model and
+        # every field added later.
+        if isinstance(value, bool) or info.field_name is None:
+            return value
+        flag, nullable = _takes_only_booleans(cls.model_fields[info.field_name].annotation)
+        if flag and not (nullable and value is None):
+            raise PydanticCustomError("bool_type", "expected true or false")
+        return value
 
 
 def _exactly_one(model: BaseModel, names: tuple[str, ...]) -> None:
@@ -54,32 +91,102 @@ def _exactly_one(model: BaseModel, names: tuple[str, ...]) -> None:
 
 
 class PrometheusSignal(Strict):
-    target: Name
-    query: Annotated[str, Field(min_length=1, max_length=4000)]
-    samples: Annotated[str, Field(min_length=1, max_length=4000)] | None = None
+    """A PromQL instant query against a ``prometheus`` target; the value is the query's result."""
+
+    target: Name = Field(
+        description="The package target (of kind prometheus) to query. Rule 3: it must be defined in the package.",
+        examples=["metrics"],
+    )
+    query: Annotated[str, Field(min_length=1, max_length=4000)] = Field(
+        description="The PromQL instant query whose single value is judged by the checks.",
+        examples=[
+            'sum(rate(authz_errors_total{svc="tokenizer"}[1m])) / sum(rate(authz_requests_total{svc="tokenizer"}[1m]))'
+        ],
+    )
+    samples: Annotated[str, Field(min_length=1, max_length=4000)] | None = Field(
+        None,
+        description="A second query counting the samples behind the value, for a check's min_samples: "
+        "too little data is no_data, never a pass.",
+        examples=['sum(increase(authz_requests_total{svc="tokenizer"}[1m]))'],
+    )
 
 
 class HttpSignal(Strict):
-    target: Name
-    path: Annotated[str, Field(pattern=r"^/[^\s]*$", max_length=2000)]
-    field: Annotated[str, Field(min_length=1, max_length=200)]
-    samples_field: str | None = None
-    time_field: str | None = None
+    """A JSON document fetched with GET from a package target; one field of it is the value."""
+
+    target: Name = Field(
+        description="The package target to read. Rule 3: it must be defined in the package.",
+        examples=["payments-router"],
+    )
+    path: Annotated[str, Field(pattern=r"^/[^\s]*$", max_length=2000)] = Field(
+        description="The path under the target's url, starting with '/'.", examples=["/parity"]
+    )
+    field: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+        description="The value's place in the JSON answer, as a dotted path ('a.b', list items as 'items.0'). "
+        "A missing field is no_data, never a pass.",
+        examples=["mismatch_ratio"],
+    )
+    samples_field: str | None = Field(
+        None,
+        description="Dotted path of an integer counting the samples behind the value, for a check's min_samples.",
+        examples=["compared"],
+    )
+    time_field: str | None = Field(
+        None,
+        description="Dotted path of the time the value was sampled (RFC 3339 or Unix seconds). When given, the "
+        "evidence's age is measured from it, not from when it was read; a missing time is no_data.",
+        examples=["sampled_at"],
+    )
 
 
 class CommandSignal(Strict):
-    target: Name
-    argv: Annotated[list[Annotated[str, Field(max_length=4000)]], Field(min_length=1, max_length=100)]
-    field: Annotated[str, Field(min_length=1, max_length=200)]
-    timeout: Duration = "30s"
+    """A program run without a shell; its stdout is JSON and one field of it is the value."""
+
+    target: Name = Field(
+        description="The package target the program speaks to (its url and the role's credential are passed "
+        "in the environment, never on the command line).",
+        examples=["sorter-control"],
+    )
+    argv: Annotated[list[Annotated[str, Field(max_length=4000)]], Field(min_length=1, max_length=100)] = Field(
+        description="The program and its arguments, run as given (no shell).",
+        examples=[["sorterctl", "status", "--json"]],
+    )
+    field: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+        description="Dotted path of the value in the program's JSON output.", examples=["throughput_per_hour"]
+    )
+    timeout: Duration = Field(
+        "30s", description="How long the program may run; a timeout is an error outcome.", examples=["30s"]
+    )
 
 
 class Signal(Strict):
-    prometheus: PrometheusSignal | None = None
-    http: HttpSignal | None = None
-    command: CommandSignal | None = None
-    max_age: Duration
-    description: str | None = None
+    """A named live reading. Give exactly one source: ``prometheus``, ``http`` or ``command``."""
+
+    prometheus: PrometheusSignal | None = Field(
+        None,
+        description="Read the signal with a PromQL query.",
+        examples=[{"target": "metrics", "query": 'sum(rate(errors_total{svc="api"}[1m]))'}],
+    )
+    http: HttpSignal | None = Field(
+        None,
+        description="Read the signal from a JSON document over HTTP.",
+        examples=[{"target": "payments-router", "path": "/parity", "field": "mismatch_ratio"}],
+    )
+    command: CommandSignal | None = Field(
+        None,
+        description="Read the signal from a program's JSON output.",
+        examples=[{"target": "sorter-control", "argv": ["sorterctl", "status", "--json"], "field": "ok"}],
+    )
+    max_age: Duration = Field(
+        description="Evidence older than this is stale and never used (engine rule 2): a stale reading opens "
+        "a hold, it never passes.",
+        examples=["60s"],
+    )
+    description: str | None = Field(
+        None,
+        description="What the signal measures, shown to people on evidence cards.",
+        examples=["share of authorizations that failed"],
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> Signal:
@@ -97,22 +204,64 @@ class Signal(Strict):
 
 
 class HttpAction(Strict):
-    target: Name
-    method: Literal["POST", "PUT", "PATCH", "DELETE"] = "PUT"
-    path: Annotated[str, Field(pattern=r"^/[^\s]*$", max_length=2000)]
-    json_body: JsonValue = Field(default=None, alias="json")
-    timeout: Duration = "10s"
+    """An HTTP write to a target, sent with an ``Idempotency-Key`` header and the role's credential."""
+
+    target: Name = Field(
+        description="The package target to change. Rule 3: it must be in the package scope and not protected.",
+        examples=["payments-router"],
+    )
+    method: Literal["POST", "PUT", "PATCH", "DELETE"] = Field(
+        "PUT", description="The HTTP method of the write.", examples=["PUT"]
+    )
+    path: Annotated[str, Field(pattern=r"^/[^\s]*$", max_length=2000)] = Field(
+        description="The path under the target's url, starting with '/'.", examples=["/weights"]
+    )
+    json_body: JsonValue = Field(
+        default=None,
+        alias="json",
+        description="The JSON body sent (any YAML value). Fields the plan marks sensitive are masked in the ledger.",
+        examples=[{"tokenizer": 5, "legacy": 95}],
+    )
+    timeout: Duration = Field(
+        "10s",
+        description="How long to wait for the answer. No answer is an ambiguous outcome, resolved by the read-back "
+        "(engine rule 6), never by a blind retry.",
+        examples=["10s"],
+    )
 
 
 class CommandAction(Strict):
-    target: Name
-    argv: Annotated[list[Annotated[str, Field(max_length=4000)]], Field(min_length=1, max_length=100)]
-    timeout: Duration = "60s"
+    """A program run without a shell; exit 0 means it was accepted."""
+
+    target: Name = Field(
+        description="The package target the program changes. Rule 3: in scope, not protected.",
+        examples=["sorter-control"],
+    )
+    argv: Annotated[list[Annotated[str, Field(max_length=4000)]], Field(min_length=1, max_length=100)] = Field(
+        description="The program and its arguments, run as given (no shell); the idempotency key is passed in "
+        "STAGEHOLD_IDEMPOTENCY_KEY.",
+        examples=[["sorterctl", "activate", "--profile", "v42", "--zones", "1"]],
+    )
+    timeout: Duration = Field(
+        "60s",
+        description="How long the program may run; a timeout leaves the outcome ambiguous, resolved by the read-back.",
+        examples=["60s"],
+    )
 
 
 class Action(Strict):
-    http: HttpAction | None = None
-    command: CommandAction | None = None
+    """The one change a stage (or its rollback) makes. Give exactly one of ``http`` or ``command``."""
+
+    http: HttpAction | None = Field(
+        None,
+        description="Make the change with an HTTP write.",
+        examples=[{"target": "payments-router", "method": "PUT", "path": "/weights", "json": {"tokenizer": 5}}],
+    )
+    command: CommandAction | None = Field(
+        None,
+        description="Make the change by running a program.",
+        examples=[{"target": "sorter-control", "argv": ["sorterctl", "activate", "--zones", "1"]}],
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Action:
@@ -127,22 +276,53 @@ class Action(Strict):
 
 
 class HttpReadback(Strict):
-    target: Name
-    path: Annotated[str, Field(pattern=r"^/[^\s]*$", max_length=2000)]
-    expect: Annotated[dict[str, JsonValue], Field(min_length=1)]
-    timeout: Duration = "10s"
+    """A GET whose JSON answer must contain the expected values."""
+
+    target: Name = Field(
+        description="The package target to read back. Rule 3: in scope, not protected.", examples=["payments-router"]
+    )
+    path: Annotated[str, Field(pattern=r"^/[^\s]*$", max_length=2000)] = Field(
+        description="The path under the target's url, starting with '/'.", examples=["/weights"]
+    )
+    expect: Annotated[dict[str, JsonValue], Field(min_length=1)] = Field(
+        description="Dotted field paths and the values they must hold for the change to count as applied "
+        "(numbers compare numerically; true never equals 1).",
+        examples=[{"tokenizer": 5, "legacy": 95}],
+    )
+    timeout: Duration = Field("10s", description="How long to wait for the answer.", examples=["10s"])
 
 
 class CommandReadback(Strict):
-    target: Name
-    argv: Annotated[list[Annotated[str, Field(max_length=4000)]], Field(min_length=1, max_length=100)]
-    expect: Annotated[dict[str, JsonValue], Field(min_length=1)]
-    timeout: Duration = "30s"
+    """A program whose JSON output must contain the expected values."""
+
+    target: Name = Field(
+        description="The package target the program reads. Rule 3: in scope, not protected.",
+        examples=["sorter-control"],
+    )
+    argv: Annotated[list[Annotated[str, Field(max_length=4000)]], Field(min_length=1, max_length=100)] = Field(
+        description="The program and its arguments, run as given (no shell).",
+        examples=[["sorterctl", "profile", "--json"]],
+    )
+    expect: Annotated[dict[str, JsonValue], Field(min_length=1)] = Field(
+        description="Dotted field paths and the values they must hold for the change to count as applied.",
+        examples=[{"profile": "v42", "zones": 1}],
+    )
+    timeout: Duration = Field("30s", description="How long the program may run.", examples=["30s"])
 
 
 class Confirm(Strict):
-    http: HttpReadback | None = None
-    command: CommandReadback | None = None
+    """The read-back that proves an action took effect (engine rule 6). Exactly one of ``http`` or ``command``."""
+
+    http: HttpReadback | None = Field(
+        None,
+        description="Read the target back over HTTP.",
+        examples=[{"target": "payments-router", "path": "/weights", "expect": {"tokenizer": 5}}],
+    )
+    command: CommandReadback | None = Field(
+        None,
+        description="Read the target back by running a program.",
+        examples=[{"target": "sorter-control", "argv": ["sorterctl", "profile", "--json"], "expect": {"zones": 1}}],
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Confirm:
@@ -163,8 +343,18 @@ class Confirm(Strict):
 
 
 class RollbackStep(Strict):
-    action: Action
-    confirm: Confirm
+    """How to undo a stage: the action that restores the previous state and its read-back."""
+
+    action: Action = Field(
+        description="The change that undoes the stage, sent with the rollback role's own credential.",
+        examples=[
+            {"http": {"target": "payments-router", "method": "PUT", "path": "/weights", "json": {"tokenizer": 0}}}
+        ],
+    )
+    confirm: Confirm = Field(
+        description="The read-back that proves the undo took effect; a failed one ends in needs_human.",
+        examples=[{"http": {"target": "payments-router", "path": "/weights", "expect": {"tokenizer": 0}}}],
+    )
 
 
 # ---------------------------------------------------------------- plan: checks and stages
@@ -173,93 +363,273 @@ class RollbackStep(Strict):
 class Gate(Strict):
     """A precondition: the signal must satisfy ``pass`` with fresh evidence."""
 
-    signal: Name
-    pass_: Threshold = Field(alias="pass")
+    signal: Name = Field(
+        description="The signal to read, by its name under signals. Rule 6: it must be defined.",
+        examples=["legacy_healthy"],
+    )
+    pass_: Threshold = Field(
+        alias="pass",
+        description="The condition the fresh reading must meet; anything else (fail, no data, stale, error) holds.",
+        examples=["== true"],
+    )
 
 
 class Check(Strict):
     """A verification check: ``pass`` band, optional tolerated ``hold`` band, sample floor."""
 
-    signal: Name
-    pass_: Threshold = Field(alias="pass")
-    hold: Threshold | None = None
-    min_samples: Annotated[int, Field(ge=1)] | None = None
+    signal: Name = Field(
+        description="The signal to judge, by its name under signals. Rule 6: it must be defined.",
+        examples=["error_rate"],
+    )
+    pass_: Threshold = Field(
+        alias="pass", description="The condition every sample of the bake must meet to pass.", examples=["< 0.01"]
+    )
+    hold: Threshold | None = Field(
+        None,
+        description="A tolerated band: a reading that misses pass but meets this opens a hold for a human instead "
+        "of failing (engine rule 4).",
+        examples=["< 0.02"],
+    )
+    min_samples: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description="Fewer samples behind the reading than this is no_data: too little data never passes "
+        "(engine rule 2). Needs the signal's samples or samples_field.",
+        examples=[20],
+    )
 
 
 class OutcomeMap(Strict):
     """What each non-pass outcome does. Nothing maps to "continue": no outcome but pass advances."""
 
-    hold: Reaction = "hold"
-    fail: Reaction = "rollback"
-    no_data: Reaction = "hold"
-    stale: Reaction = "hold"
-    error: Reaction = "hold"
+    hold: Reaction = Field("hold", description="Reaction to a reading in the tolerated hold band.", examples=["hold"])
+    fail: Reaction = Field(
+        "rollback",
+        description="Reaction to a failing reading. Rule 5: from an irreversible stage on, only hold.",
+        examples=["rollback"],
+    )
+    no_data: Reaction = Field(
+        "hold", description="Reaction to a signal that answered no data (missing data never passes).", examples=["hold"]
+    )
+    stale: Reaction = Field(
+        "hold", description="Reaction to evidence older than the signal's max_age.", examples=["hold"]
+    )
+    error: Reaction = Field("hold", description="Reaction to a signal that could not be read.", examples=["hold"])
 
 
 class Verify(Strict):
-    bake: Duration
-    every: Duration
-    checks: Annotated[list[Check], Field(min_length=1, max_length=50)]
-    on: OutcomeMap = OutcomeMap()
+    """The checkpoint after a stage: every check must pass at every interval for the whole bake."""
+
+    bake: Duration = Field(
+        description="How long the stage must keep passing: bake/every consecutive passing samples. "
+        "Rule 7: at least one interval.",
+        examples=["5m"],
+    )
+    every: Duration = Field(description="How often the checks are sampled during the bake.", examples=["30s"])
+    checks: Annotated[list[Check], Field(min_length=1, max_length=50)] = Field(
+        description="The checks judged at every interval; the most severe outcome wins.",
+        examples=[[{"signal": "error_rate", "pass": "< 0.01", "hold": "< 0.02", "min_samples": 20}]],
+    )
+    on: OutcomeMap = Field(
+        OutcomeMap(),
+        description="What each non-pass outcome does: hold, rollback or narrow (step back one tier).",
+        examples=[{"hold": "hold", "fail": "rollback", "no_data": "hold", "stale": "hold", "error": "hold"}],
+    )
 
 
 class Stage(Strict):
-    id: Name
-    description: str | None = None
-    blast_radius: Annotated[float, Field(ge=0)]
-    hold_before: bool = False
-    promotes: bool = False
-    retires_fallback: bool = False
-    irreversible: bool = False
-    preflight: Annotated[list[Gate], Field(max_length=50)] = []
-    action: Action
-    confirm: Confirm
-    verify: Verify
-    rollback: RollbackStep | None = None
+    """One bounded transition with a blast radius: act, read back, verify, then hold or go on."""
+
+    id: Name = Field(description="The stage's name, unique in the plan (rule 6).", examples=["canary-5"])
+    description: str | None = Field(
+        None, description="What the stage does, shown to people.", examples=["5% of authorizations through v2"]
+    )
+    blast_radius: Annotated[float, Field(ge=0)] = Field(
+        description="The impact once this stage is live, in the package's unit (e.g. % of traffic). "
+        "Rule 2: at most the package's max_blast_radius.",
+        examples=[5],
+    )
+    hold_before: bool = Field(
+        False,
+        description="Stop before entering this stage until a named release authority releases it. Rule 4: "
+        "required when the stage widens the blast radius, promotes or retires the fallback.",
+        examples=[True],
+    )
+    promotes: bool = Field(
+        False, description="The stage makes the new side authoritative (rule 4: needs hold_before).", examples=[True]
+    )
+    retires_fallback: bool = Field(
+        False,
+        description="The stage removes the way back (rule 5: it must also be irreversible and protected).",
+        examples=[True],
+    )
+    irreversible: bool = Field(
+        False,
+        description="No automated rollback exists from here: it needs two distinct releasers, names no rollback, "
+        "and no later outcome may roll back (rule 5).",
+        examples=[True],
+    )
+    preflight: Annotated[list[Gate], Field(max_length=50)] = Field(
+        [],
+        description="Conditions re-read immediately before entering the stage (engine rule 2); any miss holds.",
+        examples=[[{"signal": "vault_healthy", "pass": "== true"}]],
+    )
+    action: Action = Field(
+        description="The change that enters the stage, sent with the executor role's credential.",
+        examples=[
+            {"http": {"target": "payments-router", "method": "PUT", "path": "/weights", "json": {"tokenizer": 5}}}
+        ],
+    )
+    confirm: Confirm = Field(
+        description="The read-back proving the action took effect before verification starts.",
+        examples=[{"http": {"target": "payments-router", "path": "/weights", "expect": {"tokenizer": 5}}}],
+    )
+    verify: Verify = Field(
+        description="The checkpoint that must pass before the next stage.",
+        examples=[{"bake": "5m", "every": "30s", "checks": [{"signal": "error_rate", "pass": "< 0.01"}]}],
+    )
+    rollback: RollbackStep | None = Field(
+        None,
+        description="How to undo this stage. Rule 5: every reversible stage names one; an irreversible one cannot.",
+        examples=[
+            {
+                "action": {
+                    "http": {"target": "payments-router", "method": "PUT", "path": "/weights", "json": {"tokenizer": 0}}
+                },
+                "confirm": {"http": {"target": "payments-router", "path": "/weights", "expect": {"tokenizer": 0}}},
+            }
+        ],
+    )
 
 
 class HoldPolicy(Strict):
-    expiry: Duration = "2h"
-    remind_before: Duration = "15m"
+    """How long a hold waits for a human. Expiry escalates to the rollback authority; it never releases."""
+
+    expiry: Duration = Field(
+        "2h",
+        description="How long a hold stays open before it escalates to the rollback authority (engine rule 5).",
+        examples=["2h"],
+    )
+    remind_before: Duration = Field(
+        "15m",
+        description="How long before expiry the releasers are reminded. Rule 7: shorter than expiry.",
+        examples=["15m"],
+    )
 
 
 class Plan(Strict):
-    stagehold: Literal[1]
-    kind: Literal["execution-plan"]
-    name: Name
-    version: Annotated[int, Field(ge=1)]
-    description: str | None = None
-    sensitive_fields: list[Annotated[str, Field(min_length=1, max_length=100)]] = []
-    signals: Annotated[dict[Name, Signal], Field(min_length=1, max_length=200)]
-    rollback_readiness: Annotated[list[Gate], Field(min_length=1, max_length=50)]
-    stages: Annotated[list[Stage], Field(min_length=1, max_length=100)]
-    holds: HoldPolicy = HoldPolicy()
-    rollback_to: Name | None = None
+    """The versioned runbook a change package pins by digest: signals, stages, checks and rollbacks."""
+
+    stagehold: Literal[1] = Field(description="The contract version this file is written for.", examples=[1])
+    kind: Literal["execution-plan"] = Field(
+        description="Says this file is an execution plan.", examples=["execution-plan"]
+    )
+    name: Name = Field(description="The plan's name.", examples=["payments-tokenization-cutover"])
+    version: Annotated[int, Field(ge=1)] = Field(
+        description="The plan's version, raised with every edit (an edit also changes the digest the package pins).",
+        examples=[7],
+    )
+    description: str | None = Field(
+        None, description="What the change does, for people.", examples=["Shift authorization traffic to tokenizer v2."]
+    )
+    sensitive_fields: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        [],
+        description="Field names whose values are masked before anything is written, posted, logged or exported "
+        "(engine rule 9), on top of secrets and card numbers, which are always masked.",
+        examples=[["pan", "account_number"]],
+    )
+    signals: Annotated[dict[Name, Signal], Field(min_length=1, max_length=200)] = Field(
+        description="The live readings the plan judges, by name.",
+        examples=[
+            {
+                "legacy_healthy": {
+                    "http": {"target": "payments-router", "path": "/backends/legacy/health", "field": "ok"},
+                    "max_age": "30s",
+                }
+            }
+        ],
+    )
+    rollback_readiness: Annotated[list[Gate], Field(min_length=1, max_length=50)] = Field(
+        description="Proof the way back works now, re-read before every consequential step; losing it holds even "
+        "when forward metrics pass (engine rule 3).",
+        examples=[[{"signal": "legacy_healthy", "pass": "== true"}]],
+    )
+    stages: Annotated[list[Stage], Field(min_length=1, max_length=100)] = Field(
+        description="The stages in order. The first is entered by the initiator's start; later ones as the rules allow.",
+        examples=[
+            [
+                {
+                    "id": "canary-5",
+                    "blast_radius": 5,
+                    "action": "...",
+                    "confirm": "...",
+                    "verify": "...",
+                    "rollback": "...",
+                }
+            ]
+        ],
+    )
+    holds: HoldPolicy = Field(
+        HoldPolicy(),
+        description="How long holds wait for a human.",
+        examples=[{"expiry": "2h", "remind_before": "15m"}],
+    )
+    rollback_to: Name | None = Field(
+        None,
+        description="A full rollback undoes stages newest-first down to (not including) this stage; "
+        "without it, down to before the first. Rule 6: it must name a stage.",
+        examples=["canary-5"],
+    )
 
 
 # ---------------------------------------------------------------- change package
 
 
 class Window(Strict):
-    opens: AwareTime
-    closes: AwareTime
+    """When the change may run. Outside it nothing starts, and a closed window stops expansion."""
+
+    opens: AwareTime = Field(
+        description="When a live run may start, with a time zone.", examples=["2026-11-28T22:00:00Z"]
+    )
+    closes: AwareTime = Field(
+        description="After this nothing expands further; rule 8: after opens. `validate` warns once it has passed.",
+        examples=["2026-11-29T02:00:00Z"],
+    )
 
 
 class Scope(Strict):
-    targets: Annotated[list[Name], Field(min_length=1)]
-    protected: list[Name] = []
-    max_blast_radius: Annotated[float, Field(ge=0)]
+    """What the change may touch and how wide it may reach."""
+
+    targets: Annotated[list[Name], Field(min_length=1)] = Field(
+        description="The targets actions, read-backs and rollbacks may touch (rule 3); each defined under targets.",
+        examples=[["payments-router"]],
+    )
+    protected: list[Name] = Field(
+        [],
+        description="Protected boundaries: targets nothing in the plan may touch (rule 3), though signals may read them.",
+        examples=[["settlement-batch"]],
+    )
+    max_blast_radius: Annotated[float, Field(ge=0)] = Field(
+        description="The widest blast radius any stage may reach (rule 2).", examples=[100]
+    )
 
 
 class Approval(Strict):
-    user: SlackId
-    role: Annotated[str, Field(min_length=1, max_length=100)]
-    at: AwareTime
+    """A record of who approved the change, in what role, and when."""
+
+    user: SlackId = Field(description="The approver's Slack user id.", examples=["U01DANA"])
+    role: Annotated[str, Field(min_length=1, max_length=100)] = Field(
+        description="The capacity in which they approved.", examples=["change-authority"]
+    )
+    at: AwareTime = Field(description="When they approved, with a time zone.", examples=["2026-11-27T16:02:00Z"])
 
 
 class Authority(Strict):
-    users: list[SlackId] = []
-    groups: list[SlackId] = []
+    """People allowed to do one thing: Slack user ids and Slack user-group ids."""
+
+    users: list[SlackId] = Field([], description="Slack user ids.", examples=[["U01DANA", "U02LEE"]])
+    groups: list[SlackId] = Field(
+        [], description="Slack user-group ids; members are resolved when they click.", examples=[["S0CAB"]]
+    )
 
     @property
     def empty(self) -> bool:
@@ -267,35 +637,102 @@ class Authority(Strict):
 
 
 class Authorities(Strict):
-    initiate: Authority
-    release: Authority
-    rollback: Authority
-    operators: Authority = Authority()
-    two_person: bool = True
+    """Who may start, release, roll back and hold (engine rule 8)."""
+
+    initiate: Authority = Field(
+        description="Who may start the change (rule 8: not empty).", examples=[{"users": ["U05OPS"]}]
+    )
+    release: Authority = Field(
+        description="Who may release protected holds (rule 8: not empty; rule 5: two distinct people when a stage "
+        "is irreversible).",
+        examples=[{"users": ["U01DANA", "U02LEE"], "groups": ["S0CAB"]}],
+    )
+    rollback: Authority = Field(
+        description="Who may order a rollback, a list separate from release (rule 8: not empty).",
+        examples=[{"users": ["U03RESP"], "groups": ["S0ONCALL"]}],
+    )
+    operators: Authority = Field(
+        Authority(),
+        description="Others who may place a hold at any time (everyone above may too).",
+        examples=[{"users": ["U06SRE"]}],
+    )
+    two_person: bool = Field(
+        True,
+        description="Two-person control: the initiator cannot release. Only true or false; YAML's yes/no/on/off "
+        "are refused, never read as a boolean.",
+        examples=[True],
+    )
 
 
 class Target(Strict):
-    kind: Literal["http", "prometheus", "command"] = "http"
-    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2000)] | None = None
-    description: str | None = None
+    """A system the change reads or acts on. Role credentials come from the environment, never from here."""
+
+    kind: Literal["http", "prometheus", "command"] = Field(
+        "http", description="How stagehold speaks to the target.", examples=["http"]
+    )
+    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2000)] | None = Field(
+        None,
+        description="The base url; required for http and prometheus targets, passed to command targets as "
+        "STAGEHOLD_TARGET_URL.",
+        examples=["https://router.payments.internal"],
+    )
+    description: str | None = Field(
+        None, description="What the target is, for people.", examples=["payments traffic router"]
+    )
 
     @model_validator(mode="after")
     def _url_when_needed(self) -> Target:
         if self.kind in ("http", "prometheus") and self.url is None:
-            raise ValueError(f"a {self.kind} target needs a url")
+            raise ValueError(f"a {self.kind} target needs a url, e.g. url: https://router.internal")
         return self
 
 
 class ChangePackage(Strict):
-    stagehold: Literal[1]
-    kind: Literal["change-package"]
-    id: Name
-    title: Annotated[str, Field(min_length=1, max_length=200)]
-    plan: Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f]+$")]
-    plan_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-    window: Window
-    channel: Annotated[str, Field(pattern=r"^[CG][A-Z0-9]{2,30}$")]
-    scope: Scope
-    approved_by: Annotated[list[Approval], Field(min_length=1)]
-    authorities: Authorities
-    targets: Annotated[dict[Name, Target], Field(min_length=1)]
+    """The approved, read-only authority to execute: scope, window, approvers, authorities, plan digest."""
+
+    stagehold: Literal[1] = Field(description="The contract version this file is written for.", examples=[1])
+    kind: Literal["change-package"] = Field(
+        description="Says this file is a change package.", examples=["change-package"]
+    )
+    id: Name = Field(description="The change's id; one live execution per change at a time.", examples=["CHG-2041"])
+    title: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+        description="A one-line title for people.", examples=["Move payment authorization to tokenization service v2"]
+    )
+    plan: Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f]+$")] = Field(
+        description="The plan file, relative to this package file.", examples=["plan.yaml"]
+    )
+    plan_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] = Field(
+        description="The SHA-256 of the plan file's bytes as approved (`stagehold digest PLAN`). Rule 1: any "
+        "changed byte of the plan, a comment included, refuses the change.",
+        examples=["bd2d1f13464eddfd5c0ed5bf3da647e57fe5a6894d3748f6e82bf5bd87e9f75d"],
+    )
+    window: Window = Field(
+        description="When the change may run.",
+        examples=[{"opens": "2026-11-28T22:00:00Z", "closes": "2026-11-29T02:00:00Z"}],
+    )
+    channel: Annotated[str, Field(pattern=r"^[CG][A-Z0-9]{2,30}$")] = Field(
+        description="The Slack channel id where the execution's thread and hold cards are posted.",
+        examples=["C0CHANGES"],
+    )
+    scope: Scope = Field(
+        description="What the change may touch and how wide it may reach.",
+        examples=[{"targets": ["payments-router"], "protected": ["settlement-batch"], "max_blast_radius": 100}],
+    )
+    approved_by: Annotated[list[Approval], Field(min_length=1)] = Field(
+        description="Who approved the change.",
+        examples=[[{"user": "U01DANA", "role": "change-authority", "at": "2026-11-27T16:02:00Z"}]],
+    )
+    authorities: Authorities = Field(
+        description="Who may start, release, roll back and hold.",
+        examples=[
+            {
+                "initiate": {"users": ["U05OPS"]},
+                "release": {"users": ["U01DANA", "U02LEE"]},
+                "rollback": {"users": ["U03RESP"]},
+            }
+        ],
+    )
+    targets: Annotated[dict[Name, Target], Field(min_length=1)] = Field(
+        description="The systems the plan may name, by name.",
+        examples=[{"payments-router": {"kind": "http", "url": "https://router.payments.internal"}}],
+    )

@@ -15,13 +15,18 @@ Rules (the numbers match the README's list):
 6. Every referenced signal exists; ``rollback_to`` names a stage; stage ids are unique.
 7. A bake is at least one interval long.
 8. The window opens before it closes; initiate, release and rollback authorities are non-empty.
+
+Warnings (``check_window``, given ``now``) do not refuse a change: a window that has closed.
+A reference to something undefined suggests the closest defined name ("did you mean").
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 
 from execution.conditions import parse_duration
+from execution.contract.messages import did_you_mean
 from execution.contract.models import ChangePackage, Plan
 from execution.contract.source import PathKey
 
@@ -45,9 +50,33 @@ def check_package(pkg: ChangePackage) -> Iterator[Finding]:
             yield ("package", ("authorities", name), f"{name} authority names no users or groups")
     for i, t in enumerate(pkg.scope.targets):
         if t not in pkg.targets:
-            yield ("package", ("scope", "targets", i), f"scope target '{t}' is not defined under targets")
+            yield (
+                "package",
+                ("scope", "targets", i),
+                f"scope target '{t}' is not defined under targets{did_you_mean(t, pkg.targets)}",
+            )
         if t in pkg.scope.protected:
             yield ("package", ("scope", "targets", i), f"target '{t}' is both in scope and protected")
+
+
+def check_window(pkg: ChangePackage, now: datetime) -> Iterator[Finding]:
+    """Warn when the window has closed: a live run would be refused; a rehearsal re-bases the window.
+
+    Worked example: closes 2026-11-29T02:00:00Z, now 2026-11-29T21:56:00Z -> "the window closed at
+    2026-11-29T02:00:00Z (19h56m ago) ...".
+    """
+    closes = pkg.window.closes
+    if now >= closes:
+        minutes = int((now - closes).total_seconds() // 60)
+        days, rest = divmod(minutes, 24 * 60)
+        ago = (f"{days}d" if days else "") + f"{rest // 60}h{rest % 60:02d}m"
+        yield (
+            "package",
+            ("window", "closes"),
+            f"the window closed at {closes.strftime('%Y-%m-%dT%H:%M:%SZ')} ({ago} ago): a live run of this "
+            "package will not start (rehearsals still run; they re-base the window); for a live run, have a "
+            "package with a new window approved",
+        )
 
 
 def check_plan(pkg: ChangePackage, plan: Plan) -> Iterator[Finding]:
@@ -64,7 +93,7 @@ def _references(pkg: ChangePackage, plan: Plan) -> Iterator[Finding]:
             yield (
                 "plan",
                 ("signals", name, _source_key(signal), "target"),
-                f"target '{target}' is not defined in the package",
+                f"target '{target}' is not defined in the package{did_you_mean(target, pkg.targets)}",
             )
         elif signal.prometheus and pkg.targets[target].kind != "prometheus":
             yield (
@@ -77,7 +106,7 @@ def _references(pkg: ChangePackage, plan: Plan) -> Iterator[Finding]:
             yield (
                 "plan",
                 ("rollback_readiness", i, "signal"),
-                f"signal '{gate.signal}' is not defined under signals",
+                f"signal '{gate.signal}' is not defined under signals{did_you_mean(gate.signal, plan.signals)}",
             )
     seen: set[str] = set()
     for i, stage in enumerate(plan.stages):
@@ -89,20 +118,21 @@ def _references(pkg: ChangePackage, plan: Plan) -> Iterator[Finding]:
                 yield (
                     "plan",
                     ("stages", i, "preflight", j, "signal"),
-                    f"signal '{gate.signal}' is not defined under signals",
+                    f"signal '{gate.signal}' is not defined under signals{did_you_mean(gate.signal, plan.signals)}",
                 )
         for j, check in enumerate(stage.verify.checks):
             if check.signal not in plan.signals:
                 yield (
                     "plan",
                     ("stages", i, "verify", "checks", j, "signal"),
-                    f"signal '{check.signal}' is not defined under signals",
+                    f"signal '{check.signal}' is not defined under signals{did_you_mean(check.signal, plan.signals)}",
                 )
     if plan.rollback_to is not None and plan.rollback_to not in seen:
         yield (
             "plan",
             ("rollback_to",),
-            f"rollback_to names stage '{plan.rollback_to}', which the plan does not have",
+            f"rollback_to names stage '{plan.rollback_to}', which the plan does not have"
+            + did_you_mean(plan.rollback_to, seen),
         )
 
 
@@ -135,7 +165,8 @@ def _scope(pkg: ChangePackage, plan: Plan) -> Iterator[Finding]:
             if target in pkg.scope.protected:
                 yield ("plan", full, f"{what} touches '{target}', which the package protects")
             elif target not in pkg.scope.targets:
-                yield ("plan", full, f"{what} touches '{target}', which is outside the package scope")
+                hint = did_you_mean(target, pkg.scope.targets)
+                yield ("plan", full, f"{what} touches '{target}', which is outside the package scope{hint}")
             elif target not in pkg.targets:
                 yield ("plan", full, f"target '{target}' is not defined in the package")
 

@@ -4,6 +4,11 @@ Rules: input is UTF-8 text of at most ``MAX_BYTES``; a single document; anchors/
 keys are refused (they are how "billion laughs" documents multiply); duplicate keys are refused
 (YAML would silently keep the last one); nesting deeper than ``MAX_DEPTH`` is refused. Every
 failure is a ``SourceError`` carrying the line, never an exception from the parser.
+
+Scalars follow the YAML 1.2 core schema, not PyYAML's default YAML 1.1: only ``true``/``false``
+(``True``, ``TRUE``, ``False``, ``FALSE``) are booleans, so ``two_person: no`` is the text "no"
+(which the model then refuses) and a stage may be called ``off``; ``012`` is twelve, not octal;
+timestamps stay text for the model to parse.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+import yamlcore  # type: ignore[import-untyped,unused-ignore]
 
 MAX_BYTES = 1_048_576
 MAX_DEPTH = 40
@@ -19,10 +25,9 @@ MAX_NODES = 50_000
 
 PathKey = tuple[str | int, ...]
 
-try:  # the C composer is much faster and reports the same marks
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment,misc,unused-ignore]
-except AttributeError:  # pragma: no cover - depends on how PyYAML was built
-    _Loader = yaml.SafeLoader
+# yamlcore's loader is PyYAML's C composer (fast, same marks) with the core schema's resolvers
+# and constructors; it needs PyYAML built with libyaml, as every PyYAML wheel is.
+_Loader: Any = yamlcore.CCoreLoader
 
 
 class SourceError(Exception):
@@ -57,7 +62,7 @@ def format_path(path: PathKey) -> str:
 
 
 class _Builder:
-    def __init__(self, loader: yaml.SafeLoader) -> None:
+    def __init__(self, loader: Any) -> None:
         self.loader = loader
         self.lines: dict[PathKey, int] = {}
         self.seen: set[int] = set()
@@ -95,8 +100,9 @@ class _Builder:
                 return self.loader.construct_object(node, deep=True)
             except yaml.YAMLError as exc:
                 raise SourceError(f"cannot read value: {getattr(exc, 'problem', exc)}", line) from None
-            except (ValueError, OverflowError) as exc:
-                raise SourceError(f"cannot read value: {exc}", line) from None
+            except (ValueError, OverflowError, LookupError):
+                # An explicit tag the value does not fit (``!!int x``, ``!!bool no``).
+                raise SourceError(f"cannot read value: {node.value!r} does not fit its tag {node.tag}", line) from None
         raise SourceError("unsupported YAML node", line)  # pragma: no cover
 
 

@@ -141,7 +141,11 @@ def test_all_three_examples_are_bundled() -> None:
 
 
 @pytest.mark.parametrize("example", EXAMPLE_NAMES)
-def test_validate_command_accepts_examples(example: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_command_accepts_examples(
+    example: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opens = load_change(EXAMPLES / example / "package.yaml").package.window.opens
+    monkeypatch.setattr("bot.commands.validate.utc_now", lambda: opens)  # inside the window: no warning
     assert main(["validate", str(EXAMPLES / example / "package.yaml")]) == 0
     out, err = capsys.readouterr()
     assert out.startswith("valid: ")
@@ -177,7 +181,7 @@ def test_any_byte_of_the_plan_counts(tmp_path: Path, edit: Edit) -> None:
 def test_plan_digest_must_be_lowercase_hex(tmp_path: Path) -> None:
     v = make_variant(tmp_path, PAYMENTS, fix_digest=False)
     v.package.write_text(set_digest(v.text("package"), "").replace('plan_sha256: ""', 'plan_sha256: "XYZ"'))
-    check(v, Expect("package", "plan_sha256", "should match pattern", "plan_sha256:"))
+    check(v, Expect("package", "plan_sha256", "expected a SHA-256 digest of 64 lowercase hex digits", "plan_sha256:"))
 
 
 # ---------------------------------------------------------------- rules 2-8 and model constraints
@@ -459,7 +463,7 @@ CASES: dict[str, Case] = {
     "threshold-not-text": Case(
         PAYMENTS,
         (Edit("plan", 'pass: "< 3600"', "pass: 3600"),),
-        Expect("plan", "rollback_readiness[1].pass", "Input should be a valid string", "pass: 3600"),
+        Expect("plan", "rollback_readiness[1].pass", "expected a condition such as '< 0.01'", "pass: 3600"),
     ),
     "bad-bake-duration": Case(
         PAYMENTS,
@@ -527,12 +531,14 @@ CASES: dict[str, Case] = {
     "unknown-stage-field": Case(
         PAYMENTS,
         (Edit("plan", "  - id: canary-5\n", "  - id: canary-5\n    colour: blue\n"),),
-        Expect("plan", "stages[0].colour", "unknown field", "colour: blue"),
+        Expect(
+            "plan", "stages[0].colour", "unknown field 'colour'; the fields here are id, description,", "colour: blue"
+        ),
     ),
     "misspelt-protection": Case(
         PAYMENTS,
         (Edit("plan", "    hold_before: true\n", "    hold_befor: true\n"),),
-        Expect("plan", "stages[1].hold_befor", "unknown field", "hold_befor"),
+        Expect("plan", "stages[1].hold_befor", "unknown field 'hold_befor'; did you mean 'hold_before'?", "hold_befor"),
     ),
     "unknown-package-field": Case(
         PAYMENTS,
@@ -554,64 +560,82 @@ CASES: dict[str, Case] = {
     "blast-radius-not-a-number": Case(
         PAYMENTS,
         (Edit("plan", "blast_radius: 5\n", "blast_radius: five\n"),),
-        Expect("plan", "stages[0].blast_radius", "Input should be a valid number", "blast_radius: five"),
+        Expect(
+            "plan",
+            "stages[0].blast_radius",
+            "expected a number ≥ 0, e.g. `blast_radius: 5`; got the text 'five'",
+            "blast_radius: five",
+        ),
     ),
     "negative-blast-radius": Case(
         PAYMENTS,
         (Edit("plan", "blast_radius: 5\n", "blast_radius: -5\n"),),
-        Expect("plan", "stages[0].blast_radius", "greater than or equal to 0", "blast_radius: -5"),
+        Expect(
+            "plan",
+            "stages[0].blast_radius",
+            "expected a number ≥ 0, e.g. `blast_radius: 5`; got the number -5",
+            "blast_radius: -5",
+        ),
     ),
     "version-not-an-integer": Case(
         PAYMENTS,
         (Edit("plan", "version: 7", "version: seven"),),
-        Expect("plan", "version", "Input should be a valid integer", "version: seven"),
+        Expect("plan", "version", "expected a whole number ≥ 1, e.g. `version: 7`", "version: seven"),
     ),
     "hold-before-not-a-boolean": Case(
         PAYMENTS,
         (Edit("plan", "    hold_before: true\n", "    hold_before: [true]\n"),),
-        Expect("plan", "stages[1].hold_before", "Input should be a valid boolean", "hold_before: [true]"),
+        Expect(
+            "plan",
+            "stages[1].hold_before",
+            "expected true or false, e.g. `hold_before: true`; got a list",
+            "hold_before: [true]",
+        ),
     ),
     "users-not-a-list": Case(
         PAYMENTS,
         (Edit("package", "initiate: {users: [U05OPS]}", "initiate: {users: U05OPS}"),),
-        Expect("package", "authorities.initiate.users", "Input should be a valid list", "initiate:"),
+        Expect("package", "authorities.initiate.users", "expected a list, each item a Slack id", "initiate:"),
     ),
     "max-blast-radius-not-a-number": Case(
         PAYMENTS,
         (Edit("package", "max_blast_radius: 100", 'max_blast_radius: "all"'),),
-        Expect("package", "scope.max_blast_radius", "Input should be a valid number", "max_blast_radius"),
+        Expect(
+            "package",
+            "scope.max_blast_radius",
+            "expected a number ≥ 0, e.g. `max_blast_radius: 100`",
+            "max_blast_radius",
+        ),
     ),
     "unsupported-contract-version": Case(
         PAYMENTS,
         (Edit("plan", "stagehold: 1", "stagehold: 2"),),
-        Expect("plan", "stagehold", "Input should be 1", "stagehold: 2"),
+        Expect("plan", "stagehold", "expected exactly 1, e.g. `stagehold: 1`; got the number 2", "stagehold: 2"),
     ),
     "plan-of-the-wrong-kind": Case(
         PAYMENTS,
         (Edit("plan", "kind: execution-plan", "kind: change-package"),),
-        Expect("plan", "kind", "Input should be 'execution-plan'", "kind: change-package"),
+        Expect("plan", "kind", "this is a change package, not an execution plan", "kind: change-package"),
     ),
     "channel-not-a-slack-id": Case(
         PAYMENTS,
         (Edit("package", "channel: C0CHANGES", 'channel: "#changes"'),),
-        Expect("package", "channel", "should match pattern", "channel:"),
+        Expect("package", "channel", "expected a Slack channel id, like C0CHANGES", "channel:"),
     ),
     "method-not-allowed": Case(
         PAYMENTS,
         (Edit("plan", "method: PUT", "method: GET"),),
-        Expect(
-            "plan", "stages[0].action.http.method", "Input should be 'POST', 'PUT', 'PATCH' or 'DELETE'", "method: GET"
-        ),
+        Expect("plan", "stages[0].action.http.method", "expected one of POST, PUT, PATCH, DELETE", "method: GET"),
     ),
     "reaction-continue": Case(
         PAYMENTS,
         (Edit("plan", "fail: rollback,", "fail: continue,"),),
-        Expect("plan", "stages[0].verify.on.fail", "Input should be 'hold', 'rollback' or 'narrow'", "fail: continue"),
+        Expect("plan", "stages[0].verify.on.fail", "expected one of hold, rollback, narrow", "fail: continue"),
     ),
     "min-samples-zero": Case(
         PAYMENTS,
         (Edit("plan", "min_samples: 20", "min_samples: 0"),),
-        Expect("plan", "stages[0].verify.checks[0].min_samples", "greater than or equal to 1", "min_samples: 0"),
+        Expect("plan", "stages[0].verify.checks[0].min_samples", "expected a whole number ≥ 1", "min_samples: 0"),
     ),
     "signal-with-two-sources": Case(
         PAYMENTS,
@@ -626,17 +650,23 @@ CASES: dict[str, Case] = {
     "missing-required-field": Case(
         PAYMENTS,
         (Edit("package", "title: Move payment authorization to tokenization service v2\n", ""),),
-        Expect("package", "title", "required field is missing", "stagehold: 1"),
+        Expect("package", "title", "required field is missing; expected text, e.g. `title: ", "stagehold: 1"),
     ),
     "missing-stage-verify": Case(
         SORTER,
         (Edit("plan", "    verify:\n      bake: 15m\n      every: 1m\n", "    verify:\n      bake: 15m\n", 1),),
-        Expect("plan", "stages[1].verify.every", "required field is missing", "verify:", 1),
+        Expect(
+            "plan",
+            "stages[1].verify.every",
+            "required field is missing; expected a duration such as '30s'",
+            "verify:",
+            1,
+        ),
     ),
     "approval-time-not-a-time": Case(
         TREASURY,
         (Edit("package", 'at: "2026-11-26T09:30:00Z"', 'at: "yesterday"'),),
-        Expect("package", "approved_by[0].at", "valid datetime", "yesterday"),
+        Expect("package", "approved_by[0].at", "expected a timestamp with a time zone", "yesterday"),
     ),
     "top-level-not-a-mapping": Case(
         PAYMENTS,
