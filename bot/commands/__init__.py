@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from bot.commands import execute, ledger, sandbox, serve, validate
+from bot.commands import execute, ledger, sandbox, schema, serve, validate
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 COMMAND_GROUPS: list[Register] = [
     execute.register,
     validate.register,
+    schema.register,
     ledger.register,
     sandbox.register,
     serve.register,

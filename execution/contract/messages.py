@@ -26,19 +26,23 @@ from execution.conditions import CONDITION_PATTERN, DURATION_PATTERN
 from execution.contract.schema import resolve, walk
 from execution.contract.source import PathKey
 
-# Words for every pattern the models use; a test fails when a model adds a pattern not listed here.
-PATTERN_WORDS: dict[str, str] = {
-    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$": "a name of letters, digits, '.', '_' or '-' "
-    "(at most 63, starting with a letter or digit)",
-    r"^[A-Z0-9][A-Z0-9]{1,30}$": "a Slack id in capitals and digits, like U01DANA or S0CAB",
-    r"^/[^\s]*$": "a path that starts with '/' and has no spaces",
-    r"^[0-9a-f]{64}$": "a SHA-256 digest of 64 lowercase hex digits (`stagehold digest PLAN` prints it)",
-    r"^[CG][A-Z0-9]{2,30}$": "a Slack channel id, like C0CHANGES",
-    r"^https?://[^\s]+$": "an http:// or https:// url without spaces",
-    r"^[^\x00-\x1f]+$": "a file path without control characters",
-    CONDITION_PATTERN: "a condition such as '< 0.01', '== true' or 'between 0.98 and 1.02'",
-    DURATION_PATTERN: "a duration such as '30s', '5m' or '2h' (units ms, s, m, h, d)",
+# A short label (for the reference's type column) and words (for messages) for every pattern the
+# models use; a test fails when a model adds a pattern not listed here.
+PATTERNS: dict[str, tuple[str, str]] = {
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$": (
+        "name",
+        "a name of letters, digits, '.', '_' or '-' (at most 63, starting with a letter or digit)",
+    ),
+    r"^[A-Z0-9][A-Z0-9]{1,30}$": ("Slack id", "a Slack id in capitals and digits, like U01DANA or S0CAB"),
+    r"^/[^\s]*$": ("path", "a path that starts with '/' and has no spaces"),
+    r"^[0-9a-f]{64}$": ("SHA-256", "a SHA-256 digest of 64 lowercase hex digits (`stagehold digest PLAN` prints it)"),
+    r"^[CG][A-Z0-9]{2,30}$": ("channel id", "a Slack channel id, like C0CHANGES"),
+    r"^https?://[^\s]+$": ("url", "an http:// or https:// url without spaces"),
+    r"^[^\x00-\x1f]+$": ("file path", "a file path without control characters"),
+    CONDITION_PATTERN: ("condition", "a condition such as '< 0.01', '== true' or 'between 0.98 and 1.02'"),
+    DURATION_PATTERN: ("duration", "a duration such as '30s', '5m' or '2h' (units ms, s, m, h, d)"),
 }
+PATTERN_WORDS = {pattern: words for pattern, (_, words) in PATTERNS.items()}
 FORMAT_WORDS = {
     "condition": PATTERN_WORDS[CONDITION_PATTERN],
     "duration": PATTERN_WORDS[DURATION_PATTERN],

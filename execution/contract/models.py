@@ -178,8 +178,7 @@ class Signal(Strict):
         examples=[{"target": "sorter-control", "argv": ["sorterctl", "status", "--json"], "field": "ok"}],
     )
     max_age: Duration = Field(
-        description="Evidence older than this is stale and never used (engine rule 2): a stale reading opens "
-        "a hold, it never passes.",
+        description="Evidence older than this is stale and never used: a stale reading opens a hold, it never passes.",
         examples=["60s"],
     )
     description: str | None = Field(
@@ -225,7 +224,7 @@ class HttpAction(Strict):
     timeout: Duration = Field(
         "10s",
         description="How long to wait for the answer. No answer is an ambiguous outcome, resolved by the read-back "
-        "(engine rule 6), never by a blind retry.",
+        "(record intent, act, read back), never by a blind retry.",
         examples=["10s"],
     )
 
@@ -311,7 +310,7 @@ class CommandReadback(Strict):
 
 
 class Confirm(Strict):
-    """The read-back that proves an action took effect (engine rule 6). Exactly one of ``http`` or ``command``."""
+    """The read-back that proves an action took effect. Exactly one of ``http`` or ``command``."""
 
     http: HttpReadback | None = Field(
         None,
@@ -387,13 +386,13 @@ class Check(Strict):
     hold: Threshold | None = Field(
         None,
         description="A tolerated band: a reading that misses pass but meets this opens a hold for a human instead "
-        "of failing (engine rule 4).",
+        "of failing: degraded-but-tolerable evidence is for a person to judge.",
         examples=["< 0.02"],
     )
     min_samples: Annotated[int, Field(ge=1)] | None = Field(
         None,
         description="Fewer samples behind the reading than this is no_data: too little data never passes "
-        "(engine rule 2). Needs the signal's samples or samples_field.",
+        "(missing data never counts as a pass). Needs the signal's samples or samples_field.",
         examples=[20],
     )
 
@@ -470,7 +469,7 @@ class Stage(Strict):
     )
     preflight: Annotated[list[Gate], Field(max_length=50)] = Field(
         [],
-        description="Conditions re-read immediately before entering the stage (engine rule 2); any miss holds.",
+        description="Conditions re-read immediately before entering the stage, never from memory; any miss holds.",
         examples=[[{"signal": "vault_healthy", "pass": "== true"}]],
     )
     action: Action = Field(
@@ -506,7 +505,7 @@ class HoldPolicy(Strict):
 
     expiry: Duration = Field(
         "2h",
-        description="How long a hold stays open before it escalates to the rollback authority (engine rule 5).",
+        description="How long a hold stays open before it escalates to the rollback authority; expiry never releases.",
         examples=["2h"],
     )
     remind_before: Duration = Field(
@@ -534,7 +533,7 @@ class Plan(Strict):
     sensitive_fields: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
         [],
         description="Field names whose values are masked before anything is written, posted, logged or exported "
-        "(engine rule 9), on top of secrets and card numbers, which are always masked.",
+        "on top of secrets and card numbers, which are always masked.",
         examples=[["pan", "account_number"]],
     )
     signals: Annotated[dict[Name, Signal], Field(min_length=1, max_length=200)] = Field(
@@ -550,7 +549,7 @@ class Plan(Strict):
     )
     rollback_readiness: Annotated[list[Gate], Field(min_length=1, max_length=50)] = Field(
         description="Proof the way back works now, re-read before every consequential step; losing it holds even "
-        "when forward metrics pass (engine rule 3).",
+        "when forward metrics pass.",
         examples=[[{"signal": "legacy_healthy", "pass": "== true"}]],
     )
     stages: Annotated[list[Stage], Field(min_length=1, max_length=100)] = Field(
@@ -637,7 +636,7 @@ class Authority(Strict):
 
 
 class Authorities(Strict):
-    """Who may start, release, roll back and hold (engine rule 8)."""
+    """Who may start, release, roll back and hold; every action records who took it."""
 
     initiate: Authority = Field(
         description="Who may start the change (rule 8: not empty).", examples=[{"users": ["U05OPS"]}]
@@ -715,7 +714,7 @@ class ChangePackage(Strict):
         examples=["C0CHANGES"],
     )
     scope: Scope = Field(
-        description="What the change may touch and how wide it may reach.",
+        description="The targets the plan may change, its protected boundaries and its maximum blast radius.",
         examples=[{"targets": ["payments-router"], "protected": ["settlement-batch"], "max_blast_radius": 100}],
     )
     approved_by: Annotated[list[Approval], Field(min_length=1)] = Field(

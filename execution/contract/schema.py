@@ -45,7 +45,7 @@ def _schema(which: str) -> dict[str, Any]:
     model = MODELS[which]
     body = model.model_json_schema(by_alias=True, schema_generator=_InWrittenOrder)
     _close_name_maps(body)
-    return {"$schema": DIALECT, "$id": f"stagehold/{FILE_NAMES[which]}", **body}
+    return {"$schema": DIALECT, **body}
 
 
 def json_schema(which: str) -> dict[str, Any]:
