@@ -532,7 +532,7 @@ class Plan(Strict):
     )
     sensitive_fields: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
         [],
-        description="Field names whose values are masked before anything is written, posted, logged or exported "
+        description="Field names whose values are masked before anything is written, posted, logged or exported, "
         "on top of secrets and card numbers, which are always masked.",
         examples=[["pan", "account_number"]],
     )
@@ -559,10 +559,13 @@ class Plan(Strict):
                 {
                     "id": "canary-5",
                     "blast_radius": 5,
-                    "action": "...",
-                    "confirm": "...",
-                    "verify": "...",
-                    "rollback": "...",
+                    "action": {"http": {"target": "router", "path": "/weights", "json": {"v2": 5}}},
+                    "confirm": {"http": {"target": "router", "path": "/weights", "expect": {"v2": 5}}},
+                    "verify": {"bake": "5m", "every": "30s", "checks": [{"signal": "errors", "pass": "< 0.01"}]},
+                    "rollback": {
+                        "action": {"http": {"target": "router", "path": "/weights", "json": {"v2": 0}}},
+                        "confirm": {"http": {"target": "router", "path": "/weights", "expect": {"v2": 0}}},
+                    },
                 }
             ]
         ],

@@ -121,6 +121,21 @@ def test_every_pattern_in_the_schemas_has_words() -> None:
     assert found - set(PATTERNS) == set(), "add words for these patterns to execution/contract/messages.py PATTERNS"
 
 
+@pytest.mark.parametrize("which", ["package", "plan"])
+def test_every_example_fits_its_own_field(which: str) -> None:
+    """An example shown in the reference and in messages is itself valid for its field."""
+    root = json_schema(which)
+    wrong = []
+    for model in [root, *root.get("$defs", {}).values()]:
+        for field, spec in model.get("properties", {}).items():
+            check = jsonschema.Draft202012Validator(
+                {"$defs": root.get("$defs", {}), **spec}, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+            )
+            for example in spec.get("examples", []):
+                wrong += [f"{model.get('title')}.{field}: {e.message}" for e in check.iter_errors(example)]
+    assert wrong == []
+
+
 # ---------------------------------------------------------------- the worked example, from the doc text
 
 
