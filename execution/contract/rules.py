@@ -44,10 +44,19 @@ def check_digest(pkg: ChangePackage, actual: str) -> Iterator[Finding]:
 
 def check_package(pkg: ChangePackage) -> Iterator[Finding]:
     if pkg.window.opens >= pkg.window.closes:
-        yield ("package", ("window", "closes"), "the window must close after it opens")
+        yield (
+            "package",
+            ("window", "closes"),
+            f"the window must close after it opens ({pkg.window.opens.strftime('%Y-%m-%dT%H:%M:%SZ')}), "
+            'e.g. `window: {opens: "2026-11-28T22:00:00Z", closes: "2026-11-29T02:00:00Z"}`',
+        )
     for name in ("initiate", "release", "rollback"):
         if getattr(pkg.authorities, name).empty:
-            yield ("package", ("authorities", name), f"{name} authority names no users or groups")
+            yield (
+                "package",
+                ("authorities", name),
+                f"{name} authority names no users or groups, e.g. `{name}: {{users: [U01DANA], groups: [S0CAB]}}`",
+            )
     for i, t in enumerate(pkg.scope.targets):
         if t not in pkg.targets:
             yield (
@@ -56,7 +65,11 @@ def check_package(pkg: ChangePackage) -> Iterator[Finding]:
                 f"scope target '{t}' is not defined under targets{did_you_mean(t, pkg.targets)}",
             )
         if t in pkg.scope.protected:
-            yield ("package", ("scope", "targets", i), f"target '{t}' is both in scope and protected")
+            yield (
+                "package",
+                ("scope", "targets", i),
+                f"target '{t}' is both in scope and protected; keep it in only one of the two lists",
+            )
 
 
 def check_window(pkg: ChangePackage, now: datetime) -> Iterator[Finding]:
@@ -111,7 +124,7 @@ def _references(pkg: ChangePackage, plan: Plan) -> Iterator[Finding]:
     seen: set[str] = set()
     for i, stage in enumerate(plan.stages):
         if stage.id in seen:
-            yield ("plan", ("stages", i, "id"), f"stage id '{stage.id}' is used twice")
+            yield ("plan", ("stages", i, "id"), f"stage id '{stage.id}' is used twice; give each stage its own id")
         seen.add(stage.id)
         for j, gate in enumerate(stage.preflight):
             if gate.signal not in plan.signals:
@@ -215,7 +228,12 @@ def _protection(pkg: ChangePackage, plan: Plan) -> Iterator[Finding]:
                     f"irreversible stage '{stage.id}' needs two distinct releasers; the release authority names fewer",
                 )
         elif stage.rollback is None:
-            yield ("plan", ("stages", i), f"reversible stage '{stage.id}' names no rollback")
+            yield (
+                "plan",
+                ("stages", i),
+                f"reversible stage '{stage.id}' names no rollback; add `rollback: {{action: ..., confirm: ...}}` "
+                "(the action that undoes it and its read-back), or mark it `irreversible: true`",
+            )
         reached = max(reached, stage.blast_radius)
     yield from _no_way_back(plan)
 
@@ -244,7 +262,13 @@ def _timing(plan: Plan) -> Iterator[Finding]:
             yield (
                 "plan",
                 ("stages", i, "verify", "bake"),
-                "the bake must be at least one interval ('every') long",
+                f"the bake must be at least one interval ('every') long: bake {stage.verify.bake}, "
+                f"every {stage.verify.every}",
             )
     if parse_duration(plan.holds.remind_before) >= parse_duration(plan.holds.expiry):
-        yield ("plan", ("holds", "remind_before"), "the reminder must come before the hold expires")
+        yield (
+            "plan",
+            ("holds", "remind_before"),
+            f"the reminder must come before the hold expires: remind_before {plan.holds.remind_before} is not "
+            f"shorter than expiry {plan.holds.expiry}, e.g. `holds: {{expiry: 2h, remind_before: 15m}}`",
+        )

@@ -741,10 +741,12 @@ def test_validate_command_reports_problems_on_stderr(tmp_path: Path, capsys: pyt
     bake = line_of(v.text("plan"), "bake: 10s")
     dup = line_of(v.text("plan"), "- id: canary-5", 1)
     assert (
-        f"{v.shown('plan')}:{bake}: stages[0].verify.bake: the bake must be at least one interval ('every') long"
-        in lines
+        f"{v.shown('plan')}:{bake}: stages[0].verify.bake: the bake must be at least one interval ('every') long: "
+        "bake 10s, every 30s" in lines
     )
-    assert f"{v.shown('plan')}:{dup}: stages[1].id: stage id 'canary-5' is used twice" in lines
+    assert (
+        f"{v.shown('plan')}:{dup}: stages[1].id: stage id 'canary-5' is used twice; give each stage its own id" in lines
+    )
     assert lines[-1] == "invalid: 2 problems"
 
 
