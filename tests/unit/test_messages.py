@@ -6,8 +6,6 @@ into every field of every bundled example and checks that no message leaks pydan
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,8 @@ from pydantic import ValidationError
 from bot.cli import main
 from execution.contract.messages import did_you_mean, explain, flow
 from execution.contract.schema import MODELS, cached_schema
-from execution.contract.source import PathKey, format_path, parse_yaml
+from execution.contract.source import format_path, parse_yaml
+from tests.unit.test_contract_fuzz import leaves, replaced
 from tests.unit.test_contracts import (
     EXAMPLES,
     PAYMENTS,
@@ -369,37 +368,18 @@ def test_no_warning_before_or_inside_the_window(
 WRONG_VALUES: list[Any] = [None, True, -1, 2.5, "", "not valid !", "no", [], [1, "x"], {}, {"zz_unknown": 1}]
 
 
-def _paths(node: Any, path: PathKey = ()) -> Iterator[PathKey]:
-    yield path
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _paths(value, (*path, key))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _paths(value, (*path, i))
-
-
-def _replaced(data: Any, path: PathKey, value: Any) -> Any:
-    out = copy.deepcopy(data)
-    node = out
-    for part in path[:-1]:
-        node = node[part]
-    node[path[-1]] = value
-    return out
-
-
 @pytest.mark.parametrize("which", ["package", "plan"])
 @pytest.mark.parametrize("example", [PAYMENTS, TREASURY, SORTER])
 def test_no_pydantic_wording_anywhere(example: str, which: str) -> None:
     data = parse_yaml((EXAMPLES / example / f"{which}.yaml").read_bytes()).data
     root = cached_schema(which)
     seen = 0
-    for path in _paths(data):
+    for path, _ in leaves(data):
         if not path:
             continue
         for value in WRONG_VALUES:
             try:
-                MODELS[which].model_validate(_replaced(data, path, value))
+                MODELS[which].model_validate(replaced(data, path, value))
             except ValidationError as exc:
                 for err in exc.errors(include_url=False):
                     loc, message = explain(err, root)
