@@ -13,6 +13,7 @@ timestamps stay text for the model to parse.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,9 @@ MAX_DEPTH = 40
 MAX_NODES = 50_000
 
 PathKey = tuple[str | int, ...]
+
+# ``pass: >= 0.99`` written without quotes: YAML reads '>' as a folded block and '=' as an error.
+_UNQUOTED_CONDITION = re.compile(r"(?:^|[\s{,])[\w-]+:\s+(?:[<>]=?|==|!=)\s*[-+.\w]")
 
 # yamlcore's loader is PyYAML's C composer (fast, same marks) with the core schema's resolvers
 # and constructors; it needs PyYAML built with libyaml, as every PyYAML wheel is.
@@ -126,7 +130,11 @@ def parse_yaml(raw: bytes) -> Document:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = mark.line + 1 if mark is not None else None
-        raise SourceError(f"not valid YAML: {exc.problem or exc.context}", where) from None
+        lines = text.splitlines()
+        hint = ""
+        if mark is not None and mark.line < len(lines) and _UNQUOTED_CONDITION.search(lines[mark.line]):
+            hint = '; quote conditions, e.g. pass: ">= 0.99" (unquoted, a leading > or = is YAML syntax)'
+        raise SourceError(f"not valid YAML: {exc.problem or exc.context}{hint}", where) from None
     except yaml.reader.ReaderError as exc:
         # The reader reports a character position, not a mark, and its own text runs over two
         # lines ("...\n  in <unicode string>, position N"): give the line and one line of text,

@@ -284,6 +284,13 @@ TABLE: dict[str, tuple[str, Edit, str, str, str]] = {
         "give exactly one of: prometheus, http, command, e.g. `signals: {legacy_healthy:",
         "vault_healthy:",
     ),
+    "unquoted-condition": (
+        "first-change",
+        Edit("plan", 'pass: ">= 0.99",', "pass: >= 0.99,"),
+        "(document)",
+        'not valid YAML: found character that cannot start any token; quote conditions, e.g. pass: ">= 0.99"',
+        "pass: >= 0.99",
+    ),
     "explicit-bool-tag": (
         PAYMENTS,
         Edit("package", "two_person: true", "two_person: !!bool no"),
