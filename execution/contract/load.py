@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +31,17 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.path}: {self.message}"
+        return _one_line(f"{where}: {self.path}: {self.message}")
+
+
+# Characters ``str.splitlines`` breaks on, plus the other C0 controls: a key or value written with
+# them in a hostile file must not split one problem over several lines of output.
+_BREAKING = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    """One problem, one line: control characters are shown escaped (``\\r``, ``\\x1c``)."""
+    return _BREAKING.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 class InvalidChange(Exception):

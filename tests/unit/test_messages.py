@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from bot.cli import main
+from execution.contract.load import Problem
 from execution.contract.messages import did_you_mean, explain, flow
 from execution.contract.schema import MODELS, cached_schema
 from execution.contract.source import format_path, parse_yaml
@@ -337,6 +338,13 @@ def test_a_package_named_as_the_plan_says_so(tmp_path: Path) -> None:
     v.package.write_text(v.text("package").replace(v.package.read_text().split('plan_sha256: "')[1][:64], "0" * 64))
     problem = next(p for p in problems_of(v) if p.path == "kind")
     assert problem.message.startswith("this is a change package, not an execution plan")
+
+
+def test_a_key_with_line_breaks_is_one_problem_on_one_line() -> None:
+    """A hostile key (``\\r\\r``) used to split one problem over three output lines."""
+    shown = str(Problem("package.yaml", 12, "scope.\r\r", "unknown field '\r\r'; the fields here are targets"))
+    assert shown.splitlines() == [shown]
+    assert "scope.\\r\\r" in shown
 
 
 # ---------------------------------------------------------------- a closed window is a warning
