@@ -6,9 +6,10 @@ are separate secrets so each duty (preflight, executor, verifier, rollback) send
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from execution.conditions import parse_duration
 from execution.model import Credentials, Role
 
 DEFAULT_DATABASE_URL = "sqlite:///stagehold.db"
@@ -34,6 +35,24 @@ class Settings(BaseSettings):
     credential_verifier: SecretStr | None = Field(None, validation_alias="STAGEHOLD_CREDENTIAL_VERIFIER")
     credential_rollback: SecretStr | None = Field(None, validation_alias="STAGEHOLD_CREDENTIAL_ROLLBACK")
     http_timeout_s: float = Field(10.0, gt=0, validation_alias="STAGEHOLD_HTTP_TIMEOUT")
+    # The checkpoint review: the digest is posted only when a channel is named.
+    report_channel: str | None = Field(None, validation_alias="STAGEHOLD_REPORT_CHANNEL")
+    report_schedule: str = Field("0 9 * * mon", validation_alias="STAGEHOLD_REPORT_SCHEDULE")
+    report_period: str = Field("7d", validation_alias="STAGEHOLD_REPORT_PERIOD")
+    report_fast_release_s: float = Field(
+        60.0, ge=0, allow_inf_nan=False, validation_alias="STAGEHOLD_REPORT_FAST_RELEASE"
+    )
+
+    @field_validator("report_period")
+    @classmethod
+    def _period_is_a_duration(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError("must be a duration such as 7d or 24h")
+        return value
+
+    @property
+    def report_period_s(self) -> float:
+        return parse_duration(self.report_period)
 
     def credentials(self) -> Credentials:
         def val(s: SecretStr | None) -> str | None:

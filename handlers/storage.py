@@ -14,8 +14,9 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from sqlalchemy import func
+from sqlalchemy import func, inspect
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, select
 
@@ -111,3 +112,22 @@ class SlackStore:
                 select(LedgerRow.execution_id, func.max(LedgerRow.seq)).group_by(col(LedgerRow.execution_id))
             ).all()
             return {eid: int(seq) for eid, seq in rows}
+
+
+def hold_card_times(engine: Engine) -> dict[tuple[str, str], datetime]:
+    """When Slack received each hold card, by (execution, hold): a message's ``ts`` is its post time.
+
+    Read-only: a database the bot never posted from has no such table, and gets an empty answer
+    rather than a new table.
+    """
+    if not inspect(engine).has_table(SlackMessageRow.__tablename__):
+        return {}
+    with Session(engine) as session:
+        rows = session.exec(select(SlackMessageRow).where(col(SlackMessageRow.ref).startswith("hold:"))).all()
+    out: dict[tuple[str, str], datetime] = {}
+    for row in rows:
+        try:
+            out[(row.execution_id, row.ref.removeprefix("hold:"))] = datetime.fromtimestamp(float(row.ts), UTC)
+        except (ValueError, OverflowError, OSError):
+            continue  # not a Slack timestamp: the review falls back to the hold's opening
+    return out

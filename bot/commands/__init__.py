@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from bot.commands import execute, ledger, sandbox, schema, serve, validate
+from bot.commands import execute, ledger, report, sandbox, schema, serve, validate
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -15,6 +15,7 @@ COMMAND_GROUPS: list[Register] = [
     validate.register,
     schema.register,
     ledger.register,
+    report.register,
     sandbox.register,
     serve.register,
 ]

@@ -1,0 +1,195 @@
+"""The checkpoint review, read from the ledger and summarised for Slack.
+
+Rules:
+* The figures are computed by ``execution.review`` (pure). This module reads what they need:
+  every execution's entries, each checked against its hash chain, and when Slack received each
+  hold card (``handlers.storage.hold_card_times``). The command line and the bot read alike.
+* An execution whose chain does not verify is left out of every figure and named in the review;
+  a review must never rest on tampered entries.
+* People are shown by user id in code, not as mentions: a weekly digest must not ping everyone
+  it names.
+* The Slack card summarises and never cuts mid-structure: counts and medians in one fields
+  section, then at most ``MAX_LINES`` lines per list followed by "…and K more"; the whole review
+  (every hold, release and rollback) is in ``stagehold report --json``. The card is checked
+  against Block Kit's limits like every other card.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from execution.review import Options, review
+from handlers import blockkit
+from handlers.cards import STATUS_ICON, Card, code, md, plain, render_json, slack_date
+from handlers.storage import hold_card_times
+from ledger.chain import verify_chain
+from ledger.entry import Entry
+from ledger.sql import SqlLedgerStore
+from ledger.store import CorruptEntry
+from templates import format_duration, format_percent
+
+MAX_LINES = 8
+LIST_TEXT = 2900
+
+
+@dataclass(frozen=True)
+class Ledgers:
+    """Every execution's verified entries, and the executions left out (with why)."""
+
+    entries: list[tuple[str, list[Entry]]] = field(default_factory=list)
+    excluded: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def tampered(self) -> bool:
+        return bool(self.excluded)
+
+
+def read_ledgers(store: SqlLedgerStore) -> Ledgers:
+    ledgers = Ledgers()
+    for execution_id in store.executions():
+        try:
+            entries = store.read(execution_id)
+        except CorruptEntry as exc:
+            ledgers.excluded.append({"execution": execution_id, "reason": f"entry {exc.seq} is corrupt: {exc.reason}"})
+            continue
+        result = verify_chain(entries, execution_id)
+        if not result.ok:
+            ledgers.excluded.append(
+                {
+                    "execution": execution_id,
+                    "reason": f"chain does not verify at seq {result.first_bad_seq}: {result.reason}",
+                }
+            )
+            continue
+        ledgers.entries.append((execution_id, entries))
+    return ledgers
+
+
+def build_review(store: SqlLedgerStore, now: datetime, options: Options) -> tuple[dict[str, Any], bool]:
+    """The review over the whole ledger, and whether any execution was left out as tampered."""
+    ledgers = read_ledgers(store)
+    shown = hold_card_times(store.engine)
+    return review(ledgers.entries, now, options, shown, ledgers.excluded), ledgers.tampered
+
+
+# ---------------------------------------------------------------- the Slack card
+
+
+def _lines(lines: Sequence[str], total: int, what: str) -> str:
+    shown = list(lines[:MAX_LINES])
+    if total > len(shown):
+        shown.append(f"…and {total - len(shown)} more {what}; all of them: `stagehold report --json`")
+    text = "\n".join(shown)
+    return text if len(text) <= LIST_TEXT else text[: LIST_TEXT - 1].rsplit("\n", 1)[0] + "\n…"
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _period(r: Mapping[str, Any]) -> str:
+    since = r["filters"]["since"]
+    scope = f"executions started since {slack_date(since)}" if since else "every execution"
+    change = r["filters"]["change"]
+    return scope + (f" · change `{md(change, 80)}`" if change else "")
+
+
+def review_model(r: Mapping[str, Any], title: str) -> dict[str, Any]:
+    """Ready-made strings for ``report.json.j2``: the template only arranges them."""
+    ex, o, h, rel, rb, e = (r[k] for k in ("executions", "outcomes", "holds", "releases", "rollbacks", "evidence"))
+    t = o["totals"]
+    outcomes = " · ".join(
+        f"{STATUS_ICON.get(k, '')} {t[k]} {k.replace('_', ' ')}" for k in t if t[k] or k in ("completed", "held")
+    )
+    fast_icon = ":warning: " if rel["fast"] else ""
+    lineage = e["lineage_pct"]
+    lineage_icon = ":white_check_mark:" if lineage == 100.0 else ":x:" if lineage is not None else ""
+    fields = [
+        f"*Executions*\n{ex['total']} ({ex['live']} live, {ex['rehearsal']} rehearsal)",
+        f"*Outcomes*\n{outcomes}",
+        f"*Holds*\n{h['total']} · time in hold median {format_duration(h['time_in_hold_s']['median'])}, "
+        f"p90 {format_duration(h['time_in_hold_s']['p90'])} · {h['expired']} expired, {h['escalated']} escalated",
+        f"*Card → release*\n{_n(rel['total'], 'release')} · median {format_duration(rel['latency_s']['median'])}, "
+        f"p90 {format_duration(rel['latency_s']['p90'])}",
+        f"*Possibly unreviewed*\n{fast_icon}{rel['fast']} of {rel['total']} released within "
+        f"{format_duration(rel['fast_release_s'])} ({format_percent(rel['fast_share'])})",
+        f"*Released on weak evidence*\n{rel['degraded']} degraded · {rel['expired_evidence']} after it expired",
+        f"*Rollbacks*\n{rb['total']} ({rb['by_trigger']} by trigger, {rb['by_person']} by a person) · "
+        f"{rb['verified']} verified by read-back · {rb['failed']} failed",
+        f"*Breach → rollback sent*\nmedian {format_duration(rb['breach_to_sent_s']['median'])}, "
+        f"p90 {format_duration(rb['breach_to_sent_s']['p90'])}",
+        f"*Lineage*\n{lineage_icon} {e['linked']} of {e['transitions']} transitions linked"
+        + (f" ({lineage:g}%)" if lineage is not None else ""),
+        f"*Readings*\n{e['readings']} · {e['stale']} stale · {e['no_data']} missing · {e['error']} errors",
+    ]
+    sections = []
+    people = rel["by_person"]
+    if people:
+        lines = [
+            f"{code(p['user'], 40)} {p['releases']} ({format_percent(p['share'])}) · median "
+            f"{format_duration(p['latency_s']['median'])} · {p['fast']} within the threshold"
+            for p in people
+        ]
+        sections.append("*Releases by person*\n" + _lines(lines, len(people), "people"))
+    changes = o["by_change"]
+    if changes:
+        lines = [
+            f"*{md(c['change'], 80)}* · {c['executions']} run(s): "
+            + ", ".join(f"{c[k]} {k.replace('_', ' ')}" for k in t if c[k])
+            for c in changes
+        ]
+        sections.append("*Per change*\n" + _lines(lines, len(changes), "changes"))
+    flagged = rel["flagged"]
+    if flagged:
+        lines = [
+            f"`{md(x['execution'], 80)}` {md(x['hold'], 20)} at `{md(x['stage'] or '—', 60)}` ({md(x['kind'], 30)}) · "
+            f"{code(x['user'], 40)} after {format_duration(x['latency_s'])}"
+            + (" (from Slack delivery)" if x["basis"] == "slack" else " (from hold opening)")
+            for x in flagged
+        ]
+        sections.append(":warning: *Possibly unreviewed releases*\n" + _lines(lines, len(flagged), "releases"))
+    weak = [x for x in rb["items"] if not x["verified"]]
+    if weak:
+        lines = [
+            f"`{md(x['execution'], 80)}` · {md(x['outcome'].replace('_', ' '), 30)} · "
+            f"{x['steps_confirmed']} of {len(x['undo'])} steps read back"
+            for x in weak
+        ]
+        sections.append(":rewind: *Rollbacks not verified*\n" + _lines(lines, len(weak), "rollbacks"))
+    if e["unlinked"]:
+        lines = [
+            f"`{md(x['execution'], 80)}` seq {x['seq']} `{md(x['stage'] or '—', 60)}` ({x['direction']}): missing "
+            + ", ".join(m.replace("_", " ") for m in x["missing"])
+            for x in e["unlinked"]
+        ]
+        sections.append(":x: *Transitions with missing links*\n" + _lines(lines, len(e["unlinked"]), "transitions"))
+    if ex["excluded"]:
+        lines = [f"`{md(x['execution'], 80)}`: {md(x['reason'], 300)}" for x in ex["excluded"]]
+        sections.append(
+            ":x: *Left out: the ledger does not verify*\n" + _lines(lines, len(ex["excluded"]), "executions")
+        )
+    basis = rel["shown_basis"]
+    context = (
+        f"{_period(r)} · generated {slack_date(r['generated_at'])} · card shown = Slack delivery for "
+        f"{basis['slack']} release(s), hold opening for {basis['opened']} · charts: `stagehold report --out DIR`"
+    )
+    return {
+        "text": plain(
+            f"{title}: {ex['total']} executions, {rel['fast']} of {rel['total']} releases possibly unreviewed, "
+            f"lineage {lineage if lineage is not None else '—'}%",
+            3000,
+        ),
+        "title": plain(title, 150),
+        "fields": fields,
+        "sections": sections,
+        "context": context,
+    }
+
+
+def review_card(r: Mapping[str, Any], title: str) -> Card:
+    data = render_json("report.json.j2", c=review_model(r, title))
+    blockkit.check_message(data["blocks"], data["text"])
+    return Card(text=data["text"], blocks=data["blocks"])
