@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from apscheduler.triggers.cron import CronTrigger
 from slack_bolt import App, BoltRequest
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_sdk import WebClient
@@ -44,6 +45,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from bot.bootstrap import build_engine
 from bot.clock import utc_now
+from bot.digest import Digest
 from bot.scheduler import Driver
 from execution.adapters.base import Connection
 from execution.model import Clock
@@ -51,6 +53,7 @@ from execution.project import State
 from handlers import actions, commands
 from handlers.directory import Directory
 from handlers.notifier import Notifier
+from handlers.review import ReportSettings
 from handlers.services import Services
 from ledger.sql import SqlLedgerStore
 
@@ -300,6 +303,9 @@ class SlackBot:
         notifier_sweep_s: float = 30.0,
         driver_sweep_s: float = 15.0,
         directory_ttl_s: float = 60.0,
+        report: ReportSettings | None = None,
+        digest_channel: str | None = None,
+        digest_trigger: CronTrigger | None = None,
     ) -> None:
         self.store = store
         self.signing_secret = signing_secret
@@ -315,14 +321,23 @@ class SlackBot:
             threads=self.notifier.slack,
             start_mode=start_mode,
             start_speed=start_speed,
+            report=report or ReportSettings(),
         )
         self.listeners = ThreadPoolExecutor(LISTENER_WORKERS, thread_name_prefix="stagehold-listener")
         self.app = build_app(client, signing_secret, self.services, self.listeners)
+        self.digest_trigger = digest_trigger
+        self.digest = (
+            Digest(store, client, digest_channel, self.services.report, clock, self.notifier.slack.hold_card_times)
+            if digest_channel and digest_trigger is not None
+            else None
+        )
 
     def start(self, *, resume: bool = True) -> SlackBot:
         """Deliver anything not yet posted, resume every unfinished execution, then tick on schedule."""
         self.notifier.start()
         self.driver.start(resume=resume)
+        if self.digest is not None and self.digest_trigger is not None:
+            self.digest.schedule(self.driver.scheduler, self.digest_trigger)
         return self
 
     def stop(self) -> None:

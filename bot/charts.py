@@ -83,7 +83,7 @@ def _time_in_hold(ax: Axes, review: Mapping[str, Any]) -> None:
         return
     kinds = sorted({h["kind"] for h in items})
     series = [[max(h["duration_s"], 0.01) for h in items if h["kind"] == k] for k in kinds]
-    ax.boxplot(series, vert=False, tick_labels=kinds, showfliers=False)
+    ax.boxplot(series, orientation="horizontal", tick_labels=kinds, showfliers=False)
     for row, values in enumerate(series, start=1):
         ax.scatter(values, [row] * len(values), s=14, alpha=0.6, color=SLOW_COLOUR, zorder=3)
     _duration_axis(ax)

@@ -8,7 +8,7 @@ Rules:
 * A CHANGE_ID resolves to that change's latest execution. The listener checks nothing itself:
   initiator, operator and rollback authority are the engine's decisions, taken from the package
   and the ledger, and a refusal is answered with the engine's reason.
-* ``status`` is ephemeral unless ``public`` is given. ``ledger`` verifies the hash chain and
+* ``status`` and ``report`` are ephemeral unless ``public`` is given. ``ledger`` verifies the hash chain and
   attaches the export (JSON Lines) to the execution's thread, where the audit trail belongs.
 """
 
@@ -35,11 +35,13 @@ from handlers.parse import (
     Help,
     HoldCommand,
     LedgerCommand,
+    ReportCommand,
     RollbackCommand,
     StartCommand,
     StatusCommand,
     parse_command,
 )
+from handlers.review import period_card
 from handlers.services import Services
 from ledger.chain import verify_chain
 
@@ -114,6 +116,10 @@ def run(services: Services, command: Command, user: str, client: WebClient) -> t
         return notice(describe(outcome), context=f"execution `{md(state.execution_id, 200)}`"), False
     if isinstance(command, LedgerCommand):
         return _ledger(services, command, client), False
+    if isinstance(command, ReportCommand):
+        shown = services.threads.hold_card_times() if services.threads is not None else {}
+        card = period_card(engine.store, shown, engine.clock(), services.report, command.change_id)
+        return card, command.public
     return help_card(), False
 
 

@@ -2,7 +2,8 @@
 
 Rules:
 * ``/stagehold`` text has one grammar: ``start CHANGE_ID``, ``status [CHANGE_ID] [public]``,
-  ``hold CHANGE_ID REASON...``, ``rollback CHANGE_ID REASON...``, ``ledger CHANGE_ID``, ``help``.
+  ``hold CHANGE_ID REASON...``, ``rollback CHANGE_ID REASON...``, ``ledger CHANGE_ID``,
+  ``report [CHANGE_ID] [public]``, ``help``.
   Anything else becomes ``Help`` with a note saying what was wrong; nothing is guessed.
 * A CHANGE_ID names a change package; the listener resolves it to that change's latest
   execution. Reasons are required where the ledger needs one, and bounded in length.
@@ -56,11 +57,17 @@ class LedgerCommand:
 
 
 @dataclass(frozen=True)
+class ReportCommand:
+    change_id: str | None
+    public: bool = False
+
+
+@dataclass(frozen=True)
 class Help:
     note: str | None = None
 
 
-Command = StartCommand | StatusCommand | HoldCommand | RollbackCommand | LedgerCommand | Help
+Command = StartCommand | StatusCommand | HoldCommand | RollbackCommand | LedgerCommand | ReportCommand | Help
 
 USAGE = (
     ("start CHANGE_ID", "start the approved change package CHANGE_ID (initiators only)"),
@@ -68,6 +75,7 @@ USAGE = (
     ("hold CHANGE_ID REASON", "stop progression at the next safe point (listed operators)"),
     ("rollback CHANGE_ID REASON", "order the way back (rollback authorities only)"),
     ("ledger CHANGE_ID", "verify the hash chain and attach the ledger export to the execution's thread"),
+    ("report [CHANGE_ID] [public]", "checkpoint review of recent executions: holds, releases, rollbacks, lineage"),
     ("help", "this list"),
 )
 
@@ -99,15 +107,16 @@ def parse_command(text: str) -> Command:
             return Help("usage: `/stagehold start CHANGE_ID`")
         cid = _change_id(args[0], verb)
         return cid if isinstance(cid, Help) else StartCommand(cid)
-    if verb == "status":
+    if verb in ("status", "report"):
         public = bool(args) and args[-1].lower() == "public"
         rest = args[:-1] if public else args
         if len(rest) > 1:
-            return Help("usage: `/stagehold status [CHANGE_ID] [public]`")
+            return Help(f"usage: `/stagehold {verb} [CHANGE_ID] [public]`")
+        kind = StatusCommand if verb == "status" else ReportCommand
         if not rest:
-            return StatusCommand(None, public)
+            return kind(None, public)
         cid = _change_id(rest[0], verb)
-        return cid if isinstance(cid, Help) else StatusCommand(cid, public)
+        return cid if isinstance(cid, Help) else kind(cid, public)
     if verb == "ledger":
         if len(args) != 1:
             return Help("usage: `/stagehold ledger CHANGE_ID`")

@@ -2,8 +2,9 @@
 
 Rules:
 * The figures are computed by ``execution.review`` (pure). This module reads what they need:
-  every execution's entries, each checked against its hash chain, and when Slack received each
-  hold card (``handlers.storage.hold_card_times``). The command line and the bot read alike.
+  every execution's entries, each checked against its hash chain; the caller adds when Slack
+  received each hold card (``handlers.storage.hold_card_times``). The command line and the bot
+  read alike.
 * An execution whose chain does not verify is left out of every figure and named in the review;
   a review must never rest on tampered entries.
 * People are shown by user id in code, not as mentions: a weekly digest must not ping everyone
@@ -18,21 +19,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from execution.review import Options, review
+from execution.review import DEFAULT_FAST_RELEASE_S, Options, review
 from handlers import blockkit
 from handlers.cards import STATUS_ICON, Card, code, md, plain, render_json, slack_date
-from handlers.storage import hold_card_times
 from ledger.chain import verify_chain
 from ledger.entry import Entry
-from ledger.sql import SqlLedgerStore
-from ledger.store import CorruptEntry
+from ledger.store import CorruptEntry, LedgerStore
 from templates import format_duration, format_percent
 
 MAX_LINES = 8
 LIST_TEXT = 2900
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """The review shown in Slack: how far back it looks and what counts as a too-fast release."""
+
+    period_s: float = 7 * 86400.0
+    fast_release_s: float = DEFAULT_FAST_RELEASE_S
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,7 @@ class Ledgers:
         return bool(self.excluded)
 
 
-def read_ledgers(store: SqlLedgerStore) -> Ledgers:
+def read_ledgers(store: LedgerStore) -> Ledgers:
     ledgers = Ledgers()
     for execution_id in store.executions():
         try:
@@ -68,11 +75,40 @@ def read_ledgers(store: SqlLedgerStore) -> Ledgers:
     return ledgers
 
 
-def build_review(store: SqlLedgerStore, now: datetime, options: Options) -> tuple[dict[str, Any], bool]:
-    """The review over the whole ledger, and whether any execution was left out as tampered."""
+def build_review(
+    store: LedgerStore, now: datetime, options: Options, shown: Mapping[tuple[str, str], datetime]
+) -> tuple[dict[str, Any], bool]:
+    """The review over the whole ledger, and whether any execution was left out as tampered.
+
+    ``shown``: when Slack received each hold card (``handlers.storage.hold_card_times``).
+    """
     ledgers = read_ledgers(store)
-    shown = hold_card_times(store.engine)
     return review(ledgers.entries, now, options, shown, ledgers.excluded), ledgers.tampered
+
+
+def period_words(seconds: float) -> str:
+    """``604800`` -> "7 days", ``86400`` -> "1 day", ``43200`` -> "12 hours"."""
+    for size, unit in ((86400, "day"), (3600, "hour")):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return format_duration(seconds)
+
+
+def period_card(
+    store: LedgerStore,
+    shown: Mapping[tuple[str, str], datetime],
+    now: datetime,
+    settings: ReportSettings,
+    change: str | None = None,
+) -> Card:
+    """The review of executions started within the last ``settings.period_s``: the digest and /stagehold report."""
+    options = Options(
+        since=now - timedelta(seconds=settings.period_s), change=change, fast_release_s=settings.fast_release_s
+    )
+    result, _ = build_review(store, now, options, shown)
+    title = f"Checkpoint review{' · ' + change if change else ''} · last {period_words(settings.period_s)}"
+    return review_card(result, title)
 
 
 # ---------------------------------------------------------------- the Slack card

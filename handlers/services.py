@@ -6,13 +6,14 @@ Listeners receive this object instead of reading settings or building clients th
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from execution.contract.models import ChangePackage
 from execution.project import State
 from execution.service import Engine
 from handlers.directory import Directory
+from handlers.review import ReportSettings
 from handlers.storage import SlackStore
 
 
@@ -25,6 +26,7 @@ class Services:
     threads: SlackStore | None = None  # where each execution's thread lives (for ledger exports)
     start_mode: str = "live"  # "rehearsal" when serve drives a sandbox
     start_speed: float = 1.0
+    report: ReportSettings = field(default_factory=ReportSettings)
 
     def groups_of(self, user: str, package: ChangePackage) -> tuple[str, ...]:
         """The package's user groups ``user`` belongs to; the engine decides what they allow."""

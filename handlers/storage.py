@@ -105,6 +105,9 @@ class SlackStore:
                 if row is not None and seq > row.posted_seq:
                     row.posted_seq = seq
 
+    def hold_card_times(self) -> dict[tuple[str, str], datetime]:
+        return hold_card_times(self.engine)
+
     def heads(self) -> dict[str, int]:
         """The last ledger seq of every execution, in one query."""
         with Session(self.engine) as session:

@@ -64,6 +64,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from handlers.review import build_review
+    from handlers.storage import hold_card_times
 
     now = utc_now()
     options = Options(
@@ -72,7 +73,7 @@ def _report(args: argparse.Namespace) -> int:
         fast_release_s=_fast_release(args.fast_release),
     )
     with open_ledger(args.db) as store:
-        review, tampered = build_review(store, now, options)
+        review, tampered = build_review(store, now, options, hold_card_times(store.engine))
     review = mask(review)
     if args.out:
         written = write_report(review, Path(args.out))

@@ -7,6 +7,9 @@ otherwise HTTP on ``--port`` / ``STAGEHOLD_PORT``. SIGTERM and SIGINT stop it cl
 server first (no new clicks), then the scheduler, then the notifier; whatever Slack has not yet
 received is posted by the next start, from the ledger.
 
+With ``STAGEHOLD_REPORT_CHANNEL`` set, the checkpoint-review digest is posted there on
+``STAGEHOLD_REPORT_SCHEDULE`` (``bot.digest``).
+
 Missing settings fail at once with one line naming what to set (exit 2).
 """
 
@@ -61,6 +64,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from slack_sdk.errors import SlackApiError
 
     from bot.app import HttpServer, SlackBot, SocketModeRunner
+    from bot.digest import ScheduleError, parse_schedule
+    from handlers.review import ReportSettings
 
     # A long-running service logs its own warnings (Slack retries, dropped messages) to stderr.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -75,7 +80,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             settings.require(*CREDENTIALS)
         elif not args.speed > 0:
             return _fail("--speed must be greater than zero")
+        digest_trigger = parse_schedule(settings.report_schedule) if settings.report_channel else None
         store = open_store(settings.database_url)
+    except ScheduleError as exc:
+        return _fail(f"invalid setting STAGEHOLD_REPORT_SCHEDULE: {exc}")
     except SettingsError as exc:
         return _fail(str(exc))
     assert settings.slack_bot_token is not None
@@ -97,6 +105,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             packages_dir=settings.packages_dir,
             start_mode=mode,
             start_speed=speed,
+            report=ReportSettings(settings.report_period_s, settings.report_fast_release_s),
+            digest_channel=settings.report_channel,
+            digest_trigger=digest_trigger,
         )
     except BoltError as exc:
         client.close()
