@@ -315,7 +315,7 @@ class BotFactory:
     started: list[Harness] = field(default_factory=list)
     resources: dict[int, tuple[httpx.Client, Any]] = field(default_factory=dict)
 
-    def __call__(self, *, pace_s: float = 0.02, resume: bool = True) -> Harness:
+    def __call__(self, *, pace_s: float = 0.02, resume: bool = True, **bot_options: Any) -> Harness:
         store = open_store(self.db_url)
         client = http_client(5.0)
         bot = SlackBot(
@@ -331,6 +331,7 @@ class BotFactory:
             pace_s=pace_s,
             notifier_sweep_s=0.5,
             driver_sweep_s=1.0,
+            **bot_options,
         )
         bot.start(resume=resume)
         server = HttpServer(bot.endpoint(), "127.0.0.1", 0).start()

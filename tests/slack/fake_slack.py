@@ -70,6 +70,7 @@ class FakeSlack:
         self._delays: dict[str, float] = {}
         self._lock = threading.Lock()
         self._ts = 1_700_000_000_000_100
+        self.wall_clock_ts = False  # True: message ts follow the wall clock, as Slack's do
         self._ids = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -179,6 +180,8 @@ class FakeSlack:
 
     def _next_ts(self) -> str:
         self._ts += 100
+        if self.wall_clock_ts:
+            self._ts = max(self._ts, time.time_ns() // 1000)
         whole, frac = divmod(self._ts, 1_000_000)
         return f"{whole}.{frac:06d}"
 

@@ -19,6 +19,7 @@ import pytest
 from bot import exits
 from bot.cli import main
 from bot.commands.report import parse_since
+from bot.settings import SettingsError, load_settings
 from execution import events as ev
 from handlers.storage import SlackStore
 from ledger.sql import SqlLedgerStore
@@ -204,3 +205,12 @@ def test_the_command_line_starts_without_matplotlib_or_slack(ledger: tuple[str, 
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "LOADED [] 0" in done.stderr, done.stderr
+
+
+def test_report_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STAGEHOLD_REPORT_PERIOD", "24h")
+    assert load_settings().report_period_s == 86400.0
+    for bad in ("soon", "0d"):
+        monkeypatch.setenv("STAGEHOLD_REPORT_PERIOD", bad)
+        with pytest.raises(SettingsError, match="STAGEHOLD_REPORT_PERIOD"):
+            load_settings()
