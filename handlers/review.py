@@ -17,12 +17,12 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from execution.review import DEFAULT_FAST_RELEASE_S, Options, review
+from execution.review import DEFAULT_FAST_RELEASE_S, STATUSES, Options, review
 from handlers import blockkit
 from handlers.cards import STATUS_ICON, Card, code, md, plain, render_json, slack_date
 from ledger.chain import verify_chain
@@ -161,52 +161,24 @@ def review_model(r: Mapping[str, Any], title: str) -> dict[str, Any]:
         + (f" ({lineage:g}%)" if lineage is not None else ""),
         f"*Readings*\n{e['readings']} · {e['stale']} stale · {e['no_data']} missing · {e['error']} errors",
     ]
-    sections = []
-    people = rel["by_person"]
-    if people:
-        lines = [
-            f"{code(p['user'], 40)} {p['releases']} ({format_percent(p['share'])}) · median "
-            f"{format_duration(p['latency_s']['median'])} · {p['fast']} within the threshold"
-            for p in people
-        ]
-        sections.append("*Releases by person*\n" + _lines(lines, len(people), "people"))
-    changes = o["by_change"]
-    if changes:
-        lines = [
-            f"*{md(c['change'], 80)}* · {c['executions']} run(s): "
-            + ", ".join(f"{c[k]} {k.replace('_', ' ')}" for k in t if c[k])
-            for c in changes
-        ]
-        sections.append("*Per change*\n" + _lines(lines, len(changes), "changes"))
-    flagged = rel["flagged"]
-    if flagged:
-        lines = [
-            f"`{md(x['execution'], 80)}` {md(x['hold'], 20)} at `{md(x['stage'] or '—', 60)}` ({md(x['kind'], 30)}) · "
-            f"{code(x['user'], 40)} after {format_duration(x['latency_s'])}"
-            + (" (from Slack delivery)" if x["basis"] == "slack" else " (from hold opening)")
-            for x in flagged
-        ]
-        sections.append(":warning: *Possibly unreviewed releases*\n" + _lines(lines, len(flagged), "releases"))
-    weak = [x for x in rb["items"] if not x["verified"]]
-    if weak:
-        lines = [
-            f"`{md(x['execution'], 80)}` · {md(x['outcome'].replace('_', ' '), 30)} · "
-            f"{x['steps_confirmed']} of {len(x['undo'])} steps read back"
-            for x in weak
-        ]
-        sections.append(":rewind: *Rollbacks not verified*\n" + _lines(lines, len(weak), "rollbacks"))
-    if e["unlinked"]:
-        lines = [
-            f"`{md(x['execution'], 80)}` seq {x['seq']} `{md(x['stage'] or '—', 60)}` ({x['direction']}): missing "
-            + ", ".join(m.replace("_", " ") for m in x["missing"])
-            for x in e["unlinked"]
-        ]
-        sections.append(":x: *Transitions with missing links*\n" + _lines(lines, len(e["unlinked"]), "transitions"))
-    if ex["excluded"]:
-        lines = [f"`{md(x['execution'], 80)}`: {md(x['reason'], 300)}" for x in ex["excluded"]]
-        sections.append(
-            ":x: *Left out: the ledger does not verify*\n" + _lines(lines, len(ex["excluded"]), "executions")
-        )
+    lists: list[tuple[str, Sequence[Mapping[str, Any]], Callable[[Mapping[str, Any]], str], str]] = [
+        ("*Releases by person*", rel["by_person"], _person_line, "people"),
+        ("*Per change*", o["by_change"], _change_line, "changes"),
+        (":warning: *Possibly unreviewed releases*", rel["flagged"], _release_line, "releases"),
+        (
+            ":rewind: *Rollbacks not verified*",
+            [x for x in rb["items"] if not x["verified"]],
+            _rollback_line,
+            "rollbacks",
+        ),
+        (":x: *Transitions with missing links*", e["unlinked"], _unlinked_line, "transitions"),
+        (":x: *Left out: the ledger does not verify*", ex["excluded"], _excluded_line, "executions"),
+    ]
+    sections = [
+        f"{heading}\n" + _lines([line(x) for x in items], len(items), what)
+        for heading, items, line, what in lists
+        if items
+    ]
     basis = rel["shown_basis"]
     context = (
         f"{_period(r)} · generated {slack_date(r['generated_at'])} · card shown = Slack delivery for "
@@ -223,6 +195,44 @@ def review_model(r: Mapping[str, Any], title: str) -> dict[str, Any]:
         "sections": sections,
         "context": context,
     }
+
+
+def _person_line(p: Mapping[str, Any]) -> str:
+    return (
+        f"{code(p['user'], 40)} {p['releases']} ({format_percent(p['share'])}) · median "
+        f"{format_duration(p['latency_s']['median'])} · {p['fast']} within the threshold"
+    )
+
+
+def _change_line(c: Mapping[str, Any]) -> str:
+    counts = ", ".join(f"{c[k]} {k.replace('_', ' ')}" for k in STATUSES if c.get(k))
+    return f"*{md(c['change'], 80)}* · {c['executions']} run(s): {counts}"
+
+
+def _release_line(x: Mapping[str, Any]) -> str:
+    basis = "from Slack delivery" if x["basis"] == "slack" else "from hold opening"
+    return (
+        f"`{md(x['execution'], 80)}` {md(x['hold'], 20)} at `{md(x['stage'] or '—', 60)}` ({md(x['kind'], 30)}) · "
+        f"{code(x['user'], 40)} after {format_duration(x['latency_s'])} ({basis})"
+    )
+
+
+def _rollback_line(x: Mapping[str, Any]) -> str:
+    return (
+        f"`{md(x['execution'], 80)}` · {md(x['outcome'].replace('_', ' '), 30)} · "
+        f"{x['steps_confirmed']} of {len(x['undo'])} steps read back"
+    )
+
+
+def _unlinked_line(x: Mapping[str, Any]) -> str:
+    missing = ", ".join(m.replace("_", " ") for m in x["missing"])
+    return (
+        f"`{md(x['execution'], 80)}` seq {x['seq']} `{md(x['stage'] or '—', 60)}` ({x['direction']}): missing {missing}"
+    )
+
+
+def _excluded_line(x: Mapping[str, Any]) -> str:
+    return f"`{md(x['execution'], 80)}`: {md(x['reason'], 300)}"
 
 
 def review_card(r: Mapping[str, Any], title: str) -> Card:

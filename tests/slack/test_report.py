@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,8 +22,7 @@ from handlers.blockkit import MAX_BLOCKS_MESSAGE, MAX_FIELDS, MAX_SECTION_TEXT, 
 from handlers.parse import Help, ReportCommand, parse_command
 from handlers.review import MAX_LINES, ReportSettings, review_card
 from tests.slack.conftest import CHANGE, INITIATOR, OUTSIDER, RELEASERS, BotFactory, Harness
-from tests.slack.fake_slack import BOT_TOKEN, FakeSlack, Message
-from tests.slack.test_serve import STAGEHOLD, environment
+from tests.slack.fake_slack import FakeSlack, Message
 
 REVIEW_CHANNEL = "C0REVIEW"
 
@@ -151,27 +148,6 @@ def test_schedules_read_as_cron_does() -> None:
     every_weekday = parse_schedule("30 7 * * mon-fri")
     assert every_weekday.get_next_fire_time(None, friday) == datetime(2026, 11, 30, 7, 30, tzinfo=UTC)
     assert parse_schedule("0 */6 * * *").get_next_fire_time(None, friday) == datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-
-def test_serve_refuses_a_bad_schedule_in_one_line(tmp_path: Path) -> None:
-    env = environment(
-        tmp_path,
-        SLACK_BOT_TOKEN=BOT_TOKEN,
-        SLACK_SIGNING_SECRET="s",
-        STAGEHOLD_REPORT_CHANNEL=REVIEW_CHANNEL,
-        STAGEHOLD_REPORT_SCHEDULE="0 9 * * 1",
-    )
-    done = subprocess.run(
-        [*STAGEHOLD, "serve", "--sandbox", "http://127.0.0.1:9"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 2
-    assert done.stderr.strip().startswith("stagehold: invalid setting STAGEHOLD_REPORT_SCHEDULE: name the day of week")
-    assert len(done.stderr.strip().splitlines()) == 1
 
 
 def test_a_large_review_stays_within_block_kit_limits() -> None:

@@ -102,6 +102,17 @@ def test_serve_answers_health_and_a_signed_help_then_stops_on_sigterm(
             {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SECRET},
             "stagehold: missing setting: set STAGEHOLD_CREDENTIAL_PREFLIGHT",
         ),
+        (
+            {
+                "SLACK_BOT_TOKEN": BOT_TOKEN,
+                "SLACK_SIGNING_SECRET": SECRET,
+                **{f"STAGEHOLD_CREDENTIAL_{role}": "x" for role in ("PREFLIGHT", "EXECUTOR", "VERIFIER", "ROLLBACK")},
+                "STAGEHOLD_REPORT_CHANNEL": "C0REVIEW",
+                "STAGEHOLD_REPORT_SCHEDULE": "0 9 * * 1",
+            },
+            "stagehold: invalid setting STAGEHOLD_REPORT_SCHEDULE: name the day of week (mon, tue, ..., sun; "
+            "ranges like mon-fri), not '1': cron counts 0 as Sunday and APScheduler as Monday",
+        ),
     ],
 )
 def test_missing_settings_fail_with_one_line(tmp_path: Path, settings: dict[str, str], expected: str) -> None:
