@@ -144,7 +144,7 @@ def review_model(r: Mapping[str, Any], title: str) -> dict[str, Any]:
     lineage = e["lineage_pct"]
     lineage_icon = ":white_check_mark:" if lineage == 100.0 else ":x:" if lineage is not None else ""
     fields = [
-        f"*Executions*\n{ex['total']} ({ex['live']} live, {ex['rehearsal']} rehearsal)",
+        f"*Executions*\n{ex['total']} ({ex['live']} live, {_n(ex['rehearsal'], 'rehearsal')})",
         f"*Outcomes*\n{outcomes}",
         f"*Holds*\n{h['total']} · time in hold median {format_duration(h['time_in_hold_s']['median'])}, "
         f"p90 {format_duration(h['time_in_hold_s']['p90'])} · {h['expired']} expired, {h['escalated']} escalated",

@@ -69,7 +69,7 @@ def test_report_command_measures_from_the_cards_slack_delivery(harness: Harness)
     assert public["response_type"] == "in_channel"
     assert public["blocks"][0]["text"]["text"] == f"Checkpoint review · {CHANGE} · last 7 days"
     other = command(h, "report CHG-9999")
-    assert fields(other["blocks"])["*Executions*"] == "0 (0 live, 0 rehearsal)"
+    assert fields(other["blocks"])["*Executions*"] == "0 (0 live, 0 rehearsals)"
 
 
 def test_report_usage_is_answered_in_the_acknowledgement(harness: Harness) -> None:
