@@ -1,6 +1,9 @@
 """``stagehold`` command line: one parser, one sub-module per command group under bot/commands.
 
 Every command returns an exit code from ``bot.exits``; no exception escapes as a traceback.
+Arguments are checked before any command runs: text that is not UTF-8 (a terminal in another
+encoding, a pasted byte string) is a usage error naming the argument, never a crash when the
+ledger is written.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from typing import Any, NoReturn
 
 from bot import exits
@@ -24,22 +29,58 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(exits.INVALID)
 
 
+def version() -> str:
+    try:
+        return package_version("stagehold")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="stagehold", description="Carry an approved change through staged execution.")
-    sub: Any = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = _Parser(
+        prog="stagehold",
+        description="Carry an approved change through staged execution, and know when not to advance.",
+        epilog="Exit codes: 0 ok · 1 ledger tampering · 2 invalid input · 3 held for a human · 4 rolled back · "
+        "5 needs a human · 6 abandoned · 70 internal error · 124 watch deadline · 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"stagehold {version()}")
+    sub: Any = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     for register in COMMAND_GROUPS:
         register(sub)
     return parser
 
 
+def undecodable_argument(argv: Sequence[str]) -> str | None:
+    """A one-line complaint about the first argument that is not UTF-8 text, or None.
+
+    Python hands undecodable bytes over as lone surrogates; they would fail much later, when the
+    ledger encodes an entry. Example: ``["release", "X", "--as", "U\udcff"]`` ->
+    ``argument 4 (after --as) is not UTF-8 text: b'U\\xff'``.
+    """
+    for index, arg in enumerate(argv):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = os.fsencode(arg) if isinstance(arg, str) else arg
+            after = f" (after {argv[index - 1]})" if index and str(argv[index - 1]).startswith("-") else ""
+            shown = repr(raw).encode("ascii", "backslashreplace").decode("ascii")
+            return f"argument {index + 1}{after} is not UTF-8 text: {shown}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    problem = undecodable_argument(arguments)
+    if problem is not None:
+        print(f"stagehold: {problem}", file=sys.stderr)
+        return exits.INVALID
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     try:
         code: int = args.handler(args)
     except KeyboardInterrupt:
-        print("stagehold: interrupted", file=sys.stderr)
-        code = 130
+        print("stagehold: interrupted; the ledger holds everything recorded so far", file=sys.stderr)
+        code = exits.INTERRUPTED
     except BrokenPipeError:
         code = 0
     except Exception as exc:  # a bug: one line for the operator, the traceback on request

@@ -24,6 +24,7 @@ EXIT_BY_STATUS = {
     "narrowed": exits.HELD,
     "rolled_back": exits.ROLLED_BACK,
     "needs_human": exits.NEEDS_HUMAN,
+    "abandoned": exits.ABANDONED,
 }
 
 

@@ -1,4 +1,4 @@
-"""Human commands as pure decisions: start, release, rollback, hold.
+"""Human commands as pure decisions: start, release, rollback, hold, abandon.
 
 Each takes the state folded from the ledger, who is asking (user id and the user groups they
 belong to), and ``now``; each returns the entries to append. Refusals are entries too: every
@@ -214,5 +214,47 @@ def hold(state: State, user: str, groups: Iterable[str], reason: str, now: datet
             index=index,
             results=[],
             resume="resume",
+        )
+    ]
+
+
+def abandon(state: State, user: str, groups: Iterable[str], reason: str, now: datetime) -> list[NewEntry]:
+    """End an execution nobody will finish, with a reason, so its change is free to start again.
+
+    Only people who start the change (initiate authority) or own its way back (rollback authority)
+    may abandon it. Nothing is undone: the ledger keeps what the last read-back showed, and the
+    record says who abandoned it and why. A reason is required: "nobody will finish this" is a
+    decision someone must own.
+
+    Worked example: a rehearsal held at H2 since yesterday, ``abandon(state, "U05OPS", (),
+    "sandbox torn down", now)`` returns one ``execution.abandoned`` entry; the fold closes H2 and
+    the phase becomes ABANDONED (terminal), so a new rehearsal of the change may start.
+    """
+    groups = tuple(groups)
+    if state.plan is None or state.package is None:
+        return [_entry(ev.ABANDON_DENIED, user, now, reason="no such execution")]
+    auth = state.package.authorities
+    if not (policy.is_member(user, groups, auth.initiate) or policy.is_member(user, groups, auth.rollback)):
+        return [
+            _entry(
+                ev.ABANDON_DENIED,
+                user,
+                now,
+                reason=f"{user} may not abandon {state.package.id}: only its initiate or rollback authority may",
+            )
+        ]
+    if state.terminal:
+        return [_entry(ev.ABANDON_DENIED, user, now, reason=f"the execution is already {state.status()}")]
+    if not reason.strip():
+        return [_entry(ev.ABANDON_DENIED, user, now, reason="a reason is required to abandon an execution")]
+    held = state.hold
+    return [
+        _entry(
+            ev.EXECUTION_ABANDONED,
+            user,
+            now,
+            reason=reason.strip(),
+            phase=state.phase.value,
+            hold=held.id if held is not None else None,
         )
     ]

@@ -32,6 +32,8 @@ hold.denied           reason (the person is not a listed operator)
 execution.completed   stages[]
 execution.rolled_back undone[]
 execution.needs_human why, stage
+execution.abandoned   reason, phase, hold (an execution nobody will finish, ended by a person; frees the change)
+abandon.denied        reason (not allowed to abandon, or nothing left to abandon)
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ ROLLBACK_DENIED = "rollback.denied"
 EXECUTION_COMPLETED = "execution.completed"
 EXECUTION_ROLLED_BACK = "execution.rolled_back"
 EXECUTION_NEEDS_HUMAN = "execution.needs_human"
+EXECUTION_ABANDONED = "execution.abandoned"
+ABANDON_DENIED = "abandon.denied"
 
 # Kinds that only record a human's attempt and never change where the execution is.
-NO_OP_KINDS = frozenset({RELEASE_DENIED, RELEASE_IGNORED, ROLLBACK_DENIED, HOLD_IGNORED, HOLD_DENIED})
+NO_OP_KINDS = frozenset({RELEASE_DENIED, RELEASE_IGNORED, ROLLBACK_DENIED, HOLD_IGNORED, HOLD_DENIED, ABANDON_DENIED})

@@ -153,13 +153,15 @@ class State:
         return self.holds.get(self.open_hold) if self.open_hold else None
 
     def status(self) -> str:
-        """The final-record status: completed, held, narrowed, rolled_back, needs_human or running."""
+        """The final-record status: completed, held, narrowed, rolled_back, needs_human, abandoned or running."""
         if self.phase == Phase.COMPLETED:
             return "completed"
         if self.phase == Phase.ROLLED_BACK:
             return "rolled_back"
         if self.phase == Phase.NEEDS_HUMAN:
             return "needs_human"
+        if self.phase == Phase.ABANDONED:
+            return "abandoned"
         if self.phase == Phase.HOLDING:
             return "narrowed" if self.narrowed else "held"
         return "running"
@@ -445,13 +447,23 @@ def _rolled_back(state: State, e: Entry, b: Body) -> State:
     return _go(state, Phase.ROLLED_BACK, e.kind)
 
 
+def _close_open_hold(state: State) -> State:
+    if not state.open_hold:
+        return state
+    holds = dict(state.holds)
+    holds[state.open_hold] = replace(holds[state.open_hold], status="closed")
+    return replace(state, holds=holds, open_hold=None)
+
+
 def _needs_human(state: State, e: Entry, b: Body) -> State:
-    holds = state.holds
-    if state.open_hold:
-        holds = dict(holds)
-        holds[state.open_hold] = replace(holds[state.open_hold], status="closed")
-    state = replace(state, outcome_reason=str(b.get("why", "")), holds=holds, open_hold=None)
+    state = replace(_close_open_hold(state), outcome_reason=str(b.get("why", "")))
     return _go(state, Phase.NEEDS_HUMAN, e.kind)
+
+
+def _abandoned(state: State, e: Entry, b: Body) -> State:
+    # Nothing is undone: what the last read-back showed stays as it was (the record says so).
+    state = replace(_close_open_hold(state), outcome_reason=f"abandoned by {e.actor}: {b.get('reason', '')}")
+    return _go(state, Phase.ABANDONED, e.kind)
 
 
 _HANDLERS = {
@@ -467,6 +479,7 @@ _HANDLERS = {
     ev.ROLLBACK_DENIED: _denied,
     ev.HOLD_IGNORED: _denied,
     ev.HOLD_DENIED: _denied,
+    ev.ABANDON_DENIED: _denied,
     ev.HOLD_RELEASED: _hold_released,
     ev.RELEASE_NOT_CARRIED: _not_carried,
     ev.ACTION_INTENDED: _intended,
@@ -480,4 +493,5 @@ _HANDLERS = {
     ev.EXECUTION_COMPLETED: _completed,
     ev.EXECUTION_ROLLED_BACK: _rolled_back,
     ev.EXECUTION_NEEDS_HUMAN: _needs_human,
+    ev.EXECUTION_ABANDONED: _abandoned,
 }

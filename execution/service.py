@@ -263,6 +263,10 @@ class Engine:
         g = tuple(groups)
         return self._command(execution_id, lambda s: cmd.hold(s, user, g, reason, self.clock()))
 
+    def abandon(self, execution_id: str, user: str, reason: str, groups: Iterable[str] = ()) -> CommandOutcome:
+        g = tuple(groups)
+        return self._command(execution_id, lambda s: cmd.abandon(s, user, g, reason, self.clock()))
+
     # ------------------------------------------------------------------ driving
 
     def _take_lease(self, execution_id: str) -> Lease | None:

@@ -7,7 +7,9 @@ Rules:
   rollback in progress is finished, not held.
 * A hold ends only by a human release (back to the phase its release resumes), by being
   superseded by a newer hold, or by a rollback.
-* COMPLETED, ROLLED_BACK and NEEDS_HUMAN are terminal: nothing leaves them.
+* An execution nobody will finish may be ABANDONED by a person from any phase after its start;
+  the engine never abandons on its own.
+* COMPLETED, ROLLED_BACK, NEEDS_HUMAN and ABANDONED are terminal: nothing leaves them.
 * An illegal change raises ``IllegalTransition`` and changes nothing.
 """
 
@@ -26,21 +28,25 @@ class Phase(StrEnum):
     COMPLETED = "completed"
     ROLLED_BACK = "rolled_back"
     NEEDS_HUMAN = "needs_human"
+    ABANDONED = "abandoned"  # ended by a person's reasoned decision; nothing drives it again
 
 
-TERMINAL = frozenset({Phase.COMPLETED, Phase.ROLLED_BACK, Phase.NEEDS_HUMAN})
+TERMINAL = frozenset({Phase.COMPLETED, Phase.ROLLED_BACK, Phase.NEEDS_HUMAN, Phase.ABANDONED})
 
 _T = Phase
 TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     _T.NEW: frozenset({_T.READY}),
-    _T.READY: frozenset({_T.APPLYING, _T.HOLDING, _T.COMPLETED, _T.ROLLING_BACK, _T.NEEDS_HUMAN}),
-    _T.APPLYING: frozenset({_T.VERIFYING, _T.HOLDING, _T.ROLLING_BACK, _T.NEEDS_HUMAN}),
-    _T.VERIFYING: frozenset({_T.READY, _T.HOLDING, _T.ROLLING_BACK, _T.NEEDS_HUMAN}),
-    _T.HOLDING: frozenset({_T.HOLDING, _T.READY, _T.APPLYING, _T.VERIFYING, _T.ROLLING_BACK, _T.NEEDS_HUMAN}),
-    _T.ROLLING_BACK: frozenset({_T.ROLLED_BACK, _T.HOLDING, _T.NEEDS_HUMAN}),
+    _T.READY: frozenset({_T.APPLYING, _T.HOLDING, _T.COMPLETED, _T.ROLLING_BACK, _T.NEEDS_HUMAN, _T.ABANDONED}),
+    _T.APPLYING: frozenset({_T.VERIFYING, _T.HOLDING, _T.ROLLING_BACK, _T.NEEDS_HUMAN, _T.ABANDONED}),
+    _T.VERIFYING: frozenset({_T.READY, _T.HOLDING, _T.ROLLING_BACK, _T.NEEDS_HUMAN, _T.ABANDONED}),
+    _T.HOLDING: frozenset(
+        {_T.HOLDING, _T.READY, _T.APPLYING, _T.VERIFYING, _T.ROLLING_BACK, _T.NEEDS_HUMAN, _T.ABANDONED}
+    ),
+    _T.ROLLING_BACK: frozenset({_T.ROLLED_BACK, _T.HOLDING, _T.NEEDS_HUMAN, _T.ABANDONED}),
     _T.COMPLETED: frozenset(),
     _T.ROLLED_BACK: frozenset(),
     _T.NEEDS_HUMAN: frozenset(),
+    _T.ABANDONED: frozenset(),
 }
 
 

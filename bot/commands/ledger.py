@@ -6,6 +6,11 @@ export must hash exactly as stored, or it would not verify on its own.
 
 Exit codes: 0 everything verified; 1 (``TAMPERED``) a bad entry, gap, truncation or a rewrite
 against a saved head; 2 (``INVALID``) usage, unknown execution, unreadable file or database.
+
+For ``verify-file`` the line between 1 and 2 is whether the file is an export at all: once its
+first line is a ledger entry, any later line that is not one (cut off mid-line, edited into
+something else) is damage to an export, exit 1 — as is a last line cut off mid-entry. A file
+that does not start with a ledger entry (empty, binary, another format) is the wrong input, exit 2.
 """
 
 from __future__ import annotations
@@ -33,6 +38,17 @@ _EXPORT_FIELDS = ("execution", "seq", "ts", "kind", "actor", "body", "prev", "ha
 
 class _Usage(Exception):
     """A problem the operator fixes (bad argument, file or database): one line, exit 2."""
+
+
+class _Damaged(Exception):
+    """An export whose later lines are not ledger entries: truncated or edited, exit 1."""
+
+    def __init__(self, path: Path, lineno: int, message: str, after: Entry | None) -> None:
+        super().__init__(f"{path}:{lineno}: {message}")
+        self.path = path
+        self.lineno = lineno
+        self.message = message
+        self.after = after
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -154,7 +170,16 @@ def _export(args: argparse.Namespace) -> int:
 
 def _verify_file(args: argparse.Namespace) -> int:
     path = Path(args.file)
-    entries = _read_export(path)
+    try:
+        entries = _read_export(path)
+    except _Damaged as exc:
+        if exc.after is None:
+            print(f"{path}: TAMPERED at line {exc.lineno}: {exc.message}")
+        else:
+            print(
+                f"{exc.after.execution_id}: TAMPERED at {path}:{exc.lineno} (after seq {exc.after.seq}): {exc.message}"
+            )
+        return exits.TAMPERED
     if not entries:
         raise _Usage(f"{path}: no ledger entries in the file")
     execution = entries[0].execution_id
@@ -294,14 +319,26 @@ def _read_export(path: Path) -> list[Entry]:
     except OSError as exc:
         raise _Usage(f"{path}: cannot read: {exc.strerror or exc}") from None
     entries: list[Entry] = []
-    for lineno, line in enumerate(raw.split(b"\n"), start=1):
+    lines = raw.split(b"\n")
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        where = f"{path}:{lineno}"
+        cut = lineno == len(lines) and line.lstrip().startswith(b"{")  # every exported line ends with \n
         try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            raise _Usage(f"{path}:{lineno}: not UTF-8 text") from None
-        entries.append(_parse_line(text, f"{path}:{lineno}"))
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _Usage(f"{where}: not UTF-8 text") from None
+            entries.append(_parse_line(text, where))
+        except _Usage as exc:
+            message = str(exc).removeprefix(f"{where}: ")
+            if cut and message.startswith("not a JSON line"):
+                last = entries[-1] if entries else None
+                raise _Damaged(path, lineno, "truncated: the last line ends mid-entry", last) from None
+            if entries:
+                raise _Damaged(path, lineno, message, entries[-1]) from None
+            raise
     return entries
 
 

@@ -440,3 +440,74 @@ def test_commands_on_an_unknown_execution_are_recorded_refusals() -> None:
     assert only(cmd.release(nothing, "H1", 1, "U01DANA", (), now)).kind == ev.RELEASE_IGNORED
     assert only(cmd.rollback(nothing, "U03RESP", (), "", now)).kind == ev.ROLLBACK_DENIED
     assert only(cmd.hold(nothing, "U06SRE", (), "", now)).kind == ev.HOLD_DENIED
+
+
+# ---------------------------------------------------------------- abandon
+
+
+def test_abandon_ends_a_held_rehearsal_with_its_reason_and_frees_the_change(tmp_path: Path) -> None:
+    rig = Rig(tmp_path / "l.db")
+    try:
+        rig.start(mode="rehearsal", speed=60.0)
+        held = rig.run()
+        assert held.phase == Phase.HOLDING and held.open_hold == "H1"
+        outcome = rig.engine.abandon(rig.eid, "U05OPS", "sandbox torn down; nobody will finish this")
+        assert outcome.kinds == (ev.EXECUTION_ABANDONED,)
+        entry = outcome.entries[0]
+        assert entry.actor == "U05OPS"
+        assert entry.body == {"reason": "sandbox torn down; nobody will finish this", "phase": "holding", "hold": "H1"}
+        state = rig.state
+        assert state.phase == Phase.ABANDONED and state.terminal and state.status() == "abandoned"
+        assert state.holds["H1"].status == "closed" and state.open_hold is None
+        assert state.outcome_reason == "abandoned by U05OPS: sandbox torn down; nobody will finish this"
+        # Nothing drives it again, and nothing is undone.
+        assert rig.tick() is None and rig.kinds(after=entry.seq) == []
+        # The change is free: a new rehearsal of it may start on the same shared sandbox.
+        second = rig.engine.start(rig.change, "U05OPS", (), mode="rehearsal", speed=60.0)
+        assert second.execution_id != rig.eid
+    finally:
+        rig.close()
+
+
+def test_an_unfinished_rehearsal_blocks_a_new_one_until_abandoned(tmp_path: Path) -> None:
+    rig = Rig(tmp_path / "l.db")
+    try:
+        rig.start(mode="rehearsal", speed=60.0)
+        rig.run()
+        with pytest.raises(cmd.StartRefused, match="an unfinished rehearsal"):
+            rig.engine.start(rig.change, "U05OPS", (), mode="rehearsal", speed=60.0)
+        rig.engine.abandon(rig.eid, "U03RESP", "replaced by a new rehearsal")
+        rig.engine.start(rig.change, "U05OPS", (), mode="rehearsal", speed=60.0)
+    finally:
+        rig.close()
+
+
+@pytest.mark.parametrize(
+    ("user", "groups", "reason", "why"),
+    [
+        ("U01DANA", (), "x", "only its initiate or rollback authority may"),  # a releaser only
+        ("U06SRE", (), "x", "only its initiate or rollback authority may"),  # an operator only
+        ("U05OPS", (), "   ", "a reason is required"),
+    ],
+)
+def test_abandon_refusals_are_recorded_and_change_nothing(
+    user: str, groups: tuple[str, ...], reason: str, why: str
+) -> None:
+    ledger = MemoryLedger()
+    clock = FakeClock()
+    ledger.append(cmd.start(example(), INITIATOR, (), clock(), mode="rehearsal", speed=60.0))
+    before = ledger.state.phase
+    entry = only(cmd.abandon(ledger.state, user, groups, reason, clock()))
+    assert entry.kind == ev.ABANDON_DENIED and why in entry.body["reason"]
+    ledger.append([entry])
+    assert ledger.state.phase == before and ledger.state.denied == 1
+
+
+def test_a_member_of_the_rollback_group_may_abandon_and_a_finished_execution_is_not_abandoned() -> None:
+    ledger = MemoryLedger()
+    clock = FakeClock()
+    ledger.append(cmd.start(example(), INITIATOR, (), clock(), mode="rehearsal", speed=60.0))
+    ledger.append(cmd.abandon(ledger.state, "U0SOMEONE", ("S0ONCALL",), "stuck", clock()))
+    assert ledger.state.phase == Phase.ABANDONED
+    again = only(cmd.abandon(ledger.state, "U05OPS", (), "again", clock()))
+    assert again.kind == ev.ABANDON_DENIED and again.body["reason"] == "the execution is already abandoned"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bot import exits
 from bot.cli import main
 from ledger.entry import NewEntry
 from ledger.sql import SqlLedgerStore
@@ -245,16 +246,35 @@ def test_verify_file_with_a_head(capsys: pytest.CaptureFixture[str], db: tuple[s
         ("{not json\n", 1, "not a JSON line"),
         ('{"seq": 1}\n', 1, "not a ledger entry (missing execution"),
         ("[1, 2]\n", 1, "expected a JSON object"),
+    ],
+)
+def test_verify_file_refuses_a_file_that_is_not_an_export(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str, line: int, message: str
+) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(content, encoding="utf-8")
+    code, out, err = run(capsys, "ledger", "verify-file", str(bad))
+    assert code == exits.INVALID and out == ""
+    assert err.startswith(f"stagehold ledger: {bad}:{line}: {message}")
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "message"),
+    [
         ("GOOD\n\nGOOD2\n{broken\n", 4, "not a JSON line"),
         ("GOOD\nNAN\n", 2, "not a JSON line"),
         ("GOOD\nBADTS\n", 2, "'ts' is not a canonical timestamp"),
         ("GOOD\nSEQSTR\n", 2, "'seq' must be an integer"),
         ("GOOD\nEXTRA\n", 2, "not a ledger entry (unexpected x)"),
+        ("GOOD\nGOOD2[:40]", 2, "truncated: the last line ends mid-entry"),
     ],
 )
-def test_verify_file_refuses_malformed_lines(
+def test_an_export_damaged_after_its_first_entry_is_tampering(
     capsys: pytest.CaptureFixture[str], db: tuple[str, Path], tmp_path: Path, content: str, line: int, message: str
 ) -> None:
+    """Once the file is an export (its first line is an entry), a later line that is not an entry
+    means the export was cut or edited: exit 1, naming the line and the last good seq."""
     url, _ = db
     export = tmp_path / "export.jsonl"
     run(capsys, "ledger", "export", EXEC, "--out", str(export), "--db", url)
@@ -263,6 +283,7 @@ def test_verify_file_refuses_malformed_lines(
     variants = {
         "GOOD": good[0],
         "GOOD2": good[1],
+        "GOOD2[:40]": good[1][:40],
         "NAN": good[1].replace('"ratio":0.6666666666666666', '"ratio":NaN'),
         "BADTS": json.dumps({**second, "ts": "2026-11-28T22:00:02Z"}),
         "SEQSTR": json.dumps({**second, "seq": "2"}),
@@ -272,9 +293,27 @@ def test_verify_file_refuses_malformed_lines(
     bad = tmp_path / "bad.jsonl"
     bad.write_text("\n".join(variants.get(part, part) for part in content.split("\n")), encoding="utf-8")
     code, out, err = run(capsys, "ledger", "verify-file", str(bad))
-    assert code == 2 and out == ""
-    assert err.startswith(f"stagehold ledger: {bad}:{line}: {message}")
-    assert len(err.splitlines()) == 1
+    assert code == exits.TAMPERED and err == ""
+    last_good = 2 if line == 4 else 1
+    assert len(out.splitlines()) == 1
+    assert out.startswith(f"{EXEC}: TAMPERED at {bad}:{line} (after seq {last_good}): {message}")
+
+
+def test_an_export_cut_inside_its_first_line_is_tampering(
+    capsys: pytest.CaptureFixture[str], db: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, _ = db
+    export = tmp_path / "export.jsonl"
+    run(capsys, "ledger", "export", EXEC, "--out", str(export), "--db", url)
+    cut = tmp_path / "cut.jsonl"
+    cut.write_bytes(export.read_bytes()[:60])
+    code, out, _ = run(capsys, "ledger", "verify-file", str(cut))
+    assert code == exits.TAMPERED
+    assert out.strip() == f"{cut}: TAMPERED at line 1: truncated: the last line ends mid-entry"
+    # Text that never was an export, without a final newline either, is still the wrong input.
+    other = tmp_path / "notes.txt"
+    other.write_text("hello", encoding="utf-8")
+    assert run(capsys, "ledger", "verify-file", str(other))[0] == exits.INVALID
 
 
 def test_verify_file_refuses_binary_and_empty_files(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

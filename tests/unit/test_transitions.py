@@ -40,6 +40,12 @@ LEGAL = {
     (Phase.ROLLING_BACK, Phase.ROLLED_BACK),
     (Phase.ROLLING_BACK, Phase.HOLDING),
     (Phase.ROLLING_BACK, Phase.NEEDS_HUMAN),
+    # A person may abandon an execution nobody will finish from any phase after its start.
+    (Phase.READY, Phase.ABANDONED),
+    (Phase.APPLYING, Phase.ABANDONED),
+    (Phase.VERIFYING, Phase.ABANDONED),
+    (Phase.HOLDING, Phase.ABANDONED),
+    (Phase.ROLLING_BACK, Phase.ABANDONED),
 }
 ALL_PAIRS = list(itertools.product(Phase, Phase))
 
@@ -73,8 +79,8 @@ def test_terminal_phases_have_no_exits(phase: Phase) -> None:
             transition(phase, target, "after the end")
 
 
-def test_terminal_set_is_completed_rolled_back_and_needs_human() -> None:
-    assert frozenset({Phase.COMPLETED, Phase.ROLLED_BACK, Phase.NEEDS_HUMAN}) == TERMINAL
+def test_terminal_set_is_completed_rolled_back_needs_human_and_abandoned() -> None:
+    assert frozenset({Phase.COMPLETED, Phase.ROLLED_BACK, Phase.NEEDS_HUMAN, Phase.ABANDONED}) == TERMINAL
 
 
 def test_a_rollback_in_progress_is_finished_not_resumed_forward() -> None:
