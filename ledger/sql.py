@@ -240,6 +240,12 @@ class SqlLedgerStore:
             session.flush()
             return Lease(execution_id, row.owner, row.epoch, parse_ts(row.expires_at))
 
+    def lease(self, execution_id: str) -> Lease | None:
+        """Who holds (or last held) the execution's lease, without taking it: read-only."""
+        with Session(self.engine) as session:
+            row = session.get(LeaseRow, execution_id)
+            return Lease(execution_id, row.owner, row.epoch, parse_ts(row.expires_at)) if row else None
+
     def release_lease(self, lease: Lease) -> None:
         with self._txn(lease.execution_id) as session:
             row = session.get(LeaseRow, lease.execution_id)

@@ -3,8 +3,12 @@ for the terminal (``*.txt.j2``). Values reach JSON templates only through ``|toj
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
@@ -24,6 +28,10 @@ def environment() -> Environment:
     env.filters["fmtval"] = format_value
     env.filters["duration"] = format_duration
     env.filters["percent"] = format_percent
+    env.filters["evalue"] = evidence_value
+    env.filters["outcome"] = outcome_word
+    env.filters["when"] = format_time
+    env.filters["compactjson"] = compact_json
     return env
 
 
@@ -63,6 +71,53 @@ def format_percent(share: float | None) -> str:
         return "—"
     pct = 100.0 * share
     return f"{pct:.0f}%" if pct == round(pct) else f"{pct:.1f}%"
+
+
+def evidence_value(result: Mapping[str, Any]) -> str:
+    """The value column of one evidence row, agreeing with its outcome.
+
+    A read that failed shows ``error`` (not "no data": something answered badly or not at all);
+    no value shows ``no data``; otherwise the value as ``format_value`` writes it.
+    """
+    if result.get("outcome") == "error" and result.get("value") is None:
+        return "error"
+    return format_value(result.get("value"))
+
+
+def outcome_word(outcome: object) -> str:
+    """Outcomes as words (``no_data`` -> ``no data``), the same wherever a person reads them."""
+    return str(outcome).replace("_", " ")
+
+
+def format_time(value: datetime | str | None) -> str:
+    """A ledger time for people: ``2026-11-29 21:56:01 UTC`` (to the second, always UTC)."""
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        try:
+            when = datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        except ValueError:
+            return value  # already words ("earlier") or another form: show as given
+    else:
+        when = value
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def format_age(seconds: float) -> str:
+    """A duration for people, two units at most: ``42s``, ``3m05s``, ``2h10m``, ``3d4h``."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600}h"
+
+
+def compact_json(value: object) -> str:
+    """JSON on one line for logs and cards (never a Python repr): ``{"legacy": 95, "tokenizer": 5}``."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
 
 
 def render(name: str, **context: object) -> str:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from bot.commands import execute, ledger, report, sandbox, schema, serve, validate
+from bot.commands import execute, ledger, observe, report, sandbox, schema, serve, validate
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 COMMAND_GROUPS: list[Register] = [
     execute.register,
+    observe.register,
     validate.register,
     schema.register,
     ledger.register,

@@ -1,7 +1,8 @@
-"""``stagehold rehearse | run | resume | status | packet | release | rollback | hold``.
+"""``stagehold rehearse | run | resume | release | rollback | hold | abandon``.
 
-Releases, rollbacks and holds from the command line are for rehearsals only: a live execution
-takes them from authenticated Slack users, because a terminal cannot prove who is typing.
+Releases, rollbacks, holds and abandoning from the command line are for rehearsals only: a live
+execution takes them from authenticated Slack users, because a terminal cannot prove who is typing.
+Every command here verifies the execution's chain before it appends (exit 1 if it does not).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Any
 from bot import exits
 from bot.bootstrap import build_engine, http_client, live_connector, open_store
 from bot.clock import utc_now
+from bot.commands.reading import Tampered, database_url, read_execution
 from bot.console import ConsolePrinter
 from bot.driver import drive, exit_code
+from bot.lifecycle import driver, view
 from bot.settings import SettingsError, load_settings
 from execution.commands import StartRefused
 from execution.contract import InvalidChange, LoadedChange, load_change
@@ -29,79 +32,138 @@ from execution.project import State
 from execution.sandbox import FAULTS, Sandbox
 from execution.service import CommandOutcome, Engine
 from ledger.entry import Entry
+from ledger.sql import SqlLedgerStore
+from ledger.store import Lease
 from templates import render
 
 # Rehearsal speed: each bundled example finishes within a minute at this compression.
 DEFAULT_SPEED = 120.0
 LIVE_ONLY = "a live execution takes releases, rollbacks and holds from authenticated Slack users; the command line cannot prove who is typing"
+ABANDON_LIVE = (
+    "a live execution is not abandoned from the command line: the command line cannot prove who is typing, "
+    "and abandoning leaves the live system exactly as it is. Roll it back or hold it from Slack, where the "
+    "person is authenticated"
+)
+
+
+def user_id(text: str) -> str:
+    """An ``--as`` value: a Slack user id (``U01DANA``) or another name without spaces or control
+    characters, at most 100 characters — it is written to the ledger as the actor."""
+    if not text or len(text) > 100 or any(c.isspace() or not c.isprintable() for c in text):
+        raise argparse.ArgumentTypeError(
+            "expected a user id such as U01DANA: no spaces or control characters, at most 100 characters"
+        )
+    return text
+
+
+def reason_text(text: str) -> str:
+    """A ``--reason``: one line of text a person reads later in the ledger."""
+    if not text.strip() or len(text) > 1000 or any(not c.isprintable() for c in text):
+        raise argparse.ArgumentTypeError("expected one line of text (1 to 1000 printable characters)")
+    return text.strip()
+
+
+def _execution_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("execution", metavar="EXECUTION", help="execution id (see 'stagehold list')")
+
+
+def _db_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", metavar="URL", help="ledger database (default: STAGEHOLD_DATABASE_URL or sqlite)")
+
+
+def _out_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", metavar="DIR", help="write state.json, ledger.jsonl and, when stopped, packet.json/md here")
+
+
+def _fault_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME[@STAGE]",
+        help=f"switch a sandbox fault on now, or just before STAGE (repeatable): {', '.join(FAULTS)}",
+    )
+
+
+def _auto_release_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--auto-release",
+        action="store_true",
+        help="release routine protected holds whose evidence all passes, as the authorities would",
+    )
+
+
+def _quiet_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="print only the summary, not the run log")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r = sub.add_parser("rehearse", help="run a package's plan against the sandbox target")
-    r.add_argument("package")
-    r.add_argument("--sandbox", metavar="URL", help="a running sandbox (default: start one on loopback)")
-    r.add_argument(
-        "--auto-release", action="store_true", help="release routine protected holds as the authorities would"
-    )
-    r.add_argument("--fault", action="append", default=[], metavar="NAME[@STAGE]", help=f"one of: {', '.join(FAULTS)}")
-    r.add_argument("--db", metavar="URL", help="ledger database (default: STAGEHOLD_DATABASE_URL or sqlite)")
-    r.add_argument("--out", metavar="DIR", help="write state.json, ledger.jsonl and, when stopped, packet.json/md")
+    r.add_argument("package", metavar="PACKAGE", help="path to the change package YAML")
+    r.add_argument("--sandbox", metavar="URL", help="a running sandbox (default: start a private one on loopback)")
+    _auto_release_arg(r)
+    _fault_arg(r)
+    _db_arg(r)
+    _out_arg(r)
     r.add_argument(
         "--speed", type=float, default=DEFAULT_SPEED, help=f"compress plan durations (default {DEFAULT_SPEED:g})"
     )
-    r.add_argument("--as", dest="as_user", metavar="USER", help="initiator (default: first initiate user)")
+    r.add_argument(
+        "--as", dest="as_user", type=user_id, metavar="USER", help="initiator (default: the first initiate user)"
+    )
     r.add_argument("--execution-id", help=argparse.SUPPRESS)
-    r.add_argument("--quiet", action="store_true", help="print only the summary")
+    _quiet_arg(r)
     r.set_defaults(handler=cmd_rehearse)
 
     run = sub.add_parser("run", help="drive a live execution against the package's real targets")
-    run.add_argument("package")
-    run.add_argument("--as", dest="as_user", required=True, metavar="USER", help="the authorised initiator")
-    run.add_argument("--db", metavar="URL")
-    run.add_argument("--out", metavar="DIR")
+    run.add_argument("package", metavar="PACKAGE", help="path to the change package YAML")
+    run.add_argument(
+        "--as", dest="as_user", type=user_id, required=True, metavar="USER", help="the authorised initiator"
+    )
+    _db_arg(run)
+    _out_arg(run)
     run.set_defaults(handler=cmd_run)
 
     res = sub.add_parser("resume", help="reconcile an execution against live state and drive it on")
-    res.add_argument("execution")
-    res.add_argument("--sandbox", metavar="URL", help="for rehearsals: the sandbox to drive against")
-    res.add_argument("--auto-release", action="store_true")
-    res.add_argument("--fault", action="append", default=[], metavar="NAME[@STAGE]")
-    res.add_argument("--db", metavar="URL")
-    res.add_argument("--out", metavar="DIR")
-    res.add_argument("--quiet", action="store_true")
+    _execution_arg(res)
+    res.add_argument("--sandbox", metavar="URL", help="for a rehearsal: the running sandbox it ran against")
+    _auto_release_arg(res)
+    _fault_arg(res)
+    _db_arg(res)
+    _out_arg(res)
+    _quiet_arg(res)
     res.set_defaults(handler=cmd_resume)
 
-    for name, helptext in (("status", "the execution's state record"), ("packet", "the intervention packet")):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("execution")
-        p.add_argument("--json", action="store_true")
-        p.add_argument("--db", metavar="URL")
-        p.set_defaults(handler=cmd_status if name == "status" else cmd_packet)
-
-    rel = sub.add_parser("release", help="release the open hold (rehearsals only)")
-    rel.add_argument("execution")
-    rel.add_argument("--as", dest="as_user", required=True, metavar="USER")
-    rel.add_argument("--hold", help="hold id (default: the open hold)")
-    rel.add_argument("--version", type=int, help="evidence version (default: the current one)")
-    rel.add_argument("--db", metavar="URL")
+    rel = sub.add_parser("release", help="release the open hold of a rehearsal (live: from Slack)")
+    _execution_arg(rel)
+    rel.add_argument(
+        "--as", dest="as_user", type=user_id, required=True, metavar="USER", help="the releasing authority"
+    )
+    rel.add_argument("--hold", metavar="HOLD", help="hold id, e.g. H2 (default: the open hold)")
+    rel.add_argument(
+        "--evidence-version",
+        dest="version",
+        type=int,
+        metavar="N",
+        help="the evidence version the release is bound to (default: the hold's current one)",
+    )
+    _db_arg(rel)
     rel.set_defaults(handler=cmd_release)
 
-    for name in ("rollback", "hold"):
-        p = sub.add_parser(
-            name, help=f"{'order a rollback' if name == 'rollback' else 'place a manual hold'} (rehearsals only)"
-        )
-        p.add_argument("execution")
-        p.add_argument("--as", dest="as_user", required=True, metavar="USER")
-        p.add_argument("--reason", required=True)
-        p.add_argument("--db", metavar="URL")
-        p.set_defaults(handler=cmd_rollback if name == "rollback" else cmd_hold)
+    for name, what, handler in (
+        ("rollback", "order a rollback of a rehearsal (live: from Slack)", cmd_rollback),
+        ("hold", "place a manual hold on a rehearsal (live: from Slack)", cmd_hold),
+        ("abandon", "end a rehearsal nobody will finish, with a reason; frees its change", cmd_abandon),
+    ):
+        p = sub.add_parser(name, help=what)
+        _execution_arg(p)
+        p.add_argument("--as", dest="as_user", type=user_id, required=True, metavar="USER", help="who is asking")
+        p.add_argument("--reason", type=reason_text, required=True, metavar="TEXT", help="why, recorded in the ledger")
+        _db_arg(p)
+        p.set_defaults(handler=handler)
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _db_url(args: argparse.Namespace) -> str:
-    return str(args.db) if getattr(args, "db", None) else load_settings().database_url
 
 
 def _parse_faults(specs: list[str], change_stages: list[str]) -> tuple[set[str], dict[str, set[str]]]:
@@ -253,7 +315,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
     stages = [s.id for s in change.plan.stages]
     try:
         now_faults, later = _parse_faults(args.fault, stages)
-        store = open_store(_db_url(args))
+        store = open_store(database_url(args))
     except (ValueError, SettingsError) as exc:
         print(f"stagehold: {exc}", file=sys.stderr)
         return exits.INVALID
@@ -340,18 +402,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _open(args: argparse.Namespace) -> tuple[Engine, State] | int:
+    """The engine over the ledger and the execution's state, verified; or the exit code why not."""
     try:
-        store = open_store(_db_url(args))
+        store = open_store(database_url(args))
     except SettingsError as exc:
         print(f"stagehold: {exc}", file=sys.stderr)
         return exits.INVALID
+    read = read_execution(store, args.execution)
+    if isinstance(read, Tampered):
+        store.close()
+        print(
+            f"stagehold: refused: the ledger of {args.execution} does not verify at {read.where}; "
+            "nothing was appended ('stagehold status' says more)",
+            file=sys.stderr,
+        )
+        return exits.TAMPERED
+    if read.state.plan is None:
+        store.close()
+        print(f"stagehold: no execution {args.execution!r} in the ledger (see 'stagehold list')", file=sys.stderr)
+        return exits.INVALID
     client = http_client(10.0)
     engine = build_engine(store, live_connector(Credentials({}), client, utc_now))
-    state = engine.load(args.execution)
-    if state.plan is None:
-        print(f"stagehold: no execution {args.execution!r} in the ledger", file=sys.stderr)
-        return exits.INVALID
-    return engine, state
+    return engine, engine.load(args.execution)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -394,50 +466,28 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _finish(engine, state, args.out)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    opened = _open(args)
-    if isinstance(opened, int):
-        return opened
-    engine, state = opened
-    record = state_record(state, engine.entries(state.execution_id))
-    if args.json:
-        print(json.dumps(record, indent=2, ensure_ascii=False))
-        return exits.OK
-    print(f"{record['execution']}  {record['change']['id']}  {record['status'].upper()}  ({record['mode']})")
-    print(f"  {record['change']['title']}")
-    for s in record["stages"]:
-        print(f"  {s['id']:<22} blast {s['blast_radius']:>5g}  {s['status']}")
-    if state.hold is not None:
-        print(f"  hold {state.hold.id} ({state.hold.kind}): {state.hold.reason}")
-    elif record["reason"]:
-        print(f"  {record['reason']}")
-    return exits.OK
-
-
-def cmd_packet(args: argparse.Namespace) -> int:
-    opened = _open(args)
-    if isinstance(opened, int):
-        return opened
-    engine, state = opened
-    packet = intervention_packet(state, engine.entries(state.execution_id))
-    if packet is None:
-        print(f"{state.execution_id} is {state.status()}: no intervention packet")
-        return exits.OK
-    print(json.dumps(packet, indent=2, ensure_ascii=False) if args.json else render("packet.md.j2", packet=packet))
-    return exits.OK
-
-
-def _rehearsal_only(state: State) -> bool:
+def _rehearsal_only(state: State, why: str = LIVE_ONLY) -> bool:
     if state.mode == "live":
-        print(f"stagehold: refused: {LIVE_ONLY}", file=sys.stderr)
+        print(f"stagehold: refused: {why}", file=sys.stderr)
         return False
     return True
 
 
-def _report(outcome: CommandOutcome) -> int:
+def _lease(engine: Engine, execution_id: str) -> Lease | None:
+    store = engine.store
+    return store.lease(execution_id) if isinstance(store, SqlLedgerStore) else None
+
+
+def _report(engine: Engine, outcome: CommandOutcome) -> int:
+    """What the command recorded, then where the execution stands now and the next step."""
     for entry in outcome.entries:
         reason = entry.body.get("reason") or ""
         print(f"{entry.kind} by {entry.actor}" + (f": {reason}" if reason else ""))
+    state = outcome.state
+    if outcome.effective and state.plan is not None:
+        seen = view(state, _lease(engine, state.execution_id), utc_now())
+        print(f"now: {seen.word}" + (f" — {seen.driver.detail}" if seen.driver and not seen.driver.driven else ""))
+        print(f"next: {seen.next_step}")
     return exits.OK if outcome.effective else exits.INVALID
 
 
@@ -459,17 +509,23 @@ def cmd_release(args: argparse.Namespace) -> int:
         if hold_id in state.holds
         else 1
     )
-    return _report(engine.release(state.execution_id, hold_id, version, args.as_user))
+    return _report(engine, engine.release(state.execution_id, hold_id, version, args.as_user))
 
 
-def _rehearsal_command(args: argparse.Namespace, act: Callable[[Engine, State], CommandOutcome]) -> int:
+def _rehearsal_command(
+    args: argparse.Namespace, act: Callable[[Engine, State], CommandOutcome | int], why: str = LIVE_ONLY
+) -> int:
     opened = _open(args)
     if isinstance(opened, int):
         return opened
     engine, state = opened
-    if not _rehearsal_only(state):
-        return exits.INVALID
-    return _report(act(engine, state))
+    try:
+        if not _rehearsal_only(state, why):
+            return exits.INVALID
+        outcome = act(engine, state)
+        return outcome if isinstance(outcome, int) else _report(engine, outcome)
+    finally:
+        engine.store.close()  # type: ignore[attr-defined]
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -480,3 +536,25 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_hold(args: argparse.Namespace) -> int:
     return _rehearsal_command(args, lambda engine, state: engine.hold(state.execution_id, args.as_user, args.reason))
+
+
+def cmd_abandon(args: argparse.Namespace) -> int:
+    """A rehearsal nobody will finish: record who ended it and why, and free its change.
+
+    Refused while a process drives it (stop that process first, or hold it), and for live
+    executions: the command line cannot prove who is typing, and abandoning leaves the live system
+    exactly as it is — a live execution ends by completing, rolling back, or a human taking over.
+    """
+
+    def act(engine: Engine, state: State) -> CommandOutcome | int:
+        drv = driver(state, _lease(engine, state.execution_id), utc_now())
+        if drv.driven and not state.terminal:
+            print(
+                f"stagehold: refused: {state.execution_id} is {drv.detail} now; stop that process first "
+                f"(or hold it: stagehold hold {state.execution_id} --as USER --reason TEXT)",
+                file=sys.stderr,
+            )
+            return exits.INVALID
+        return engine.abandon(state.execution_id, args.as_user, args.reason)
+
+    return _rehearsal_command(args, act, ABANDON_LIVE)
