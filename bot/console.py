@@ -233,7 +233,10 @@ def stage_table(state: State) -> list[str]:
         notes = []
         if s.passed_basis:
             notes.append(s.passed_basis if s.passed_basis == "verified" else f"accepted on {s.passed_hold}")
-        if d.hold_before and s.status == "pending":
+        entry_hold = state.holds.get(s.entry_hold or "")
+        if entry_hold is not None and entry_hold.released_by:
+            notes.append(f"entry released by {', '.join(entry_hold.released_by)}")
+        elif d.hold_before and s.status == "pending":
             notes.append("protected")
         if d.irreversible:
             notes.append("irreversible")

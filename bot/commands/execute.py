@@ -106,7 +106,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _db_arg(r)
     _out_arg(r)
     r.add_argument(
-        "--speed", type=float, default=DEFAULT_SPEED, help=f"compress plan durations (default {DEFAULT_SPEED:g})"
+        "--speed", type=float, default=DEFAULT_SPEED, metavar="N", help=f"compress plan durations (default {DEFAULT_SPEED:g})"
     )
     r.add_argument(
         "--as", dest="as_user", type=user_id, metavar="USER", help="initiator (default: the first initiate user)"

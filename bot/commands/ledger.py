@@ -53,27 +53,27 @@ class _Damaged(Exception):
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("ledger", help="verify, checkpoint and export the hash-chained ledger")
-    lsub = p.add_subparsers(dest="ledger_command", required=True)
+    lsub = p.add_subparsers(dest="ledger_command", required=True, metavar="SUBCOMMAND")
 
     v = lsub.add_parser("verify", help="recompute every hash and link (one execution or all)")
-    v.add_argument("execution", nargs="?", help="execution id; all executions when omitted")
+    v.add_argument("execution", nargs="?", metavar="EXECUTION", help="execution id; all executions when omitted")
     v.add_argument("--head", metavar="FILE", help="checkpoint written by 'ledger head'; detects truncation")
     _db_option(v)
     v.set_defaults(handler=cmd_verify)
 
     h = lsub.add_parser("head", help="print a checkpoint of an execution's chain as one JSON line")
-    h.add_argument("execution")
+    h.add_argument("execution", metavar="EXECUTION", help="execution id (see 'stagehold list')")
     _db_option(h)
     h.set_defaults(handler=cmd_head)
 
     e = lsub.add_parser("export", help="write an execution's entries as JSON Lines that verify on their own")
-    e.add_argument("execution")
+    e.add_argument("execution", metavar="EXECUTION", help="execution id (see 'stagehold list')")
     e.add_argument("--out", metavar="FILE", help="write here instead of standard output")
     _db_option(e)
     e.set_defaults(handler=cmd_export)
 
     f = lsub.add_parser("verify-file", help="verify an exported JSON Lines file without a database")
-    f.add_argument("file")
+    f.add_argument("file", metavar="FILE", help="a file written by 'ledger export'")
     f.add_argument("--head", metavar="FILE", help="checkpoint written by 'ledger head'")
     f.set_defaults(handler=cmd_verify_file)
 

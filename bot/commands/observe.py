@@ -27,9 +27,10 @@ from execution.outputs import intervention_packet, state_record
 from ledger.sql import SqlLedgerStore
 from templates import format_age, format_time, render
 
-# A watch that finds nothing driving the execution waits this long for a driver to appear (a
-# `resume` started a moment after the watch) before it says so and exits.
-PAUSE_GRACE_S = 5.0
+# A stop that is not final (held, or nothing driving it) must last this long before a watch exits
+# on it: a hold released a moment later by another process (--auto-release, a Slack click) or a
+# `resume` started just after the watch is followed, not reported as a stop.
+SETTLE_S = 5.0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -293,6 +294,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
             interval_s=args.interval,
             through_holds=args.through_holds,
+            settle_s=SETTLE_S,
         )
     finally:
         store.close()
@@ -305,6 +307,7 @@ def watch(
     timeout_s: float | None = None,
     interval_s: float = 1.0,
     through_holds: bool = False,
+    settle_s: float = SETTLE_S,
     clock: Callable[[], datetime] = utc_now,
     sleep: Callable[[float], None] = time.sleep,
     out: Any = None,
@@ -324,16 +327,18 @@ def watch(
     for entry in read.entries:
         for line in progress(entry, state, history=True):
             print(line, file=out, flush=True)
-    paused_since: float | None = None
+    waiting_since: tuple[tuple[str, str | None], float] | None = None  # a stop that may not be final, since
     while True:
         now = clock()
         seen = view(read.state, store.lease(execution_id), now)
         stopped = seen.code is not None and not (through_holds and seen.word in ("HELD", "NARROWED"))
-        if seen.word == "PAUSED":
-            paused_since = paused_since if paused_since is not None else now.timestamp()
-            stopped = now.timestamp() - paused_since >= PAUSE_GRACE_S
+        if stopped and not read.state.terminal:
+            key = (seen.word, read.state.open_hold)
+            if waiting_since is None or waiting_since[0] != key:
+                waiting_since = (key, now.timestamp())
+            stopped = now.timestamp() - waiting_since[1] >= settle_s
         else:
-            paused_since = None
+            waiting_since = None
         if stopped:
             assert seen.code is not None
             print(f"{execution_id}: {seen.word} (exit {seen.code})", file=out)

@@ -13,8 +13,8 @@ from execution.sandbox import FAULTS, Sandbox
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("sandbox", help="serve a simulated control plane on loopback for rehearsals")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8099, help="port to listen on (default 8099; 0 picks one)")
+    p.add_argument("--host", default="127.0.0.1", metavar="ADDRESS", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8099, metavar="N", help="port to listen on (default 8099; 0 picks one)")
     p.add_argument(
         "--fault",
         action="append",

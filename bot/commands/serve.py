@@ -42,14 +42,14 @@ CREDENTIALS = (
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the Slack bot (Socket Mode with SLACK_APP_TOKEN, else HTTP)")
-    p.add_argument("--port", type=int, help="HTTP port (default: STAGEHOLD_PORT or 3000)")
-    p.add_argument("--host", help="HTTP address (default: STAGEHOLD_HOST or 0.0.0.0)")
+    p.add_argument("--port", type=int, metavar="N", help="HTTP port (default: STAGEHOLD_PORT or 3000)")
+    p.add_argument("--host", metavar="ADDRESS", help="HTTP address (default: STAGEHOLD_HOST or 0.0.0.0)")
     p.add_argument(
         "--sandbox",
         metavar="URL",
         help="rehearsal server: executions started from Slack run against this sandbox, with compressed time",
     )
-    p.add_argument("--speed", type=float, default=60.0, help="time compression with --sandbox (default 60)")
+    p.add_argument("--speed", type=float, default=60.0, metavar="N", help="time compression with --sandbox (default 60)")
     p.set_defaults(handler=cmd_serve)
 
 

@@ -14,10 +14,10 @@ from execution.contract import InvalidChange, load_change
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("validate", help="check a change package and the plan it pins")
-    p.add_argument("package", help="path to the change package YAML")
+    p.add_argument("package", metavar="PACKAGE", help="path to the change package YAML")
     p.set_defaults(handler=cmd_validate)
     d = sub.add_parser("digest", help="print the SHA-256 of a plan file, for the package's plan_sha256")
-    d.add_argument("plan")
+    d.add_argument("plan", metavar="PLAN", help="path to the execution plan YAML")
     d.set_defaults(handler=cmd_digest)
 
 

@@ -8,7 +8,6 @@ the case from the README runs on the example itself.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -29,21 +28,6 @@ from ledger.sql import SqlLedgerStore
 from tests.fakes import EXAMPLES, Rig, from_export
 
 PAYMENTS = EXAMPLES / "payments-cutover" / "package.yaml"
-
-
-@pytest.fixture(scope="module")
-def quick(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The payments example with every bake one interval long, approved with its new digest."""
-    directory = tmp_path_factory.mktemp("quick") / "payments-quick"
-    shutil.copytree(EXAMPLES / "payments-cutover", directory)
-    plan = directory / "plan.yaml"
-    text = plan.read_text(encoding="utf-8").replace("bake: 5m", "bake: 30s").replace("bake: 10m", "bake: 30s")
-    plan.write_text(text, encoding="utf-8")
-    package = directory / "package.yaml"
-    old = hashlib.sha256((EXAMPLES / "payments-cutover" / "plan.yaml").read_bytes()).hexdigest()
-    new = hashlib.sha256(plan.read_bytes()).hexdigest()
-    package.write_text(package.read_text(encoding="utf-8").replace(old, new), encoding="utf-8")
-    return package
 
 
 def rehearse(package: Path, tmp_path: Path, *args: str) -> tuple[int, Path, str]:
