@@ -83,4 +83,8 @@ def summary(results: list[Result]) -> str:
     bad = [r for r in results if r.outcome != Outcome.PASS]
     if not bad:
         return "all evidence passes"
-    return "; ".join(f"{r.signal} {r.outcome.value} ({r.detail})" for r in bad)
+    # Outcomes as words ("no data", as every card shows them); the detail only when it adds something.
+    return "; ".join(
+        f"{r.signal} {r.outcome.value.replace('_', ' ')}" + (f" ({r.detail})" if r.detail != "no data" else "")
+        for r in bad
+    )

@@ -28,13 +28,14 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from execution import policy
+from execution.hold_kinds import meaning
 from execution.project import Hold, RollbackState, State
 from execution.transitions import Phase
 from handlers import blockkit, ids
 from ledger.chain import format_ts, parse_ts
 from ledger.masking import mask
 from templates import HERE as TEMPLATES_DIR
-from templates import format_value
+from templates import evidence_value, format_value, outcome_word
 
 MAX_EVIDENCE_ROWS = 8
 MAX_LIST_LINES = 20
@@ -54,6 +55,8 @@ OUTCOME_ICON = {
     "stale": ":hourglass:",
     "error": ":warning:",
 }
+# Evidence rows say what they are: a preflight check, the way back, or a checkpoint check.
+ROW_KIND = {"preflight": "preflight", "readiness": "rollback readiness", "check": "verification check"}
 STATUS_ICON = {
     "running": ":arrow_forward:",
     "held": ":raised_hand:",
@@ -61,6 +64,7 @@ STATUS_ICON = {
     "completed": ":checkered_flag:",
     "rolled_back": ":rewind:",
     "needs_human": ":sos:",
+    "abandoned": ":wastebasket:",
 }
 STAGE_ICON = {
     "pending": ":white_circle:",
@@ -197,8 +201,9 @@ def evidence_rows(results: Sequence[Mapping[str, Any]], limit: int = MAX_EVIDENC
         if r.get("min_samples") is not None:
             samples += f" (min {_number(r['min_samples'])})"
         fields = [
-            f"*{md(r.get('signal', '?'), 100)}* · {md(r.get('kind', ''), 40)}\n{icon} *{outcome.upper()}*",
-            f"*Value*\n{code(format_value(r.get('value')))}",
+            f"*{md(r.get('signal', '?'), 100)}* · {md(ROW_KIND.get(str(r.get('kind')), r.get('kind', '')), 40)}\n"
+            f"{icon} *{outcome_word(outcome).upper()}*",
+            f"*Value*\n{code(evidence_value(r))}",
             f"*Threshold*\npass {code(r.get('condition', '?'), 200)}{band}",
             f"*Age · samples*\n{age} of {max_age}s max · {samples}",
         ]
@@ -249,6 +254,8 @@ def next_step(state: State) -> str:
         return "Rolled back" + (f": {md(why, 600)}" if why else "")
     if state.phase == Phase.NEEDS_HUMAN:
         return f"A human must take over: {md(state.outcome_reason, 1200)}"
+    if state.phase == Phase.ABANDONED:
+        return f"Abandoned: {md(state.outcome_reason, 1200)}"
     return md(state.phase.value, 100)
 
 
@@ -346,9 +353,9 @@ def status_list_card(states: Sequence[State]) -> Card:
 def preflight_card(stage: str, purpose: str, outcome: str, results: Sequence[Mapping[str, Any]]) -> Card:
     icon = OUTCOME_ICON.get(outcome, "")
     if purpose == "release":
-        head = f"{icon} Re-check at `{md(stage, 80)}` before accepting the released checkpoint: *{outcome.upper()}*"
+        head = f"{icon} Re-check at `{md(stage, 80)}` before accepting the released checkpoint: *{outcome_word(outcome).upper()}*"
     else:
-        head = f"{icon} Preflight and rollback readiness before entering `{md(stage, 80)}`: *{outcome.upper()}*"
+        head = f"{icon} Preflight and rollback readiness before entering `{md(stage, 80)}`: *{outcome_word(outcome).upper()}*"
     rows, more = evidence_rows(results)
     return _message(
         "evidence.json.j2",
@@ -380,7 +387,7 @@ def checkpoint_card(
     else:
         icon = OUTCOME_ICON.get(outcome, "")
         head = (
-            f"{icon} Verification of `{md(stage, 80)}`: *{outcome.upper()}* → {md(reaction or '?', 20)} "
+            f"{icon} Verification of `{md(stage, 80)}`: *{outcome_word(outcome).upper()}* → {md(reaction or '?', 20)} "
             f"({consecutive}/{required} consecutive passes)"
         )
         text = f"verification {stage}: {outcome}"
@@ -417,6 +424,8 @@ def hold_outcome(state: State, hold: Hold) -> str | None:
             if nxt
             else ":arrow_heading_down: Superseded"
         )
+    if state.phase == Phase.ABANDONED:
+        return f":wastebasket: Closed: {md(state.outcome_reason, 600)}"
     if state.rollback is not None or state.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK):
         by = state.rollback.requested_by if state.rollback else None
         return f":rewind: Closed by rollback{f' ordered by {mention(by)}' if by else ''}"
@@ -453,7 +462,7 @@ def hold_card(state: State, hold_id: str) -> Card:
     c = {
         "text": plain(f"Hold {hold.id} at {hold.stage or 'the execution'}: {hold.reason}", FALLBACK_TEXT),
         "title": plain(title, HEADER_TEXT - 4),
-        "why": f"*Why* · {md(hold.reason, SECTION_TEXT - 10)}",
+        "why": f"*Why* · _{md(meaning(hold.kind), 200)}_\n{md(hold.reason, SECTION_TEXT - 220)}",
         "stale": (
             f":hourglass: *STALE* · the evidence below is older than its max age (now v{hold.evidence_version}). "
             "A release re-checks live evidence before anything moves."

@@ -281,7 +281,7 @@ class Timeline:
         if k == ev.ROLLBACK_STARTED:
             steps = [Refresh(f"hold:{before.open_hold}")] if before.open_hold else []
             return [*steps, Refresh(f"rollback:{entry.seq}"), Refresh(ROOT)]
-        if k in (ev.EXECUTION_COMPLETED, ev.EXECUTION_ROLLED_BACK, ev.EXECUTION_NEEDS_HUMAN):
+        if k in (ev.EXECUTION_COMPLETED, ev.EXECUTION_ROLLED_BACK, ev.EXECUTION_NEEDS_HUMAN, ev.EXECUTION_ABANDONED):
             return self._final(before, after, entry)
         return []
 

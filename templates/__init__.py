@@ -12,6 +12,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from execution.hold_kinds import meaning
+
 HERE = Path(__file__).parent
 
 
@@ -32,6 +34,7 @@ def environment() -> Environment:
     env.filters["outcome"] = outcome_word
     env.filters["when"] = format_time
     env.filters["compactjson"] = compact_json
+    env.filters["holdmeaning"] = meaning
     return env
 
 

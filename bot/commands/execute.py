@@ -26,6 +26,7 @@ from bot.lifecycle import driver, view
 from bot.settings import SettingsError, load_settings
 from execution.commands import StartRefused
 from execution.contract import InvalidChange, LoadedChange, load_change
+from execution.hold_kinds import meaning
 from execution.model import Credentials, Role
 from execution.outputs import intervention_packet, state_record
 from execution.project import State
@@ -106,7 +107,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _db_arg(r)
     _out_arg(r)
     r.add_argument(
-        "--speed", type=float, default=DEFAULT_SPEED, metavar="N", help=f"compress plan durations (default {DEFAULT_SPEED:g})"
+        "--speed",
+        type=float,
+        default=DEFAULT_SPEED,
+        metavar="N",
+        help=f"compress plan durations (default {DEFAULT_SPEED:g})",
     )
     r.add_argument(
         "--as", dest="as_user", type=user_id, metavar="USER", help="initiator (default: the first initiate user)"
@@ -257,7 +262,7 @@ def _summary(state: State, code: int, written: list[Path]) -> None:
     print(f"\n{state.execution_id}: {state.status().upper()} (exit {code})")
     print(f"  stages: {stages}")
     if state.hold is not None:
-        print(f"  open hold {state.hold.id} ({state.hold.kind}): {state.hold.reason}")
+        print(f"  open hold {state.hold.id} ({state.hold.kind}: {meaning(state.hold.kind)}): {state.hold.reason}")
     elif state.outcome_reason:
         print(f"  reason: {state.outcome_reason}")
     if written:

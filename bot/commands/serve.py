@@ -49,7 +49,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="URL",
         help="rehearsal server: executions started from Slack run against this sandbox, with compressed time",
     )
-    p.add_argument("--speed", type=float, default=60.0, metavar="N", help="time compression with --sandbox (default 60)")
+    p.add_argument(
+        "--speed", type=float, default=60.0, metavar="N", help="time compression with --sandbox (default 60)"
+    )
     p.set_defaults(handler=cmd_serve)
 
 
