@@ -129,6 +129,16 @@ def _milestone(done: int, required: int) -> bool:
     return done in (1, required) or done % step == 0
 
 
+def _not_passing(results: Sequence[Mapping[str, Any]]) -> str:
+    """``readiness snapshot_age_s 7200 (fail, pass < 3600); ...`` for the rows that do not pass."""
+    return "; ".join(
+        f"{ROW_KIND.get(r['kind'], r['kind'])} {r['signal']} {evidence_value(r)} "
+        f"({outcome_word(r['outcome'])}, pass {r['condition']})"
+        for r in results
+        if r["outcome"] != "pass"
+    )
+
+
 def progress(entry: Entry, state: State, *, history: bool = False) -> list[str]:
     """Lines for ``watch``; ``history``: an entry that happened before the watch began (terser).
 
@@ -147,12 +157,7 @@ def progress(entry: Entry, state: State, *, history: bool = False) -> list[str]:
     if k == ev.GATE_CHECKED:
         if b["outcome"] == "pass":
             return []
-        bad = [
-            f"{ROW_KIND.get(r['kind'], r['kind'])} {r['signal']} {evidence_value(r)} ({outcome_word(r['outcome'])})"
-            for r in b["results"]
-            if r["outcome"] != "pass"
-        ]
-        return [f"{t} {stage} preflight and readiness: {outcome_word(b['outcome'])} — {'; '.join(bad)}"]
+        return [f"{t} {stage} preflight and readiness: {outcome_word(b['outcome'])} — {_not_passing(b['results'])}"]
     if k == ev.ACTION_INTENDED:
         if b["direction"] == "rollback":
             return [f"{t} {stage} undoing"]
@@ -171,12 +176,7 @@ def progress(entry: Entry, state: State, *, history: bool = False) -> list[str]:
                 return []
             done, required = int(b["consecutive"]), int(b["required"])
             return [f"{t} {stage} baking {done}/{required} {_bar(done, required)}"]
-        bad = [
-            f"{r['signal']} {evidence_value(r)} ({outcome_word(r['outcome'])}, pass {r['condition']})"
-            for r in b["results"]
-            if r["outcome"] != "pass"
-        ]
-        return [f"{t} {stage} sample {outcome_word(b['outcome'])} -> {b['reaction']}: {'; '.join(bad)}"]
+        return [f"{t} {stage} sample {outcome_word(b['outcome'])} -> {b['reaction']}: {_not_passing(b['results'])}"]
     if k == ev.STAGE_PASSED:
         basis = "verified" if b["basis"] == "verified" else f"accepted on the release of {b.get('hold')}"
         return [f"{t} {stage} passed ({basis})"]

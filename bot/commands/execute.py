@@ -19,6 +19,7 @@ from typing import Any
 from bot import exits
 from bot.bootstrap import build_engine, http_client, live_connector, open_store
 from bot.clock import utc_now
+from bot.commands.arguments import db_option, execution_argument, reason_text, user_id
 from bot.commands.reading import Tampered, database_url, read_execution
 from bot.console import ConsolePrinter
 from bot.driver import drive, exit_code
@@ -45,31 +46,6 @@ ABANDON_LIVE = (
     "and abandoning leaves the live system exactly as it is. Roll it back or hold it from Slack, where the "
     "person is authenticated"
 )
-
-
-def user_id(text: str) -> str:
-    """An ``--as`` value: a Slack user id (``U01DANA``) or another name without spaces or control
-    characters, at most 100 characters — it is written to the ledger as the actor."""
-    if not text or len(text) > 100 or any(c.isspace() or not c.isprintable() for c in text):
-        raise argparse.ArgumentTypeError(
-            "expected a user id such as U01DANA: no spaces or control characters, at most 100 characters"
-        )
-    return text
-
-
-def reason_text(text: str) -> str:
-    """A ``--reason``: one line of text a person reads later in the ledger."""
-    if not text.strip() or len(text) > 1000 or any(not c.isprintable() for c in text):
-        raise argparse.ArgumentTypeError("expected one line of text (1 to 1000 printable characters)")
-    return text.strip()
-
-
-def _execution_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("execution", metavar="EXECUTION", help="execution id (see 'stagehold list')")
-
-
-def _db_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", metavar="URL", help="ledger database (default: STAGEHOLD_DATABASE_URL or sqlite)")
 
 
 def _out_arg(p: argparse.ArgumentParser) -> None:
@@ -104,7 +80,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--sandbox", metavar="URL", help="a running sandbox (default: start a private one on loopback)")
     _auto_release_arg(r)
     _fault_arg(r)
-    _db_arg(r)
+    db_option(r)
     _out_arg(r)
     r.add_argument(
         "--speed",
@@ -125,22 +101,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument(
         "--as", dest="as_user", type=user_id, required=True, metavar="USER", help="the authorised initiator"
     )
-    _db_arg(run)
+    db_option(run)
     _out_arg(run)
     run.set_defaults(handler=cmd_run)
 
     res = sub.add_parser("resume", help="reconcile an execution against live state and drive it on")
-    _execution_arg(res)
+    execution_argument(res)
     res.add_argument("--sandbox", metavar="URL", help="for a rehearsal: the running sandbox it ran against")
     _auto_release_arg(res)
     _fault_arg(res)
-    _db_arg(res)
+    db_option(res)
     _out_arg(res)
     _quiet_arg(res)
     res.set_defaults(handler=cmd_resume)
 
     rel = sub.add_parser("release", help="release the open hold of a rehearsal (live: from Slack)")
-    _execution_arg(rel)
+    execution_argument(rel)
     rel.add_argument(
         "--as", dest="as_user", type=user_id, required=True, metavar="USER", help="the releasing authority"
     )
@@ -152,7 +128,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="the evidence version the release is bound to (default: the hold's current one)",
     )
-    _db_arg(rel)
+    db_option(rel)
     rel.set_defaults(handler=cmd_release)
 
     for name, what, handler in (
@@ -161,10 +137,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ("abandon", "end a rehearsal nobody will finish, with a reason; frees its change", cmd_abandon),
     ):
         p = sub.add_parser(name, help=what)
-        _execution_arg(p)
+        execution_argument(p)
         p.add_argument("--as", dest="as_user", type=user_id, required=True, metavar="USER", help="who is asking")
         p.add_argument("--reason", type=reason_text, required=True, metavar="TEXT", help="why, recorded in the ledger")
-        _db_arg(p)
+        db_option(p)
         p.set_defaults(handler=handler)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot import exits
+from bot.commands.arguments import db_option, execution_argument
 from ledger.chain import format_ts, parse_ts, verify_chain
 from ledger.entry import Entry
 from ledger.store import CorruptEntry, VerifyResult
@@ -58,28 +59,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v = lsub.add_parser("verify", help="recompute every hash and link (one execution or all)")
     v.add_argument("execution", nargs="?", metavar="EXECUTION", help="execution id; all executions when omitted")
     v.add_argument("--head", metavar="FILE", help="checkpoint written by 'ledger head'; detects truncation")
-    _db_option(v)
+    db_option(v)
     v.set_defaults(handler=cmd_verify)
 
     h = lsub.add_parser("head", help="print a checkpoint of an execution's chain as one JSON line")
-    h.add_argument("execution", metavar="EXECUTION", help="execution id (see 'stagehold list')")
-    _db_option(h)
+    execution_argument(h)
+    db_option(h)
     h.set_defaults(handler=cmd_head)
 
     e = lsub.add_parser("export", help="write an execution's entries as JSON Lines that verify on their own")
-    e.add_argument("execution", metavar="EXECUTION", help="execution id (see 'stagehold list')")
+    execution_argument(e)
     e.add_argument("--out", metavar="FILE", help="write here instead of standard output")
-    _db_option(e)
+    db_option(e)
     e.set_defaults(handler=cmd_export)
 
     f = lsub.add_parser("verify-file", help="verify an exported JSON Lines file without a database")
     f.add_argument("file", metavar="FILE", help="a file written by 'ledger export'")
     f.add_argument("--head", metavar="FILE", help="checkpoint written by 'ledger head'")
     f.set_defaults(handler=cmd_verify_file)
-
-
-def _db_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", metavar="URL", help="database URL (default: the STAGEHOLD_DATABASE_URL setting)")
 
 
 # ---------------------------------------------------------------- handlers

@@ -18,6 +18,7 @@ from typing import Any
 
 from bot import exits
 from bot.clock import utc_now
+from bot.commands.arguments import db_option, execution_argument
 from bot.commands.reading import Execution, Tampered, open_ledger, read_execution
 from bot.console import progress, stage_table
 from bot.lifecycle import View, stage_in_focus, tampered, view
@@ -25,6 +26,7 @@ from bot.settings import SettingsError
 from execution.conditions import parse_duration
 from execution.outputs import intervention_packet, state_record
 from ledger.sql import SqlLedgerStore
+from ledger.store import Lease
 from templates import format_age, format_time, render
 
 # A stop that is not final (held, or nothing driving it) must last this long before a watch exits
@@ -35,21 +37,21 @@ SETTLE_S = 5.0
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = sub.add_parser("status", help="where an execution stands, the next step and who may take it")
-    s.add_argument("execution", metavar="EXECUTION", help="execution id (see 'stagehold list')")
+    execution_argument(s)
     s.add_argument("--json", action="store_true", help="print the state record as JSON, with a 'standing' object")
-    _db_option(s)
+    db_option(s)
     s.set_defaults(handler=cmd_status)
 
     p = sub.add_parser("packet", help="the intervention packet of an execution that stopped")
-    p.add_argument("execution", metavar="EXECUTION", help="execution id (see 'stagehold list')")
+    execution_argument(p)
     p.add_argument("--json", action="store_true", help="print the packet as JSON instead of Markdown")
-    _db_option(p)
+    db_option(p)
     p.set_defaults(handler=cmd_packet)
 
     ls = sub.add_parser("list", help="executions in the ledger: state, stage, age")
     ls.add_argument("--active", action="store_true", help="only executions that have not ended")
     ls.add_argument("--json", action="store_true", help="print one JSON object per execution, as a list")
-    _db_option(ls)
+    db_option(ls)
     ls.set_defaults(handler=cmd_list)
 
     w = sub.add_parser(
@@ -59,7 +61,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "Exits when it stops moving (completed 0, held or nothing driving it 3, rolled back 4, needs a "
         "human 5, abandoned 6) or, with --timeout, 124 when the deadline passes first.",
     )
-    w.add_argument("execution", metavar="EXECUTION", help="execution id (see 'stagehold list')")
+    execution_argument(w)
     w.add_argument(
         "--timeout",
         metavar="DURATION",
@@ -78,12 +80,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="keep following while held (until it ends or the deadline passes), for holds released elsewhere",
     )
-    _db_option(w)
+    db_option(w)
     w.set_defaults(handler=cmd_watch)
-
-
-def _db_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", metavar="URL", help="ledger database (default: STAGEHOLD_DATABASE_URL or sqlite)")
 
 
 def _duration(text: str) -> float:
@@ -153,7 +151,8 @@ def _standing(seen: View, now: datetime | None) -> dict[str, Any]:
 # ---------------------------------------------------------------- status and packet
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _read(args: argparse.Namespace) -> tuple[Execution, Lease | None] | int:
+    """The execution named by ``args``, verified and folded, with its lease; or the exit code why not."""
     store = _store(args)
     if store is None:
         return exits.INVALID
@@ -163,11 +162,19 @@ def cmd_status(args: argparse.Namespace) -> int:
             return exits.INVALID
         if isinstance(read, Tampered):
             return _report_tampered(read, args.json)
-        now = utc_now()
-        state = read.state
-        seen = view(state, store.lease(state.execution_id), now)
+        return read, store.lease(args.execution)
     finally:
         store.close()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    found = _read(args)
+    if isinstance(found, int):
+        return found
+    read, lease = found
+    now = utc_now()
+    state = read.state
+    seen = view(state, lease, now)
     record = state_record(state, read.entries)
     if args.json:
         record["standing"] = _standing(seen, now)
@@ -198,17 +205,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_packet(args: argparse.Namespace) -> int:
-    store = _store(args)
-    if store is None:
-        return exits.INVALID
-    try:
-        read = _known(store, args.execution)
-    finally:
-        store.close()
-    if read is None:
-        return exits.INVALID
-    if isinstance(read, Tampered):
-        return _report_tampered(read, args.json)
+    found = _read(args)
+    if isinstance(found, int):
+        return found
+    read, _ = found
     state = read.state
     packet = intervention_packet(state, read.entries)
     if packet is None:
