@@ -21,7 +21,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "docs: regenerate docs/reference.md and docs/schema/*.json from the models (run in a checkout).",
     )
     p.add_argument(
-        "what", choices=["package", "plan", "docs"], metavar="package|plan|docs", help="which schema to print, or 'docs'"
+        "what",
+        choices=["package", "plan", "docs"],
+        metavar="package|plan|docs",
+        help="which schema to print, or 'docs'",
     )
     p.add_argument("--root", default=".", metavar="DIR", help="for docs: the checkout to write into (default: .)")
     p.set_defaults(handler=cmd_schema)
