@@ -122,24 +122,47 @@ def state_record(state: State, entries: Sequence[Entry]) -> dict[str, Any]:
     }
 
 
+def _last_read_back(entries: Sequence[Entry], key: str) -> Entry | None:
+    for e in reversed(entries):
+        if e.kind == ev.ACTION_READ_BACK and e.body.get("key") == key:
+            return e
+    return None
+
+
 def _live_now(state: State, entries: Sequence[Entry]) -> dict[str, Any]:
+    """What may be live on the target now (DESIGN §3 rule 12: never less than the last read-back showed).
+
+    A stage counts as live until its undo is confirmed (``State.live_stages``). An action still
+    unresolved is reported by what its latest read-back proved: ``action_not_applied`` when the
+    read-back showed the old state (the stage it was meant to change is as it was), otherwise
+    ``action_in_doubt`` (sent, outcome unknown).
+
+    Example: canary-5 passed, canary-25's rollback rejected and read back as ``{"tokenizer": 25}``
+    -> stages_live ``["canary-5", "canary-25"]``, blast_radius 25, action_not_applied names the
+    rollback of canary-25 with the observed ``{"tokenizer": 25}``.
+    """
     confirmed = _confirmed_states(entries)
-    live = [s for s in state.stages if s.status in ("live", "passed", "applying")]
     last = state.last_confirmed
     observed = None
     if last is not None:
         observed = confirmed.get((state.stage_def(last[0]).id, last[1]))
+    p = state.pending
+    in_doubt = not_applied = None
+    if p is not None:
+        action = {"stage": p.stage, "direction": p.direction, "key": p.key}
+        read = _last_read_back(entries, p.key)
+        if p.readback == "mismatch" and read is not None:
+            not_applied = {**action, "observed": read.body.get("observed"), "read_back_at": format_ts(read.ts)}
+        else:
+            in_doubt = action
     return {
-        "stages_live": [s.id for s in live],
+        "stages_live": [s.id for s in state.live_stages()],
         "blast_radius": state.blast_radius_reached(),
         "last_confirmed": (
             {"stage": state.stage_def(last[0]).id, "direction": last[1], **(observed or {})} if last else None
         ),
-        "action_in_doubt": (
-            {"stage": state.pending.stage, "direction": state.pending.direction, "key": state.pending.key}
-            if state.pending
-            else None
-        ),
+        "action_in_doubt": in_doubt,
+        "action_not_applied": not_applied,
         "fallback_retired": state.fallback_retired,
     }
 
@@ -171,7 +194,7 @@ def intervention_packet(state: State, entries: Sequence[Entry]) -> dict[str, Any
         return None
     assert state.package is not None
     hold = state.hold
-    stage_id = hold.stage if hold else None
+    stage_id = hold.stage if hold else state.outcome_stage or (state.pending.stage if state.pending else None)
     if stage_id is None and state.stages:
         stage_id = state.stages[min(state.current, len(state.stages) - 1)].id
     if hold is not None:

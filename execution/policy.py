@@ -87,7 +87,7 @@ class UndoPlan:
 def undo_plan(state: State, scope: str) -> UndoPlan:
     """The stages to undo, newest first, down to the plan's rollback point (or one tier, narrowing)."""
     assert state.plan is not None
-    touched = [s for s in state.stages if s.status in ("applying", "live", "passed", "rolling_back")]
+    touched = list(state.live_stages())
     if scope == "narrow":
         touched = touched[-1:]
     undo: list[str] = []

@@ -64,6 +64,12 @@ class Hold:
         return tuple(r for r in self.releases if r.evidence_version == self.evidence_version)
 
 
+# A stage counts as live unless it never started or its undo was confirmed by read-back: an apply
+# in flight may have landed, and a rollback that is in flight, was rejected or is in doubt has
+# not been proved to take the stage away (DESIGN §3 rule 12: when in doubt, count it as live).
+LIVE_STATUSES = frozenset({"applying", "live", "passed", "rolling_back"})
+
+
 @dataclass(frozen=True)
 class StageState:
     id: str
@@ -135,6 +141,7 @@ class State:
     last_confirmed: tuple[int, str] | None = None  # (stage index, apply|rollback) of the latest confirmed effect
     narrowed: bool = False
     outcome_reason: str = ""
+    outcome_stage: str | None = None  # the stage a needs_human outcome is about
     last_ts: datetime | None = None
     denied: int = 0
 
@@ -166,9 +173,16 @@ class State:
             return "narrowed" if self.narrowed else "held"
         return "running"
 
+    def live_stages(self) -> tuple[StageState, ...]:
+        """Stages that may be live on the target, in plan order (see ``LIVE_STATUSES``)."""
+        return tuple(s for s in self.stages if s.status in LIVE_STATUSES)
+
     def blast_radius_reached(self) -> float:
-        live = [self.stage_def(s.index).blast_radius for s in self.stages if s.status in ("live", "passed", "applying")]
-        return max(live, default=0.0)
+        """The widest blast radius that may be live now: a stage whose undo is unconfirmed still counts.
+
+        Example: canary-5 passed, canary-25's rollback rejected (still ``rolling_back``) -> 25.
+        """
+        return max((self.stage_def(s.index).blast_radius for s in self.live_stages()), default=0.0)
 
 
 def project(execution_id: str, entries: Iterable[Entry]) -> State:
@@ -456,7 +470,12 @@ def _close_open_hold(state: State) -> State:
 
 
 def _needs_human(state: State, e: Entry, b: Body) -> State:
-    state = replace(_close_open_hold(state), outcome_reason=str(b.get("why", "")))
+    stage = b.get("stage")
+    state = replace(
+        _close_open_hold(state),
+        outcome_reason=str(b.get("why", "")),
+        outcome_stage=str(stage) if stage is not None else None,
+    )
     return _go(state, Phase.NEEDS_HUMAN, e.kind)
 
 

@@ -574,6 +574,12 @@ def packet_card(packet: Mapping[str, Any]) -> Card:
     ]
     if doubt:
         fields.append(f"*Outcome unknown*\n`{md(doubt['stage'], 80)}` ({md(doubt['direction'], 20)})")
+    not_applied = live.get("action_not_applied")
+    if not_applied:
+        fields.append(
+            f"*Did not take effect*\n`{md(not_applied['stage'], 80)}` ({md(not_applied['direction'], 20)}), "
+            f"read back {code(not_applied.get('observed'), 300)}"
+        )
     if hold:
         who = hold.get("who_may_release") or {}
         fields.append(

@@ -15,7 +15,9 @@ import pytest
 
 from execution.outputs import intervention_packet, state_record
 from execution.project import project
+from handlers.cards import packet_card
 from ledger.entry import Entry
+from templates import render
 from tests.fakes import Rig, edited, example, from_export, stage_of
 
 
@@ -133,13 +135,59 @@ def test_needs_human_packet_says_automation_stopped(rig: Rig) -> None:
     assert packet["status"] == "needs_human"
     assert packet["why"].startswith("rollback failed")
     assert "automation has stopped" in packet["confirm_next"]
-    # The rollback step that failed is named: a human must find out what it left behind.
-    assert packet["live_now"]["action_in_doubt"] == {
+    # The rollback step that failed is named, with what its read-back proved: it did not take effect.
+    assert packet["live_now"]["action_in_doubt"] is None
+    not_applied = packet["live_now"]["action_not_applied"]
+    assert {k: not_applied[k] for k in ("stage", "direction", "key", "observed")} == {
         "stage": "canary-25",
         "direction": "rollback",
         "key": f"{rig.eid}:canary-25:rollback:1",
+        "observed": {"tokenizer": 25, "legacy": 75},
     }
     assert packet["rollback_path"].startswith("undo canary-25 -> canary-5")
+
+
+def test_a_rejected_rollback_mid_bake_leaves_its_stage_live_in_the_record_and_packet(rig: Rig) -> None:
+    # Rule 12: the read-back proved tokenizer=25 is still served, so 25% is live, not 5%.
+    rig.start()
+    rig.run_to_stage("canary-25")
+    rig.fake.reject_rollback = True
+    rig.fake.signals["error_rate"] = 0.3
+    rig.run()
+    record, packet = outputs(rig)
+    assert record["status"] == "needs_human"
+    assert record["blast_radius_reached"] == 25
+    assert packet is not None
+    assert packet["stage"] == "canary-25"
+    assert packet["live_now"]["stages_live"] == ["canary-5", "canary-25"]
+    assert packet["live_now"]["blast_radius"] == 25
+    text = render("packet.md.j2", packet=packet)
+    assert "Stages live: canary-5, canary-25" in text
+    assert "Blast radius: 25" in text
+    assert "Outcome unknown" not in text
+    assert "**Did not take effect**: the rollback of `canary-25`" in text
+    assert '"tokenizer": 25' in text
+
+
+def test_a_rejected_rollback_while_held_leaves_the_undone_stage_live(rig: Rig) -> None:
+    # Held before canary-25; the live canary-5 fails, its rollback is refused: 5% is still live.
+    rig.start()
+    rig.run()
+    assert rig.state.hold is not None and rig.state.hold.kind == "protected"
+    rig.fake.reject_rollback = True
+    rig.fake.signals["error_rate"] = 0.3
+    rig.run()
+    record, packet = outputs(rig)
+    assert record["status"] == "needs_human"
+    assert record["blast_radius_reached"] == 5
+    assert packet is not None
+    assert packet["stage"] == "canary-5"
+    assert packet["live_now"]["stages_live"] == ["canary-5"]
+    assert packet["live_now"]["blast_radius"] == 5
+    assert packet["live_now"]["action_in_doubt"] is None
+    assert packet["live_now"]["action_not_applied"]["observed"] == {"tokenizer": 5, "legacy": 95}
+    fields = json.dumps(packet_card(packet).blocks)
+    assert "Did not take effect" in fields and "Outcome unknown" not in fields
 
 
 def test_narrowed_packet(tmp_path: Path) -> None:
