@@ -18,7 +18,7 @@ from execution import events as ev
 from execution.hold_kinds import meaning
 from execution.project import State
 from ledger.entry import Entry
-from templates import compact_json, evidence_value, format_time, format_value, outcome_word, render
+from templates import compact_json, evidence_value, format_time, format_value, gap_text, outcome_word, render
 
 # Evidence rows name what they are: a preflight check, the way back (rollback readiness), or a
 # checkpoint verification check.
@@ -70,6 +70,8 @@ def describe(entry: Entry) -> list[str]:
             f"{head} verify {b['stage']}: {outcome_word(b['outcome'])} -> {b['reaction']} "
             f"({b['consecutive']}/{b['required']} consecutive passes)"
         )
+        if b.get("gap"):
+            line += f"; {gap_text(b['gap'])}"
         return [line] if b["outcome"] == "pass" else [line, *_results_table(b["results"])]
     if k == ev.HOLD_OPENED:
         card = render("hold.txt.j2", hold={**b, "id": b["hold"]}, meaning=meaning(b["kind"]))

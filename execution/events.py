@@ -23,7 +23,8 @@ action.sent           stage, direction, key, outcome (ok|ambiguous|rejected), st
 action.read_back      stage, direction, key, matches (true|false|null), expect, observed, detail
 action.resend_intended stage, direction, key, reason
 action.confirmed      stage, index, direction, key, observed
-verification.sampled  stage, results[], outcome, reaction, consecutive, required
+verification.sampled  stage, results[], outcome, reaction, consecutive, required,
+                      gap{since_previous_s, limit_s} (only when a gap restarted the streak)
 stage.passed          stage, index, basis (verified|released), hold, consecutive
 rollback.started      trigger, reason, scope (full|narrow), undo[], requested_by
 rollback.denied       reason

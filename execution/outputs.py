@@ -34,6 +34,33 @@ def _confirmed_states(entries: Sequence[Entry]) -> dict[tuple[str, str], Any]:
     return out
 
 
+def _bake_gaps(entries: Sequence[Entry], stage: str) -> list[dict[str, Any]]:
+    """Every gap that restarted this stage's bake, with when it was noticed."""
+    return [
+        {"at": format_ts(e.ts), **e.body["gap"]}
+        for e in entries
+        if e.kind == ev.VERIFICATION_SAMPLED and e.body.get("stage") == stage and e.body.get("gap")
+    ]
+
+
+def _bake(entries: Sequence[Entry], stage: str | None) -> dict[str, Any] | None:
+    """Where the stage's bake stands: the latest streak and every gap that restarted it."""
+    samples = [
+        e
+        for e in entries
+        if e.kind == ev.VERIFICATION_SAMPLED and e.body.get("stage") == stage and not e.body.get("during_hold")
+    ]
+    if stage is None or not samples:
+        return None
+    last = samples[-1].body
+    return {
+        "stage": stage,
+        "consecutive": last.get("consecutive"),
+        "required": last.get("required"),
+        "gaps": _bake_gaps(entries, stage),
+    }
+
+
 def state_record(state: State, entries: Sequence[Entry]) -> dict[str, Any]:
     assert state.package is not None and state.plan is not None
     confirmed = _confirmed_states(entries)
@@ -61,6 +88,7 @@ def state_record(state: State, entries: Sequence[Entry]) -> dict[str, Any]:
                 ),
                 "live_state_confirmed": confirmed.get((s.id, "apply")),
                 "rollback_confirmed": confirmed.get((s.id, "rollback")),
+                "bake_gaps": _bake_gaps(entries, s.id),
             }
         )
     holds = [
@@ -234,6 +262,7 @@ def intervention_packet(state: State, entries: Sequence[Entry]) -> dict[str, Any
             else None
         ),
         "live_now": _live_now(state, entries),
+        "bake": _bake(entries, stage_id),
         "rollback_path": policy.rollback_path(state) if status != "rolled_back" else "already rolled back",
         "who_may_roll_back": auth,
         "evidence": evidence,

@@ -71,6 +71,18 @@ def timeout_seconds(state: State, text: str) -> float:
     return raw if raw <= 1.0 else max(1.0, raw / state.speed)
 
 
+def streak_gap_limit(state: State, every: str) -> float:
+    """The longest gap, in seconds, between two samples of one bake streak: the interval plus a
+    tolerance of one interval, so a late sample keeps the streak but a missed one restarts it.
+    Rehearsal compression never takes the tolerance below 1 s of real time (scheduling jitter on a
+    loaded machine is not a gap in the evidence), but a plan's own shorter interval is honoured.
+
+    Example: every 30s live -> 60 s; every 30s at x120 -> 0.25 s + 1 s = 1.25 s.
+    """
+    interval = scaled(state, every)
+    return interval + max(interval, min(1.0, parse_duration(every))) if state.speed != 1.0 else 2 * interval
+
+
 def action_key(state: State, stage: str, direction: str, attempt: int) -> str:
     return f"{state.execution_id}:{stage}:{direction}:{attempt}"
 

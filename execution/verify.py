@@ -1,7 +1,9 @@
 """Verification (pure decisions): bake a live stage against its checks and rollback readiness.
 
 Rules:
-* A bake needs ceil(bake / every) consecutive passes; any other outcome resets the count.
+* A bake needs ceil(bake / every) consecutive passes; any other outcome resets the count, and so
+  does a gap: a sample taken longer than ``streak_gap_limit`` after the previous one (the process
+  was down, the scheduler starved) starts a new streak, and the sample records the gap.
 * The most severe reaction wins when checks disagree; lost readiness holds even when checks pass.
 * A fail reaction rolls back (or narrows) only when the way back is ready, else it holds for the
   rollback authority.
@@ -21,7 +23,7 @@ from execution.evaluate import categories, changed, overall
 from execution.holds import manual_hold, open_hold
 from execution.model import Outcome, Role
 from execution.project import Hold, State
-from execution.protocol import Decision, Observations, new_entry, scaled
+from execution.protocol import Decision, Observations, new_entry, scaled, streak_gap_limit
 from execution.readings import check_results, readiness_results, summary
 from execution.rollback import start_rollback
 from execution.transitions import Phase
@@ -33,6 +35,22 @@ def sample_due(state: State, now: datetime) -> bool:
         return True
     every = scaled(state, state.stage_def(state.current).verify.every)
     return now >= stage_state.last_sample_at + timedelta(seconds=every)
+
+
+def streak_gap(state: State, index: int, now: datetime) -> dict[str, float] | None:
+    """The gap that breaks this stage's streak of passes, or None when the streak may go on.
+
+    Example (live, every 30s): previous sample at 22:00:00, now 22:01:04 -> 64 s > 60 s ->
+    ``{"since_previous_s": 64.0, "limit_s": 60.0}``: the sample now counts as the first of a new streak.
+    """
+    previous = state.stages[index].last_sample_at
+    if previous is None:
+        return None
+    since = (now - previous).total_seconds()
+    limit = streak_gap_limit(state, state.stage_def(index).verify.every)
+    if since <= limit:
+        return None
+    return {"since_previous_s": round(since, 3), "limit_s": round(limit, 3)}
 
 
 def verifying(state: State, obs: Observations, now: datetime) -> Decision:
@@ -54,7 +72,9 @@ def verifying(state: State, obs: Observations, now: datetime) -> Decision:
     check_reaction = policy.strongest(policy.reaction(r.outcome, stage.verify.on) for r in checks)
     readiness_ok = all(r.outcome == Outcome.PASS for r in ready)
     outcome = overall(results)
-    consecutive = stage_state.consecutive + 1 if (check_reaction == "continue" and readiness_ok) else 0
+    gap = streak_gap(state, i, now)
+    streak = 0 if gap is not None else stage_state.consecutive
+    consecutive = streak + 1 if (check_reaction == "continue" and readiness_ok) else 0
     reaction = check_reaction
     if not readiness_ok and reaction in ("continue", "hold"):
         reaction = "hold"
@@ -68,6 +88,7 @@ def verifying(state: State, obs: Observations, now: datetime) -> Decision:
         reaction=reaction,
         consecutive=consecutive,
         required=required,
+        **({"gap": gap} if gap is not None else {}),
     )
     if reaction == "continue":
         if consecutive >= required:

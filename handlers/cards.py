@@ -35,7 +35,7 @@ from handlers import blockkit, ids
 from ledger.chain import format_ts, parse_ts
 from ledger.masking import mask
 from templates import HERE as TEMPLATES_DIR
-from templates import evidence_value, format_value, outcome_word
+from templates import evidence_value, format_value, gap_text, outcome_word
 
 MAX_EVIDENCE_ROWS = 8
 MAX_LIST_LINES = 20
@@ -374,8 +374,10 @@ def checkpoint_card(
     consecutive: int | None = None,
     required: int | None = None,
     reaction: str | None = None,
+    gap: Mapping[str, Any] | None = None,
 ) -> Card:
-    """Checkpoint evidence: at a stage's pass, or for a verification sample that did not pass."""
+    """Checkpoint evidence: at a stage's pass, or for a verification sample that did not pass or
+    that restarted the bake after a gap."""
     if passed:
         how = (
             f"accepted on the release of {md(hold or '?', 20)}"
@@ -391,6 +393,9 @@ def checkpoint_card(
             f"({consecutive}/{required} consecutive passes)"
         )
         text = f"verification {stage}: {outcome}"
+    if gap:
+        head += f"\n:hourglass: {gap_text(gap)}"
+        text += f"; {gap_text(gap)}"
     rows, more = evidence_rows(results)
     return _message(
         "evidence.json.j2", c={"text": plain(text, FALLBACK_TEXT), "head": head, "rows": rows, "more": more}
@@ -579,6 +584,14 @@ def packet_card(packet: Mapping[str, Any]) -> Card:
         fields.append(
             f"*Did not take effect*\n`{md(not_applied['stage'], 80)}` ({md(not_applied['direction'], 20)}), "
             f"read back {code(not_applied.get('observed'), 300)}"
+        )
+    bake = packet.get("bake")
+    if bake:
+        gaps = bake.get("gaps") or []
+        fields.append(
+            f"*Bake of* `{md(bake['stage'], 80)}`\n{bake['consecutive']} of {bake['required']} consecutive passes"
+            + (f"\n:hourglass: {gap_text(gaps[-1])}" if gaps else "")
+            + (f" (and {len(gaps) - 1} earlier)" if len(gaps) > 1 else "")
         )
     if hold:
         who = hold.get("who_may_release") or {}

@@ -156,7 +156,9 @@ class Timeline:
             ]
         if k == ev.VERIFICATION_SAMPLED:
             stage = str(b.get("stage"))
-            if b.get("outcome") == "pass" or folded_into_hold:
+            # Passing samples stay out of the thread, and a hold card carries its own evidence;
+            # a gap that restarted the bake is always shown.
+            if not b.get("gap") and (b.get("outcome") == "pass" or folded_into_hold):
                 return []
             card = cards.checkpoint_card(
                 stage,
@@ -166,6 +168,7 @@ class Timeline:
                 consecutive=b.get("consecutive"),
                 required=b.get("required"),
                 reaction=b.get("reaction"),
+                gap=b.get("gap"),
             )
             return [self._reply(entry, card)]
         if k == ev.STAGE_PASSED:

@@ -35,6 +35,7 @@ def environment() -> Environment:
     env.filters["when"] = format_time
     env.filters["compactjson"] = compact_json
     env.filters["holdmeaning"] = meaning
+    env.filters["gaptext"] = gap_text
     return env
 
 
@@ -121,6 +122,14 @@ def format_age(seconds: float) -> str:
 def compact_json(value: object) -> str:
     """JSON on one line for logs and cards (never a Python repr): ``{"legacy": 95, "tokenizer": 5}``."""
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def gap_text(gap: Mapping[str, Any]) -> str:
+    """A bake gap (``verification.sampled`` body ``gap``) in words."""
+    return (
+        f"streak restarted: {float(gap['since_previous_s']):.1f} s since the previous sample "
+        f"(longer than {float(gap['limit_s']):g} s)"
+    )
 
 
 def render(name: str, **context: object) -> str:
