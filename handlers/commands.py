@@ -14,7 +14,6 @@ Rules:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -43,7 +42,7 @@ from handlers.parse import (
 )
 from handlers.review import period_card
 from handlers.services import Services
-from ledger.chain import verify_chain
+from ledger.chain import export_line, verify_chain
 
 log = logging.getLogger("stagehold.slack.commands")
 
@@ -161,7 +160,7 @@ def _ledger(services: Services, command: LedgerCommand, client: WebClient) -> Ca
         else f":x: Hash chain broken at seq {result.first_bad_seq}: {md(result.reason, 500)}"
     )
     # Entries were masked before they were written; the export must hash exactly as stored.
-    export = "".join(json.dumps(e.to_json(), sort_keys=True, ensure_ascii=False) + "\n" for e in entries)
+    export = "".join(export_line(e) for e in entries)
     thread = services.threads.thread(state.execution_id) if services.threads is not None else None
     channel = thread.channel if thread is not None else state.package.channel
     try:

@@ -1,17 +1,20 @@
-"""Canonical encoding and hash chain (pure; no I/O).
+"""Canonical encoding, hash chain and export lines (pure; no I/O).
 
-Canonical encoding, fixed once (changing it breaks every stored chain):
+The exact rules are in docs/ledger-encoding.md; every byte here must keep matching it, because
+changing the encoding breaks every stored chain. In short:
 
-* JSON text encoded as UTF-8, object keys sorted by code point, no insignificant whitespace
-  (separators ``,`` and ``:``), non-ASCII characters written as themselves, not ``\\u`` escapes.
-* Integers are written in decimal without exponent; floats use the shortest representation that
-  round-trips (Python's ``repr``); NaN and the infinities are refused. Booleans and null as JSON.
-* Timestamps are strings ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC, always six fractional digits.
-* Bodies may hold only strings, numbers, booleans, null, lists and objects with string keys.
-
-An entry's hash is the lower-case hex SHA-256 of the canonical encoding of the object
-``{"actor", "body", "execution", "kind", "prev", "seq", "ts"}``. ``prev`` is the previous
-entry's hash, or 64 zeros for seq 1. Sequence numbers start at 1 and are contiguous.
+* Canonical encoding: JSON as UTF-8 with no whitespace, object keys sorted by code point; strings
+  escape only ``"``, ``\\`` and U+0000-U+001F (``\\b \\f \\n \\r \\t``, the rest ``\\u00xx``
+  in lower-case hex), everything else written as itself; integers in plain decimal; floats as
+  Python's ``repr`` (the shortest digits that read back as the same double; ``100.0``,
+  ``1e-05``, ``1e+16``); NaN, the infinities and lone surrogates have no canonical form.
+* Only the entry's ``ts`` is normalised (``YYYY-MM-DDTHH:MM:SS.ffffffZ``, UTC); every string in a
+  body, timestamps included, is hashed exactly as written.
+* An entry's hash is the lower-case hex SHA-256 of the canonical encoding of the object
+  ``{"actor", "body", "execution", "kind", "prev", "seq", "ts"}``. ``prev`` is the previous
+  entry's hash, or 64 zeros for seq 1. Sequence numbers start at 1 and are contiguous.
+* An export is one line per entry: the keys ``execution, seq, ts, kind, actor, body, prev, hash``
+  in that order, each value in its canonical encoding, no whitespace, ending in ``\\n``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -41,8 +45,15 @@ def parse_ts(text: str) -> datetime:
     return datetime.strptime(text, _TS_FORMAT).replace(tzinfo=UTC)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _check_json_value(value: Any, path: str) -> None:
-    if value is None or isinstance(value, (bool, str, int)):
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            raise TypeError(f"{path}: a lone surrogate is not Unicode text and has no canonical form")
+        return
+    if value is None or isinstance(value, (bool, int)):
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -56,6 +67,7 @@ def _check_json_value(value: Any, path: str) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise TypeError(f"{path}: object keys must be strings, not {type(key).__name__}")
+            _check_json_value(key, f"{path} key")
             _check_json_value(item, f"{path}.{key}")
         return
     raise TypeError(f"{path}: {type(value).__name__} is not a JSON value")
@@ -107,6 +119,16 @@ def seal(execution_id: str, seq: int, new: NewEntry, prev_hash: str) -> Entry:
         prev_hash=prev_hash,
         hash=digest,
     )
+
+
+EXPORT_KEYS = ("execution", "seq", "ts", "kind", "actor", "body", "prev", "hash")
+
+
+def export_line(entry: Entry) -> str:
+    """One exported entry (docs/ledger-encoding.md, "Export"): the fields in ``EXPORT_KEYS``
+    order, each in its canonical encoding, no whitespace, one line ending in a line feed."""
+    fields = entry.to_json()
+    return "{" + ",".join(f'"{key}":{canonical_json(fields[key]).decode("utf-8")}' for key in EXPORT_KEYS) + "}\n"
 
 
 def verify_chain(

@@ -7,8 +7,6 @@ to start it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -19,6 +17,7 @@ import pytest
 from psycopg import sql
 
 from ledger.sql import SqlLedgerStore
+from tests import ledger_spec
 
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432
@@ -106,20 +105,20 @@ def store(open_store: Callable[[], SqlLedgerStore]) -> SqlLedgerStore:
 
 # ---------------------------------------------------------------- independent verifier
 #
-# Written only from the rules in the ledger.chain docstring, with hashlib and json and nothing of
-# the project, so a bug shared by the writer and ledger.chain.verify_chain cannot hide itself.
+# Built on tests/ledger_spec.py, written only from docs/ledger-encoding.md with nothing of the
+# project (and no json.dumps), so a bug shared by the writer and ledger.chain.verify_chain cannot
+# hide itself. It accepts any JSON formatting of an entry, as `ledger verify-file` does;
+# ledger_spec.verify_export also checks the exact export line format.
 
 
 def independent_verify(lines: list[str]) -> tuple[bool, int | None]:
     """(ok, first bad seq) for exported JSON Lines, one entry per line."""
-    prev, expected = "0" * 64, 1
+    prev, expected = ledger_spec.GENESIS, 1
     for line in lines:
-        e = json.loads(line)
-        covered = {k: e[k] for k in ("actor", "body", "execution", "kind", "prev", "seq", "ts")}
-        canonical = json.dumps(covered, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        e = ledger_spec.parse_export_line(line)
         if e["seq"] != expected or e["prev"] != prev:
             return False, expected
-        if hashlib.sha256(canonical.encode("utf-8")).hexdigest() != e["hash"]:
+        if ledger_spec.entry_hash(e) != e["hash"]:
             return False, e["seq"]
         prev, expected = e["hash"], expected + 1
     return True, None

@@ -33,6 +33,7 @@ from execution.outputs import intervention_packet, state_record
 from execution.project import State
 from execution.sandbox import FAULTS, Sandbox
 from execution.service import CommandOutcome, Engine
+from ledger.chain import export_line
 from ledger.entry import Entry
 from ledger.sql import SqlLedgerStore
 from ledger.store import Lease
@@ -218,7 +219,7 @@ def write_outputs(out: str, state: State, entries: list[Entry]) -> list[Path]:
     ledger = directory / "ledger.jsonl"
     with ledger.open("w", encoding="utf-8") as fh:
         for entry in entries:
-            fh.write(json.dumps(entry.to_json(), sort_keys=True, ensure_ascii=False) + "\n")
+            fh.write(export_line(entry))
     written.append(ledger)
     packet = intervention_packet(state, entries)
     for stale in ("packet.json", "packet.md"):

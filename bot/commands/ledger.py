@@ -27,14 +27,12 @@ from typing import TYPE_CHECKING
 
 from bot import exits
 from bot.commands.arguments import db_option, execution_argument
-from ledger.chain import format_ts, parse_ts, verify_chain
+from ledger.chain import EXPORT_KEYS, export_line, format_ts, parse_ts, verify_chain
 from ledger.entry import Entry
 from ledger.store import CorruptEntry, VerifyResult
 
 if TYPE_CHECKING:
     from ledger.sql import SqlLedgerStore
-
-_EXPORT_FIELDS = ("execution", "seq", "ts", "kind", "actor", "body", "prev", "hash")
 
 
 class _Usage(Exception):
@@ -151,7 +149,7 @@ def _export(args: argparse.Namespace) -> int:
         except CorruptEntry as exc:
             print(_describe(args.execution, _corrupt(exc)), file=sys.stderr)
             return exits.TAMPERED
-    lines = [_export_line(e) for e in entries]
+    lines = [export_line(e) for e in entries]
     if args.out:
         _write_atomically(Path(args.out), lines)
     else:
@@ -285,10 +283,6 @@ def _read_head(path_text: str, execution: str) -> tuple[int, str]:
     return data["seq"], data["hash"]
 
 
-def _export_line(entry: Entry) -> str:
-    return json.dumps(entry.to_json(), ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n"
-
-
 def _write_atomically(path: Path, lines: list[str]) -> None:
     # A half-written export that verifies as "truncated" would send an auditor the wrong way.
     try:
@@ -346,8 +340,8 @@ def _parse_line(line: str, where: str) -> Entry:
         raise _Usage(f"{where}: not a JSON line: {exc}") from None
     if not isinstance(data, dict):
         raise _Usage(f"{where}: expected a JSON object (one ledger entry per line)")
-    missing = [k for k in _EXPORT_FIELDS if k not in data]
-    extra = sorted(set(data) - set(_EXPORT_FIELDS))
+    missing = [k for k in EXPORT_KEYS if k not in data]
+    extra = sorted(set(data) - set(EXPORT_KEYS))
     if missing or extra:
         detail = "; ".join(
             part

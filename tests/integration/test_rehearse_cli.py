@@ -25,6 +25,7 @@ from execution.sandbox import Sandbox
 from execution.transitions import Phase
 from ledger.chain import verify_chain
 from ledger.sql import SqlLedgerStore
+from tests import ledger_spec
 from tests.fakes import EXAMPLES, Rig, from_export
 
 PAYMENTS = EXAMPLES / "payments-cutover" / "package.yaml"
@@ -83,6 +84,9 @@ def test_exit_code_and_outputs_for_each_fault(
     assert f": {status.upper()} (exit {code})" in printed
     record, lines, packet = read_outputs(out)
     assert record["status"] == status
+    # The ledger.jsonl beside the record is a ledger export: it verifies from the spec alone.
+    ok, detail = ledger_spec.verify_export((out / "ledger.jsonl").read_bytes())
+    assert ok, detail
     entries = from_export(lines)
     result = verify_chain(entries)
     assert result.ok, result.reason
