@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from bot import exits
 from bot.commands import COMMAND_GROUPS
+from bot.commands.db import database_refusal
 from ledger.masking import mask_text
 
 
@@ -86,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line for the operator, the traceback on request
         if os.environ.get("STAGEHOLD_DEBUG"):
             traceback.print_exc()
+        refusal = database_refusal(exc)
+        if refusal is not None:  # a missing grant or table is set-up, not a bug
+            print(f"stagehold: {mask_text(refusal)[:400]}", file=sys.stderr)
+            return exits.INVALID
         print(
             f"stagehold: internal error: {type(exc).__name__}: {mask_text(str(exc))[:300]} "
             "(set STAGEHOLD_DEBUG=1 for the traceback); the ledger is unchanged by this failure",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from bot.commands import execute, ledger, observe, report, sandbox, schema, serve, validate
+from bot.commands import db, execute, ledger, observe, report, sandbox, schema, serve, validate
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -19,4 +19,5 @@ COMMAND_GROUPS: list[Register] = [
     report.register,
     sandbox.register,
     serve.register,
+    db.register,
 ]
