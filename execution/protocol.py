@@ -71,6 +71,26 @@ def timeout_seconds(state: State, text: str) -> float:
     return raw if raw <= 1.0 else max(1.0, raw / state.speed)
 
 
+# A person reads a hold card in real time, whatever the rehearsal speed (seconds).
+HUMAN_READING_S = 60.0
+
+
+def hold_evidence_window(state: State, max_age: str) -> float:
+    """How long the evidence on a hold card stays current, in seconds: until then its buttons keep
+    their evidence version. Live, that is the signal's ``max_age``. A rehearsal compresses it, but
+    never below ``min(max_age, HUMAN_READING_S)`` of real time, so a person can read the card
+    before it goes stale; and never beyond ``max_age``, the window a live run would give.
+
+    This only decides when the card's version moves on. Evidence is still judged stale by the
+    compressed ``max_age`` everywhere else, and a release re-reads fresh evidence before any
+    transition (DESIGN §3 rules 2 and 5).
+
+    Example: max_age 30s at x60 -> 30 s (not 0.5 s); 10m at x120 -> 60 s; 30s live -> 30 s.
+    """
+    raw = parse_duration(max_age)
+    return max(raw / state.speed, min(raw, HUMAN_READING_S))
+
+
 def streak_gap_limit(state: State, every: str) -> float:
     """The longest gap, in seconds, between two samples of one bake streak: the interval plus a
     tolerance of one interval, so a late sample keeps the streak but a missed one restarts it.

@@ -1,7 +1,8 @@
 """Evidence for one decision: which signals a gate, a check or readiness needs, and their results.
 
 Rules: evidence not observed is an error, never a pass; readiness is not read once the fallback
-is retired (there is no way back left to prove); evidence expires at its oldest sample's max age.
+is retired (there is no way back left to prove); a hold's evidence expires at its oldest
+sample's max age, which a rehearsal never compresses below a person's reading time.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from execution.contract.models import Stage
 from execution.evaluate import Result, evaluate
 from execution.model import Evidence, Outcome
 from execution.project import State
-from execution.protocol import Observations, scaled
+from execution.protocol import Observations, hold_evidence_window, scaled
 from ledger.chain import parse_ts
 
 
@@ -71,11 +72,16 @@ def check_results(state: State, stage: Stage, obs: Observations, now: datetime) 
 
 
 def evidence_expiry(state: State, results: list[Result]) -> datetime | None:
+    """When a hold card's evidence goes stale: its oldest sample plus that signal's
+    ``hold_evidence_window`` (a rehearsal never compresses it below what a person needs to read)."""
+    assert state.plan is not None
     times = []
     for r in results:
         if r.sampled_at is None:
             continue
-        times.append(parse_ts(r.sampled_at) + timedelta(seconds=r.max_age_s))
+        sig = state.plan.signals.get(r.signal)
+        window = hold_evidence_window(state, sig.max_age) if sig is not None else r.max_age_s
+        times.append(parse_ts(r.sampled_at) + timedelta(seconds=window))
     return min(times) if times else None
 
 

@@ -315,7 +315,9 @@ class BotFactory:
     started: list[Harness] = field(default_factory=list)
     resources: dict[int, tuple[httpx.Client, Any]] = field(default_factory=dict)
 
-    def __call__(self, *, pace_s: float = 0.02, resume: bool = True, **bot_options: Any) -> Harness:
+    def __call__(
+        self, *, pace_s: float = 0.02, resume: bool = True, speed: float = SPEED, **bot_options: Any
+    ) -> Harness:
         store = open_store(self.db_url)
         client = http_client(5.0)
         bot = SlackBot(
@@ -327,7 +329,7 @@ class BotFactory:
             packages_dir=self.packages,
             owner="stagehold-test",  # one identity across restarts: the lease carries over at once
             start_mode="rehearsal",
-            start_speed=SPEED,
+            start_speed=speed,
             pace_s=pace_s,
             notifier_sweep_s=0.5,
             driver_sweep_s=1.0,

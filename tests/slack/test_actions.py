@@ -151,9 +151,29 @@ def test_two_person_release_of_the_irreversible_stage(harness: Harness) -> None:
     h.fake.wait_for(lambda: "COMPLETED" in card_text(h.fake.message(CHANNEL, root.ts)), what="root card completed")
 
 
+def test_a_person_reading_a_compressed_rehearsals_hold_card_can_release_it(
+    make_bot: BotFactory, packages: Path
+) -> None:
+    # The example's own max_ages (30 s and more) at x60: compressed, legacy_healthy's 30 s would be
+    # 0.5 s and every card would be STALE before anyone saw its v1 button.
+    write_package(packages, max_age=None)
+    h = make_bot(speed=60.0)
+    start(h)
+    card = h.hold_card("H1", version=1)
+    assert "STALE" not in card_text(card)
+    seen = button_value(card)  # the button as the person saw it (the fake edits messages in place)
+    time.sleep(3.0)  # a person reads the card before clicking (well inside 30 s, far past 0.5 s)
+    h.click(card, RELEASERS[0], value=seen)
+    assert "You released H1 (1 of 1)" in ephemeral_text(h, RELEASERS[0])
+    h.wait_state(lambda s: s.stages[1].status in ("live", "passed"), what="canary-25 entered")
+    assert entries_of(h, "hold.evidence_expired", "H1") == []
+
+
 def test_stale_and_already_released_buttons_are_recorded_no_ops(make_bot: BotFactory, packages: Path) -> None:
-    write_package(packages, max_age="20s")  # evidence of a hold goes stale one second after it opens
-    h = make_bot()
+    # In real time (a rehearsal never compresses a hold card's evidence window below what a person
+    # needs to read it), with evidence that goes stale two seconds after the hold opens.
+    write_package(packages, bake="1s", every="1s", max_age="2s")
+    h = make_bot(speed=1.0)
     start(h)
     first = h.hold_card("H1")
     stale = h.hold_card("H1", version=2)  # the same message (edited if it showed v1): STALE, re-bound
