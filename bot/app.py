@@ -266,11 +266,37 @@ class HttpServer:
         self.sock.close()
 
 
-class SocketModeRunner:
-    """Bolt over Socket Mode (an app-level ``xapp-`` token; no public URL needed)."""
+class SocketModeUnusable(RuntimeError):
+    """Slack's answer leaves Socket Mode nothing to connect to; retrying will not change that."""
 
-    def __init__(self, app: App, app_token: str) -> None:
+
+class SocketModeRunner:
+    """Bolt over Socket Mode (an app-level ``xapp-`` token; no public URL needed).
+
+    Every WebSocket URL slack_sdk asks ``apps.connections.open`` for is checked first: an answer
+    without one used to reach the connection as ``None`` and fail with an AttributeError logged
+    every 10 s forever. Now it raises ``SocketModeUnusable`` — at start, out of ``start()``; later,
+    through ``on_fatal`` so the process can say why and exit.
+    """
+
+    def __init__(self, app: App, app_token: str, on_fatal: Callable[[str], None] | None = None) -> None:
         self.handler = SocketModeHandler(app, app_token)
+        self.on_fatal = on_fatal
+        client = self.handler.client
+        issue = client.issue_new_wss_url
+
+        def checked_issue() -> str:
+            url = issue()
+            if isinstance(url, str) and url.startswith(("wss://", "ws://")):
+                return url
+            reason = f"apps.connections.open answered without a WebSocket url (got {type(url).__name__})"
+            if self.on_fatal is not None:
+                self.on_fatal(reason)
+            raise SocketModeUnusable(reason)
+
+        # slack_sdk's client asks for a URL at connect and at every reconnect; the handler builds
+        # that client itself, so the check wraps its method on the instance.
+        setattr(client, "issue_new_wss_url", checked_issue)  # noqa: B010
 
     def start(self) -> SocketModeRunner:
         self.handler.connect()  # type: ignore[no-untyped-call]

@@ -20,7 +20,6 @@ from typing import Any
 
 from slack_bolt import App
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 
 from execution.commands import StartRefused
 from execution.contract import InvalidChange
@@ -43,6 +42,7 @@ from handlers.parse import (
 from handlers.review import period_card
 from handlers.services import Services
 from ledger.chain import export_line, verify_chain
+from ledger.masking import mask_text
 
 log = logging.getLogger("stagehold.slack.commands")
 
@@ -175,7 +175,13 @@ def _ledger(services: Services, command: LedgerCommand, client: WebClient) -> Ca
             f"Check it offline with `stagehold ledger verify-file`.",
         )
         where = f"The export is attached in <#{channel}>."
-    except (SlackApiError, OSError) as exc:
-        log.warning("ledger export upload for %s failed: %s", state.execution_id, exc)
+    except Exception as exc:
+        # The attachment is a convenience; the chain check is the answer. An upload fails in more
+        # ways than SlackApiError and OSError (slack_sdk raises SlackRequestError for an upload
+        # URL's non-200 answer, and a reply without upload_url or files breaks inside it), and
+        # none of them may cost the person the verdict.
+        log.warning(
+            "ledger export upload for %s failed: %s: %s", state.execution_id, type(exc).__name__, mask_text(str(exc))
+        )
         where = "The export could not be attached; use `stagehold ledger export` on the server."
     return notice(f"{verdict}\n{where}", context=f"execution `{md(state.execution_id, 200)}`")

@@ -65,7 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from slack_bolt.error import BoltError
     from slack_sdk.errors import SlackApiError
 
-    from bot.app import HttpServer, SlackBot, SocketModeRunner
+    from bot.app import HttpServer, SlackBot, SocketModeRunner, SocketModeUnusable
     from bot.digest import ScheduleError, parse_schedule
     from handlers.review import ReportSettings
 
@@ -118,6 +118,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail(f"Slack did not accept SLACK_BOT_TOKEN ({first}); check the token and STAGEHOLD_SLACK_API_URL")
 
     stop = threading.Event()
+    fatal: list[str] = []  # why the bot cannot go on serving (set from Slack's threads)
+
+    def on_fatal(reason: str) -> None:
+        fatal.append(reason)
+        stop.set()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
@@ -129,10 +134,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if socket_mode:
             assert settings.slack_app_token is not None
             try:
-                server = SocketModeRunner(bot.app, settings.slack_app_token.get_secret_value()).start()
-            except (SlackApiError, OSError) as exc:
+                runner = SocketModeRunner(bot.app, settings.slack_app_token.get_secret_value())
+                server = runner.start()
+            except (SlackApiError, OSError, SocketModeUnusable) as exc:
                 reason = exc.response.get("error") if isinstance(exc, SlackApiError) else str(exc)
                 return _fail(f"Socket Mode did not connect ({reason}); check SLACK_APP_TOKEN (scope connections:write)")
+            runner.on_fatal = on_fatal  # from now on, a reconnect that cannot work stops the process
             print("stagehold: serving Slack over Socket Mode", flush=True)
         else:
             host = args.host or settings.http_host
@@ -146,6 +153,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 flush=True,
             )
         stop.wait()
+        if fatal:
+            return _fail(f"Socket Mode lost its connection and cannot reconnect ({fatal[0]}); stopping")
         print("stagehold: stopping", file=sys.stderr, flush=True)
         return exits.OK
     finally:

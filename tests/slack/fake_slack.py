@@ -3,15 +3,19 @@
 Implements what stagehold uses: ``auth.test``, ``chat.postMessage`` (increasing ``ts``),
 ``chat.update``, ``chat.postEphemeral``, ``views.open``, ``usergroups.users.list`` (configurable
 memberships), the three steps of ``files_upload_v2`` (``files.getUploadURLExternal``, the upload
-URL, ``files.completeUploadExternal``), and ``response_url`` endpoints.
+URL, ``files.completeUploadExternal``), ``response_url`` endpoints, and for Socket Mode
+``apps.connections.open`` (with ``APP_TOKEN``) and a WebSocket handshake that then hangs up.
 
 Failures are injected per method: ``fail(method, status, times, retry_after)`` answers the next
 ``times`` calls with that HTTP status (429 with ``Retry-After``), ``storm(method, seconds)``
-answers 429 to every call for a while. Failed calls are recorded too (``Call.status``).
+answers 429 to every call for a while, ``break_upload(fault)`` breaks the next file upload
+without a Slack API error. Failed calls are recorded too (``Call.status``).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import threading
 import time
@@ -23,6 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+APP_TOKEN = "xapp-1-A0TEST-1-" + "0123456789abcdef"
 BOT_TOKEN = "xoxb-test-token"
 
 
@@ -65,6 +71,12 @@ class FakeSlack:
         self.broken_groups: set[str] = set()
         self.responses: list[tuple[str, dict[str, Any]]] = []
         self.uploads: dict[str, bytes] = {}
+        # Upload answers that are not Slack API errors, used once each in order (see ``break_upload``).
+        self.upload_faults: deque[str] = deque()
+        # What apps.connections.open hands out, in order (the last one again and again): a
+        # WebSocket URL (``ws_url``: a handshake that then hangs up) or None (ok, but no url).
+        self.socket_urls: deque[str | None] = deque([None])
+        self.socket_handshakes = 0
         self._failures: dict[str, deque[_Failure]] = {}
         self._storms: dict[str, tuple[float, float]] = {}
         self._delays: dict[str, float] = {}
@@ -83,6 +95,9 @@ class FakeSlack:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 fake._handle(self)
+
+            def do_GET(self) -> None:
+                fake._handshake(self)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -109,6 +124,10 @@ class FakeSlack:
     def api_url(self) -> str:
         return f"{self.root}/api/"
 
+    @property
+    def ws_url(self) -> str:
+        return self.root.replace("http://", "ws://", 1) + "/socket"
+
     def response_url(self, name: str) -> str:
         return f"{self.root}/response/{name}"
 
@@ -130,6 +149,20 @@ class FakeSlack:
         with self._lock:
             self._storms.clear()
             self._failures.clear()
+
+    def break_upload(self, fault: str) -> None:
+        """Make the next file upload fail without a Slack API error: ``no-upload-url``
+        (files.getUploadURLExternal says ok but gives no URL), ``upload-201`` (the upload URL answers
+        201, not 200) or ``complete-without-files`` (files.completeUploadExternal says ok, no files)."""
+        assert fault in ("no-upload-url", "upload-201", "complete-without-files"), fault
+        with self._lock:
+            self.upload_faults.append(fault)
+
+    def _upload_fault(self, fault: str) -> bool:
+        if self.upload_faults and self.upload_faults[0] == fault:
+            self.upload_faults.popleft()
+            return True
+        return False
 
     def delay(self, method: str, seconds: float) -> None:
         """Answer ``method`` only after ``seconds`` (a slow Slack)."""
@@ -201,8 +234,9 @@ class FakeSlack:
             return
         if path.startswith("/upload/"):
             with self._lock:
+                created = self._upload_fault("upload-201")
                 self.uploads[path.rsplit("/", 1)[1]] = raw
-            self._send(request, 200, f"OK - {len(raw)}", "text/plain")
+            self._send(request, 201 if created else 200, f"OK - {len(raw)}", "text/plain")
             return
         if not path.startswith("/api/"):
             self._send(request, 404, json.dumps({"ok": False, "error": "not_found"}))
@@ -228,6 +262,25 @@ class FakeSlack:
             answer = self._answer(method, params, token)
             self.calls.append(Call(method, params, 200, time.time(), token))
         self._send(request, 200, json.dumps(answer))
+
+    def _handshake(self, request: BaseHTTPRequestHandler) -> None:
+        """A WebSocket opening handshake (RFC 6455), then a close frame, as when Slack drops a
+        Socket Mode connection and the client must ask for a new URL."""
+        key = request.headers.get("Sec-WebSocket-Key") or ""
+        if urlsplit(request.path).path != "/socket" or not key:
+            self._send(request, 404, json.dumps({"ok": False, "error": "not_found"}))
+            return
+        accept = base64.b64encode(hashlib.sha1((key + _WS_GUID).encode()).digest()).decode()
+        with self._lock:
+            self.socket_handshakes += 1
+        request.send_response(101, "Switching Protocols")
+        request.send_header("Upgrade", "websocket")
+        request.send_header("Connection", "Upgrade")
+        request.send_header("Sec-WebSocket-Accept", accept)
+        request.end_headers()
+        request.wfile.write(b"\x88\x00")  # a close frame (FIN, opcode 8, no payload): Slack hangs up
+        request.wfile.flush()
+        request.close_connection = True
 
     def _failure(self, method: str) -> _Failure | None:
         storm = self._storms.get(method)
@@ -256,6 +309,9 @@ class FakeSlack:
         return out
 
     def _answer(self, method: str, p: dict[str, Any], token: str | None) -> dict[str, Any]:
+        if method == "apps.connections.open" and token == APP_TOKEN:
+            url = self.socket_urls.popleft() if len(self.socket_urls) > 1 else self.socket_urls[0]
+            return {"ok": True, **({"url": url} if url else {})}
         if token != self.token:
             return {"ok": False, "error": "invalid_auth"}
         if method == "auth.test":
@@ -299,8 +355,12 @@ class FakeSlack:
             return {"ok": True, "users": list(self.memberships[group])}
         if method == "files.getUploadURLExternal":
             file_id = self._next_id("F")
+            if self._upload_fault("no-upload-url"):
+                return {"ok": True, "file_id": file_id}
             return {"ok": True, "upload_url": f"{self.root}/upload/{file_id}", "file_id": file_id}
         if method == "files.completeUploadExternal":
+            if self._upload_fault("complete-without-files"):
+                return {"ok": True}
             files = p.get("files") or []
             return {"ok": True, "files": [{"id": f.get("id"), "title": f.get("title")} for f in files]}
         return {"ok": False, "error": "unknown_method"}

@@ -6,6 +6,9 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from tests import ledger_spec
 from tests.slack.conftest import (
     CHANGE,
     CHANNEL,
@@ -137,6 +140,21 @@ def test_ledger_command_verifies_and_attaches_the_export_to_the_thread(
     lines = export.decode().splitlines()
     assert len(lines) == len(h.bot.engine.entries(h.execution().execution_id)) or len(lines) > 3
     assert independent_verifier(lines) == (True, None)
+    assert ledger_spec.verify_export(export)[0], "the attachment is a ledger export, line for line"
+
+
+@pytest.mark.parametrize("fault", ["no-upload-url", "upload-201", "complete-without-files"])
+def test_a_failed_attachment_still_answers_with_the_chain_check_and_the_fallback(harness: Harness, fault: str) -> None:
+    h = harness
+    command(h, f"start {CHANGE}", INITIATOR)
+    h.hold_card("H1")
+    h.fake.break_upload(fault)
+    answer = command(h, f"ledger {CHANGE}", OUTSIDER)
+    shown = str(answer["shown"])
+    assert "Hash chain verified" in shown
+    assert "The export could not be attached; use `stagehold ledger export` on the server." in shown
+    assert "could not complete" not in shown
+    assert not h.fake.upload_faults  # the fault was met, not skipped
 
 
 def test_unknown_change_ids_are_answered(make_bot: BotFactory) -> None:

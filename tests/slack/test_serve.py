@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -17,7 +18,7 @@ import pytest
 
 from execution.sandbox import Sandbox
 from tests.slack.conftest import SECRET, sign
-from tests.slack.fake_slack import BOT_TOKEN, FakeSlack
+from tests.slack.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 
 STAGEHOLD = [sys.executable, "-m", "bot.cli"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,3 +173,53 @@ def test_socket_mode_is_chosen_when_an_app_token_is_set(
     )
     opened = fake_slack.calls_of("apps.connections.open", ok=None)
     assert opened and opened[0].token == "xapp-1-not-accepted"  # no signing secret needed in this mode
+
+
+def test_socket_mode_without_a_url_from_slack_is_one_clear_error_and_exit(
+    tmp_path: Path, fake_slack: FakeSlack, sandbox: Sandbox
+) -> None:
+    # apps.connections.open says ok but gives no WebSocket url (the fake's default): this used to
+    # log an AttributeError every 10 s forever while claiming to serve.
+    env = environment(tmp_path, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_APP_TOKEN=APP_TOKEN)
+    env["STAGEHOLD_SLACK_API_URL"] = fake_slack.api_url
+    done = subprocess.run(
+        [*STAGEHOLD, "serve", "--sandbox", sandbox.url],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "stagehold: Socket Mode did not connect (apps.connections.open answered without a WebSocket url "
+        "(got NoneType)); check SLACK_APP_TOKEN (scope connections:write)"
+    )
+    assert "serving" not in done.stdout
+    assert len(fake_slack.calls_of("apps.connections.open", ok=None)) == 1
+
+
+def test_a_reconnect_without_a_url_stops_serve_with_its_reason(
+    tmp_path: Path, fake_slack: FakeSlack, sandbox: Sandbox
+) -> None:
+    # A good start, then Slack drops the connection and the next URL never comes.
+    fake_slack.socket_urls = deque([fake_slack.ws_url, None])
+    env = environment(tmp_path, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_APP_TOKEN=APP_TOKEN)
+    env["STAGEHOLD_SLACK_API_URL"] = fake_slack.api_url
+    done = subprocess.run(
+        [*STAGEHOLD, "serve", "--sandbox", sandbox.url],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "stagehold: serving Slack over Socket Mode" in done.stdout
+    assert done.returncode == 2, done.stderr
+    assert (
+        "stagehold: Socket Mode lost its connection and cannot reconnect (apps.connections.open answered "
+        "without a WebSocket url (got NoneType)); stopping"
+    ) in done.stderr.splitlines()
+    assert "AttributeError" not in done.stderr
+    assert fake_slack.socket_handshakes == 1
+    assert len(fake_slack.calls_of("apps.connections.open", ok=None)) == 2
