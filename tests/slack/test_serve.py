@@ -150,23 +150,26 @@ def test_a_token_slack_refuses_fails_with_one_line(tmp_path: Path, fake_slack: F
     assert len(lines) == 1 and "Slack did not accept SLACK_BOT_TOKEN" in lines[0], done.stderr
 
 
-def test_socket_mode_is_chosen_when_an_app_token_is_set(
-    tmp_path: Path, fake_slack: FakeSlack, sandbox: Sandbox
-) -> None:
-    env = environment(
-        tmp_path,
-        SLACK_BOT_TOKEN=BOT_TOKEN,
-        SLACK_APP_TOKEN="xapp-1-not-accepted",
-        STAGEHOLD_SLACK_API_URL=fake_slack.api_url,
-    )
-    done = subprocess.run(
+def serve_socket_mode(
+    tmp_path: Path, fake: FakeSlack, sandbox: Sandbox, app_token: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run ``stagehold serve`` in Socket Mode against the fake Slack until it exits by itself."""
+    env = environment(tmp_path, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_APP_TOKEN=app_token)
+    env["STAGEHOLD_SLACK_API_URL"] = fake.api_url
+    return subprocess.run(
         [*STAGEHOLD, "serve", "--sandbox", sandbox.url],
         cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
     )
+
+
+def test_socket_mode_is_chosen_when_an_app_token_is_set(
+    tmp_path: Path, fake_slack: FakeSlack, sandbox: Sandbox
+) -> None:
+    done = serve_socket_mode(tmp_path, fake_slack, sandbox, "xapp-1-not-accepted", 60)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
         "stagehold: Socket Mode did not connect (invalid_auth); check SLACK_APP_TOKEN (scope connections:write)"
@@ -180,16 +183,7 @@ def test_socket_mode_without_a_url_from_slack_is_one_clear_error_and_exit(
 ) -> None:
     # apps.connections.open says ok but gives no WebSocket url (the fake's default): this used to
     # log an AttributeError every 10 s forever while claiming to serve.
-    env = environment(tmp_path, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_APP_TOKEN=APP_TOKEN)
-    env["STAGEHOLD_SLACK_API_URL"] = fake_slack.api_url
-    done = subprocess.run(
-        [*STAGEHOLD, "serve", "--sandbox", sandbox.url],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = serve_socket_mode(tmp_path, fake_slack, sandbox, APP_TOKEN, 30)
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "stagehold: Socket Mode did not connect (apps.connections.open answered without a WebSocket url "
@@ -204,16 +198,7 @@ def test_a_reconnect_without_a_url_stops_serve_with_its_reason(
 ) -> None:
     # A good start, then Slack drops the connection and the next URL never comes.
     fake_slack.socket_urls = deque([fake_slack.ws_url, None])
-    env = environment(tmp_path, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_APP_TOKEN=APP_TOKEN)
-    env["STAGEHOLD_SLACK_API_URL"] = fake_slack.api_url
-    done = subprocess.run(
-        [*STAGEHOLD, "serve", "--sandbox", sandbox.url],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = serve_socket_mode(tmp_path, fake_slack, sandbox, APP_TOKEN, 60)
     assert "stagehold: serving Slack over Socket Mode" in done.stdout
     assert done.returncode == 2, done.stderr
     assert (

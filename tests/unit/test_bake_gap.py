@@ -5,10 +5,8 @@ the stated tolerance after the previous one starts a new streak, and the gap is 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +19,7 @@ from execution.protocol import streak_gap_limit
 from handlers.cards import packet_card
 from handlers.notifier import Reply, Timeline
 from templates import render
-from tests.fakes import PAYMENTS_HEALTHY, MemoryLedger, Rig, evidence, upto
+from tests.fakes import MemoryLedger, Rig, evidence, upto
 from tests.unit import test_decide
 from tests.unit.test_decide import body, obs
 
@@ -76,15 +74,6 @@ def test_a_failing_sample_after_a_gap_still_records_the_gap(run_entries: list[An
     sampled = body(decide(ledger.state, readings, now), ev.VERIFICATION_SAMPLED)
     assert sampled["consecutive"] == 0
     assert sampled["gap"]["since_previous_s"] == 300.0
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path / "ledger.db", signals=dict(PAYMENTS_HEALTHY))
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def test_an_engine_down_for_longer_than_the_gap_limit_restarts_the_bake(rig: Rig) -> None:

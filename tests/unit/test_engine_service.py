@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,15 +34,6 @@ from tests.fakes import (
 )
 
 GATE = ("vault_healthy", "legacy_healthy", "snapshot_age_s")
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path / "ledger.db")
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def sends(rig: Rig, stage: str, direction: str = "apply") -> list[str]:

@@ -9,12 +9,8 @@ compressed max_age, and a release re-reads it first.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
-
-import pytest
 
 from execution import events as ev
 from execution.project import State
@@ -23,15 +19,6 @@ from execution.transitions import Phase
 from tests.fakes import Rig
 
 SPEED = 60.0
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path / "ledger.db")
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def held_at_h1(rig: Rig) -> State:
