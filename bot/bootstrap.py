@@ -13,6 +13,7 @@ from bot.clock import utc_now
 from bot.settings import Settings, SettingsError
 from execution.adapters.base import Connection
 from execution.adapters.live import LiveTargets
+from execution.adapters.sandboxed import SandboxTargets, teach
 from execution.contract.models import Target
 from execution.model import Clock, Credentials
 from execution.project import State
@@ -41,17 +42,21 @@ def http_client(timeout_s: float) -> httpx.Client:
 def live_connector(
     credentials: Credentials, client: httpx.Client, clock: Clock, override_url: str | None = None
 ) -> Callable[[State], Connection]:
-    """Adapters over an execution's package targets; ``override_url`` points them all at a sandbox."""
+    """Adapters over an execution's package targets; ``override_url`` sends every kind to a sandbox,
+    which is taught each plan (once per approved digest) before it is first driven."""
+    taught: set[str] = set()
 
     def connect(state: State) -> Connection:
         assert state.package is not None and state.plan is not None
         targets: Mapping[str, Target] = state.package.targets
-        if override_url is not None:
-            targets = {
-                name: t.model_copy(update={"url": override_url}) if t.kind in ("http", "prometheus") else t
-                for name, t in targets.items()
-            }
-        return LiveTargets(targets, credentials, client, clock, sensitive_fields=state.plan.sensitive_fields)
+        sensitive = state.plan.sensitive_fields
+        if override_url is None:
+            return LiveTargets(targets, credentials, client, clock, sensitive_fields=sensitive)
+        # A sandbox that cannot be taught still answers what it knows; the rehearsal's own
+        # evidence (no data, 404) then says what is missing.
+        if state.package.plan_sha256 not in taught and teach(client, override_url, state.plan) is None:
+            taught.add(state.package.plan_sha256)
+        return SandboxTargets(override_url, targets, credentials, client, clock, sensitive_fields=sensitive)
 
     return connect
 

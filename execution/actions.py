@@ -57,9 +57,7 @@ def action_timeout(state: State, stage: Stage, direction: str) -> float:
     else:
         assert stage.rollback is not None
         action = stage.rollback.action
-    spec = action.http or action.command
-    assert spec is not None
-    return timeout_seconds(state, spec.timeout)
+    return timeout_seconds(state, action.spec.timeout)
 
 
 def resolve_pending(state: State, obs: Observations, now: datetime) -> Decision:

@@ -411,9 +411,7 @@ class Engine:
             else:
                 assert stage.rollback is not None
                 confirm = stage.rollback.confirm
-            spec = confirm.http or confirm.command
-            assert spec is not None
-            timeout = timeout_seconds(state, spec.timeout)
+            timeout = timeout_seconds(state, confirm.spec.timeout)
             readback = self._safe_read_back(state, confirm, request.role, timeout)
         return Observations(evidence, readback)
 

@@ -25,13 +25,16 @@ from bot.console import ConsolePrinter
 from bot.driver import drive, exit_code
 from bot.lifecycle import driver, view
 from bot.settings import SettingsError, load_settings
+from execution.adapters.sandboxed import teach
 from execution.commands import StartRefused
 from execution.contract import InvalidChange, LoadedChange, load_change
+from execution.contract.models import Plan
 from execution.hold_kinds import meaning
 from execution.model import Credentials, Role
 from execution.outputs import intervention_packet, state_record
 from execution.project import State
 from execution.sandbox import FAULTS, Sandbox
+from execution.sandbox_world import MODES, World
 from execution.service import CommandOutcome, Engine
 from ledger.chain import export_line
 from ledger.entry import Entry
@@ -41,6 +44,7 @@ from templates import render
 
 # Rehearsal speed: each bundled example finishes within a minute at this compression.
 DEFAULT_SPEED = 120.0
+FAULT_HELP = f"one of: {', '.join(FAULTS)}, or signal:NAME={'|'.join(MODES)}"
 LIVE_ONLY = "a live execution takes releases, rollbacks and holds from authenticated Slack users; the command line cannot prove who is typing"
 ABANDON_LIVE = (
     "a live execution is not abandoned from the command line: the command line cannot prove who is typing, "
@@ -58,8 +62,8 @@ def _fault_arg(p: argparse.ArgumentParser) -> None:
         "--fault",
         action="append",
         default=[],
-        metavar="NAME[@STAGE]",
-        help=f"switch a sandbox fault on now, or just before STAGE (repeatable): {', '.join(FAULTS)}",
+        metavar="FAULT[@STAGE]",
+        help=f"switch a sandbox fault on now, or just before STAGE (repeatable): {FAULT_HELP}",
     )
 
 
@@ -148,13 +152,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 # ---------------------------------------------------------------- helpers
 
 
-def _parse_faults(specs: list[str], change_stages: list[str]) -> tuple[set[str], dict[str, set[str]]]:
+def _parse_faults(
+    specs: list[str], change_stages: list[str], plan: Plan | None = None
+) -> tuple[set[str], dict[str, set[str]]]:
     now: set[str] = set()
     later: dict[str, set[str]] = {}
+    world = World()
+    if plan is not None:
+        world.learn(plan)
     for spec in specs:
         name, _, stage = spec.partition("@")
-        if name not in FAULTS:
-            raise ValueError(f"unknown fault '{name}'; known: {', '.join(FAULTS)}")
+        if name.startswith("signal:"):
+            signal, _, mode = name.removeprefix("signal:").partition("=")
+            if not mode:
+                why: str | None = f"expected signal:NAME=MODE with MODE one of {', '.join(MODES)}"
+            elif plan is not None and signal not in plan.signals:
+                why = f"the plan has no signal '{signal}' (signals: {', '.join(sorted(plan.signals))})"
+            else:
+                why = world.refuses(signal, mode) if plan is not None else None
+            if why:
+                raise ValueError(f"fault '{spec}': {why}")
+        elif name not in FAULTS:
+            raise ValueError(f"unknown fault '{name}'; known: {', '.join(FAULTS)}, signal:NAME=MODE")
         if stage:
             if stage not in change_stages:
                 raise ValueError(
@@ -296,7 +315,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         return exits.INVALID
     stages = [s.id for s in change.plan.stages]
     try:
-        now_faults, later = _parse_faults(args.fault, stages)
+        now_faults, later = _parse_faults(args.fault, stages, change.plan)
         store = open_store(database_url(args))
     except (ValueError, SettingsError) as exc:
         print(f"stagehold: {exc}", file=sys.stderr)
@@ -310,6 +329,11 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
     client = http_client(10.0)
     try:
         with _rehearsal_target(args.sandbox) as (url, creds, sandbox):
+            if sandbox is not None:
+                sandbox.learn(change.plan)
+            elif (refused := teach(client, url, change.plan)) is not None:
+                print(f"stagehold: the sandbox at {url} did not take the plan: {refused}", file=sys.stderr)
+                return exits.INVALID
             add_fault = sandbox.add_fault if sandbox is not None else _post_fault(url, client)
             for name in sorted(now_faults):
                 add_fault(name)
@@ -429,11 +453,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
                 return exits.INVALID
             creds, url = Credentials({}), args.sandbox.rstrip("/")
         stages = [s.id for s in state.stages]
-        now_faults, later = _parse_faults(args.fault, stages)
+        now_faults, later = _parse_faults(args.fault, stages, state.plan)
     except (SettingsError, ValueError) as exc:
         print(f"stagehold: {exc}", file=sys.stderr)
         return exits.INVALID
     client = http_client(10.0)
+    if url and state.plan is not None and (refused := teach(client, url, state.plan)) is not None:
+        print(f"stagehold: the sandbox at {url} did not take the plan: {refused}", file=sys.stderr)
+        return exits.INVALID
     add_fault = _post_fault(url, client) if url else (lambda name: None)
     for name in sorted(now_faults):
         add_fault(name)

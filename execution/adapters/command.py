@@ -7,13 +7,20 @@ Rules:
   with ``STAGEHOLD_ROLE``, ``STAGEHOLD_TARGET``, ``STAGEHOLD_TARGET_URL`` and, for actions,
   ``STAGEHOLD_IDEMPOTENCY_KEY``. The rest of the environment is a small allow-list, not the bot's
   own environment (which holds the Slack and database secrets).
-* stdout is JSON; fields are selected as for HTTP. Exit 0 is ok; any other exit is a refusal; a
-  timeout leaves an action ``ambiguous`` (it may have done its work). Nothing raises to the engine.
+* ``stdin`` (text as given, anything else as JSON) is written to the program's standard input;
+  without it standard input is empty.
+* stdout is JSON; fields are selected as for HTTP. Exit 0 is ok; any other exit is a refusal, and
+  so is output matching the plan's ``error_pattern`` (searched in stdout and stderr). A program
+  driven as an action must therefore exit non-zero only when it applied nothing. An action whose
+  JSON answer lacks ``expect_answer`` is ``ambiguous``; a timeout leaves an action ``ambiguous``
+  (it may have done its work). Nothing raises to the engine.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal as signals
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,7 +28,7 @@ from dataclasses import dataclass
 
 from execution.adapters.http import Masker, compare_expected, loads, role_name, select_field
 from execution.conditions import parse_duration
-from execution.contract.models import Action, Confirm, Signal, Target
+from execution.contract.models import Action, Confirm, JsonValue, Signal, Target
 from execution.model import JSON, ActionResult, Clock, Credentials, Evidence, ReadbackResult, Role
 
 # Inherited from the bot's environment when no base environment is injected.
@@ -42,12 +49,35 @@ class Completed:
         return self.code is None and self.not_started is None
 
 
-def run_argv(argv: Sequence[str], env: Mapping[str, str], timeout_s: float) -> Completed:
+def stdin_bytes(stdin: JsonValue) -> bytes | None:
+    """What a spec's ``stdin`` writes: text as given, a mapping or list as JSON, None for nothing."""
+    if stdin is None:
+        return None
+    if isinstance(stdin, str):
+        return stdin.encode()
+    return json.dumps(stdin, ensure_ascii=False).encode()
+
+
+def error_match(pattern: str | None, done: Completed) -> str | None:
+    """The first output line that matches the declared error pattern, or None."""
+    if pattern is None:
+        return None
+    compiled = re.compile(pattern, re.MULTILINE)
+    for text in (done.stdout, done.stderr):
+        found = compiled.search(text)
+        if found:
+            start = text.rfind("\n", 0, found.start()) + 1
+            end = text.find("\n", found.end())
+            return text[start : end if end >= 0 else len(text)].strip() or found.group(0)
+    return None
+
+
+def run_argv(argv: Sequence[str], env: Mapping[str, str], timeout_s: float, stdin: bytes | None = None) -> Completed:
     try:
         proc = subprocess.Popen(
             list(argv),
             shell=False,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=dict(env),
@@ -57,7 +87,7 @@ def run_argv(argv: Sequence[str], env: Mapping[str, str], timeout_s: float) -> C
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return Completed(None, "", "", not_started=f"could not start {argv[0]!r}: {reason}")
     try:
-        out, err = proc.communicate(timeout=timeout_s)
+        out, err = proc.communicate(input=stdin, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         try:
             os.killpg(proc.pid, signals.SIGKILL)
@@ -107,12 +137,18 @@ class CommandRunner:
             env["STAGEHOLD_IDEMPOTENCY_KEY"] = idempotency_key
         return env
 
-    def _failure(self, what: str, done: Completed, timeout_s: float) -> str:
+    def _failure(self, what: str, done: Completed, timeout_s: float, error_pattern: str | None = None) -> str | None:
+        """Why a run counts as failed (masked), or None when it succeeded."""
         if done.not_started:
             return self._mask.text(f"{what}: {done.not_started}")
         if done.timed_out:
             return self._mask.text(f"{what} timed out after {timeout_s:g}s")
-        return self._mask.text(f"{what} exited {done.code}: {done.stderr.strip() or done.stdout.strip()}")
+        if done.code != 0:
+            return self._mask.text(f"{what} exited {done.code}: {done.stderr.strip() or done.stdout.strip()}")
+        matched = error_match(error_pattern, done)
+        if matched is not None:
+            return self._mask.text(f"{what} reported an error (error_pattern matched): {matched}")
+        return None
 
     def read(self, name: str, signal: Signal, role: Role) -> Evidence:
         spec = signal.command
@@ -121,10 +157,11 @@ class CommandRunner:
         source = self._mask.text(f"command {spec.target} {spec.argv[0]} {spec.field}")
         try:
             timeout_s = parse_duration(spec.timeout)
-            done = run_argv(spec.argv, self._env(spec.target, role), timeout_s)
+            done = run_argv(spec.argv, self._env(spec.target, role), timeout_s, stdin_bytes(spec.stdin))
             now = self._clock()
-            if done.code != 0:
-                return Evidence(name, None, None, source, error=self._failure(spec.argv[0], done, timeout_s))
+            failed = self._failure(spec.argv[0], done, timeout_s, spec.error_pattern)
+            if failed is not None:
+                return Evidence(name, None, None, source, error=failed)
             try:
                 document = loads(done.stdout)
             except ValueError:
@@ -148,7 +185,7 @@ class CommandRunner:
         except LookupError as exc:
             return ActionResult("rejected", self._mask.text(f"{what} was not run: {exc}"))
         try:
-            done = run_argv(spec.argv, env, timeout_s)
+            done = run_argv(spec.argv, env, timeout_s, stdin_bytes(spec.stdin))
         except Exception as exc:
             return ActionResult("ambiguous", self._mask.text(f"{what}: {type(exc).__name__}: {exc}"))
         if done.not_started:
@@ -156,8 +193,17 @@ class CommandRunner:
         if done.timed_out:
             detail = f"{what} timed out after {timeout_s:g}s and was killed; outcome unknown"
             return ActionResult("ambiguous", self._mask.text(detail), response=self._output(done))
-        if done.code != 0:
-            return ActionResult("rejected", self._failure(what, done, timeout_s), response=self._output(done))
+        failed = self._failure(what, done, timeout_s, spec.error_pattern)
+        if failed is not None:
+            return ActionResult("rejected", failed, response=self._output(done))
+        if spec.expect_answer:
+            try:
+                problems = compare_expected(spec.expect_answer, loads(done.stdout), self._mask.field)
+            except ValueError:
+                problems = ["it did not print JSON"]
+            if problems:
+                detail = self._mask.text(f"{what} exited 0, but not that it applied: {'; '.join(problems)}", 2000)
+                return ActionResult("ambiguous", detail + "; outcome unknown", response=self._output(done))
         return ActionResult("ok", f"{what} exited 0", response=self._output(done))
 
     def _output(self, done: Completed) -> JSON:
@@ -175,9 +221,10 @@ class CommandRunner:
             return ReadbackResult(None, None, "not a command read-back")
         what = f"{spec.target} {spec.argv[0]}"
         try:
-            done = run_argv(spec.argv, self._env(spec.target, role), timeout_s)
-            if done.code != 0:
-                return ReadbackResult(None, None, self._failure(what, done, timeout_s))
+            done = run_argv(spec.argv, self._env(spec.target, role), timeout_s, stdin_bytes(spec.stdin))
+            failed = self._failure(what, done, timeout_s, spec.error_pattern)
+            if failed is not None:
+                return ReadbackResult(None, None, failed)
             try:
                 document = loads(done.stdout)
             except ValueError:

@@ -6,6 +6,14 @@ Rules:
 * An action's outcome is ``rejected`` only when the target provably did not apply it (it answered
   4xx/5xx, or the request never left); when it may have been applied (timeout or connection lost
   after sending, 502/503/504 from a gateway) the outcome is ``ambiguous``, to be resolved by read-back.
+* An action is ``ok`` when its status is one the plan expects (``expect_status``, default any 2xx)
+  and its JSON answer holds ``expect_answer``. A success the plan did not expect is ``ambiguous``.
+* Redirects: 307/308 ask for the request to be sent elsewhere, unprocessed, so they are
+  ``rejected``; any other 3xx after a write (303 "see other" is how HTML forms answer) means it was
+  processed, so it is ``ambiguous`` unless listed. ``redirect: follow`` follows up to five hops,
+  only on the same origin (credentials never leave it); a failure after the first answer is
+  ``ambiguous``, since the first hop already reached the target. A listed redirect whose
+  ``Location`` does not match ``expect_location`` is ``ambiguous``.
 * Each role sends only its own credential. Every body and error text is masked before it is
   returned, and the role credentials are scrubbed from them literally as well.
 
@@ -17,12 +25,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 
 import httpx
 
-from execution.contract.models import Action, Confirm, Signal, Target
+from execution.contract.models import Action, Confirm, HttpAction, Signal, Target
 from execution.model import JSON, ActionResult, Clock, Credentials, Evidence, ReadbackResult, Role
 from ledger.masking import MASK, mask
 
@@ -31,6 +40,9 @@ _SNIPPET = 300
 _ABSENT = object()
 # Status codes a gateway returns when it may already have forwarded the request upstream.
 _GATEWAY_UNKNOWN = frozenset({502, 503, 504})
+# "Send this request to another URI": the target did not process it here.
+_RESEND_ELSEWHERE = frozenset({307, 308})
+_MAX_REDIRECTS = 5
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -179,6 +191,10 @@ def role_name(role: Role) -> str:
     return role.value.removeprefix("role:")
 
 
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -228,7 +244,14 @@ class HttpTargets(TargetClient):
     """Reads, actions and read-backs against HTTP targets named in the change package."""
 
     def _get_json(
-        self, target: str, path: str, role: Role, timeout_s: float, *, absent: JSON = None
+        self,
+        target: str,
+        path: str,
+        role: Role,
+        timeout_s: float,
+        *,
+        absent: JSON = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> tuple[JSON, str | None]:
         """GET a JSON document: ``(document, None)`` or ``(None, masked error text)``.
 
@@ -237,7 +260,8 @@ class HttpTargets(TargetClient):
         """
         try:
             url = self._url(target, path)
-            response = self._client.get(url, headers=self._headers(role), timeout=timeout_s)
+            headers = {**self._headers(role), **(extra_headers or {})}
+            response = self._client.get(url, headers=headers, timeout=timeout_s)
         except LookupError as exc:
             return None, self._mask.text(str(exc))
         except Exception as exc:
@@ -294,12 +318,14 @@ class HttpTargets(TargetClient):
             return ActionResult("rejected", "not an http action; nothing was sent")
         what = f"{spec.method} {spec.target} {spec.path}"
         try:
+            headers = {**self._headers(role, idempotency_key), **spec.headers}
+            body: dict[str, object] = {"data": spec.form} if spec.form is not None else {"json": spec.json_body}
             request = self._client.build_request(
                 spec.method,
                 self._url(spec.target, spec.path),
-                json=spec.json_body,
-                headers=self._headers(role, idempotency_key),
+                headers=headers,
                 timeout=timeout_s,
+                **body,  # type: ignore[arg-type]
             )
         except Exception as exc:
             return ActionResult("rejected", self._mask.text(f"{what} was not sent: {_describe(exc)}"))
@@ -314,19 +340,64 @@ class HttpTargets(TargetClient):
             # Sent, or possibly sent, with no answer: only a read-back can tell.
             detail = f"{what} sent, no answer: {_describe(exc)}; outcome unknown"
             return ActionResult("ambiguous", self._mask.text(detail))
-        return self._classify(what, response)
+        if spec.redirect == "follow":
+            try:
+                response = self._follow(response)
+            except Exception as exc:
+                detail = f"{what} answered HTTP {response.status_code}; following its redirect failed: {_describe(exc)}"
+                return ActionResult("ambiguous", self._mask.text(detail + "; outcome unknown"), response.status_code)
+        return self._classify(what, response, spec)
 
-    def _classify(self, what: str, response: httpx.Response) -> ActionResult:
+    def _follow(self, response: httpx.Response) -> httpx.Response:
+        """Follow same-origin redirects (httpx builds each next request: 303 becomes a GET)."""
+        for _ in range(_MAX_REDIRECTS):
+            following = response.next_request
+            if following is None or _origin(following.url) != _origin(response.request.url):
+                return response
+            response.close()
+            response = self._client.send(following)
+        return response
+
+    def _classify(self, what: str, response: httpx.Response, spec: HttpAction) -> ActionResult:
         status = response.status_code
         try:
-            body: JSON = self._mask.body(loads(response.content))
+            document: JSON = loads(response.content)
+            parsed = True
         except ValueError:
-            body = self._mask.text(response.text, limit=2000) if response.text else None
-        if response.is_success:
+            document, parsed = None, False
+        body: JSON = self._mask.body(document) if parsed else (self._mask.text(response.text, 2000) or None)
+        expected = status in spec.expect_status if spec.expect_status is not None else response.is_success
+        if expected:
+            location = response.headers.get("location", "")
+            pattern = spec.expect_location
+            if pattern is not None and 300 <= status < 400 and not re.search(pattern, location):
+                where = self._mask.text(location or "(no Location)")
+                detail = f"{what} answered HTTP {status} to {where}, which does not match {pattern!r}"
+                return ActionResult("ambiguous", detail + "; outcome unknown", status, body)
+            if spec.expect_answer:
+                problems = (
+                    compare_expected(spec.expect_answer, document, self._mask.field)
+                    if parsed
+                    else ["the answer is not JSON"]
+                )
+                if problems:
+                    detail = f"{what} answered HTTP {status}, but not that it applied: {'; '.join(problems)}"
+                    return ActionResult("ambiguous", self._mask.text(detail + "; outcome unknown", 2000), status, body)
             return ActionResult("ok", f"{what} answered HTTP {status}", status, body)
         snippet = self._mask.text(response.text)
+        if response.is_redirect:
+            where = self._mask.text(response.headers.get("location", "(no Location)"))
+            if status in _RESEND_ELSEWHERE:
+                detail = f"{what} answered HTTP {status} to {where}: sent elsewhere, not processed here"
+                return ActionResult("rejected", detail, status, body)
+            detail = f"{what} answered HTTP {status} to {where}: a redirect after a write; outcome unknown"
+            return ActionResult("ambiguous", detail, status, body)
         if status in _GATEWAY_UNKNOWN:
             detail = f"{what} answered HTTP {status} from a gateway; it may have been applied: {snippet}"
+            return ActionResult("ambiguous", detail, status, body)
+        if response.is_success:
+            listed = ", ".join(str(c) for c in spec.expect_status or ())
+            detail = f"{what} answered HTTP {status}, not one of the expected {listed}; outcome unknown"
             return ActionResult("ambiguous", detail, status, body)
         return ActionResult("rejected", f"{what} refused with HTTP {status}: {snippet}", status, body)
 
@@ -339,7 +410,9 @@ class HttpTargets(TargetClient):
             # created it — not a failed read. Treating it as unreadable held every resume whose
             # first action creates a document and was interrupted before it was sent, though a
             # re-send under the same key is exactly what resolves that case.
-            document, error = self._get_json(spec.target, spec.path, role, timeout_s, absent=_ABSENT)
+            document, error = self._get_json(
+                spec.target, spec.path, role, timeout_s, absent=_ABSENT, extra_headers=spec.headers
+            )
             if error is not None:
                 return ReadbackResult(None, None, error)
             if document is _ABSENT:

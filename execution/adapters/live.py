@@ -1,7 +1,7 @@
 """The adapters the engine's shell is given: one object that reads signals and runs actions.
 
-It dispatches on which spec kind a signal, action or read-back sets (``prometheus``, ``http`` or
-``command``) and adds nothing of its own, so every rule of the adapters it wraps still holds.
+It dispatches on which spec kind a signal, action or read-back sets (``prometheus``, ``http``,
+``command`` or ``haproxy``) and adds nothing of its own, so every rule of the adapters it wraps still holds.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 import httpx
 
 from execution.adapters.command import CommandRunner
+from execution.adapters.haproxy import HaproxyRuntime
 from execution.adapters.http import HttpTargets
 from execution.adapters.prometheus import PrometheusReader
 from execution.contract.models import Action, Confirm, Signal, Target
@@ -39,6 +40,7 @@ class LiveTargets:
             targets, credentials, client, clock, read_timeout_s=read_timeout_s, sensitive_fields=sensitive
         )
         self.command = CommandRunner(targets, credentials, clock, base_env=command_env, sensitive_fields=sensitive)
+        self.haproxy = HaproxyRuntime(targets)
 
     def read(self, name: str, signal: Signal, role: Role) -> Evidence:
         if signal.prometheus is not None:
@@ -54,6 +56,8 @@ class LiveTargets:
             return self.http.apply(action, idempotency_key, role, timeout_s)
         if action.command is not None:
             return self.command.apply(action, idempotency_key, role, timeout_s)
+        if action.haproxy is not None:
+            return self.haproxy.apply(action, idempotency_key, role, timeout_s)
         return ActionResult("rejected", "the action names no kind; nothing was sent")
 
     def read_back(self, confirm: Confirm, role: Role, timeout_s: float) -> ReadbackResult:
@@ -61,4 +65,6 @@ class LiveTargets:
             return self.http.read_back(confirm, role, timeout_s)
         if confirm.command is not None:
             return self.command.read_back(confirm, role, timeout_s)
+        if confirm.haproxy is not None:
+            return self.haproxy.read_back(confirm, role, timeout_s)
         return ReadbackResult(None, None, "the read-back names no kind")

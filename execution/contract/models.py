@@ -12,6 +12,7 @@ the field means and the rule it serves.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -53,6 +54,39 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 SlackId = Annotated[str, Field(pattern=r"^[A-Z0-9][A-Z0-9]{1,30}$")]
 Reaction = Literal["hold", "rollback", "narrow"]
 JsonValue = Any
+# HAProxy names backends and servers with letters, digits and ``-_.:``.
+HaproxyName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
+HeaderName = Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")]
+HeaderValue = Annotated[str, Field(pattern=r"^[^\r\n\x00]{0,2000}$")]
+FormValue = str | int | float | bool | list[str | int | float | bool]
+StatusCode = Annotated[int, Field(ge=100, le=599)]
+# Headers stagehold sets itself: the role's credential, the idempotency key, the role name.
+RESERVED_HEADERS = frozenset({"authorization", "idempotency-key", "x-stagehold-role", "content-length", "host"})
+
+
+def _check_pattern(text: str | None) -> str | None:
+    if text is not None:
+        try:
+            re.compile(text)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+    return text
+
+
+Pattern = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_check_pattern)]
+
+
+def _check_headers(headers: dict[str, str]) -> dict[str, str]:
+    reserved = sorted(h for h in headers if h.lower() in RESERVED_HEADERS)
+    if reserved:
+        raise ValueError(
+            f"header(s) {', '.join(reserved)} are set by stagehold itself (credentials come from settings, "
+            "never from the plan)"
+        )
+    return headers
+
+
+Headers = Annotated[dict[HeaderName, HeaderValue], AfterValidator(_check_headers)]
 
 
 def _takes_only_booleans(annotation: Any) -> tuple[bool, bool]:
@@ -79,6 +113,9 @@ class Strict(BaseModel):
         if flag and not (nullable and value is None):
             raise PydanticCustomError("bool_type", "expected true or false")
         return value
+
+
+ACTION_KINDS = ("http", "command", "haproxy")
 
 
 def _exactly_one(model: BaseModel, names: tuple[str, ...]) -> None:
@@ -139,6 +176,23 @@ class HttpSignal(Strict):
     )
 
 
+Stdin = Annotated[
+    str | dict[str, JsonValue] | list[JsonValue] | None,
+    Field(
+        description="Written to the program's standard input: text as given, a mapping or list as JSON. "
+        "Without it standard input is empty. Example: `stdin: {backend: app, weight: 25}`.",
+    ),
+]
+ErrorPattern = Annotated[
+    Pattern | None,
+    Field(
+        description="A regular expression searched in the program's stdout and stderr: a match means the "
+        "program refused (an action is `rejected`, a read an error) even when it exits 0. "
+        "Example: `error_pattern: '(?i)^error:'`.",
+    ),
+]
+
+
 class CommandSignal(Strict):
     """A program run without a shell; its stdout is JSON and one field of it is the value."""
 
@@ -157,6 +211,8 @@ class CommandSignal(Strict):
     timeout: Duration = Field(
         "30s", description="How long the program may run; a timeout is an error outcome.", examples=["30s"]
     )
+    stdin: Stdin = None
+    error_pattern: ErrorPattern = None
 
 
 class Signal(Strict):
@@ -202,6 +258,16 @@ class Signal(Strict):
 # ---------------------------------------------------------------- plan: actions and read-backs
 
 
+ExpectAnswer = Annotated[
+    dict[str, JsonValue] | None,
+    Field(
+        description="Fields (dotted paths) the action's JSON answer must hold for the outcome to be `ok`. "
+        "An answer without them is `ambiguous` (the read-back decides), never `rejected`. "
+        "Example: `expect_answer: {result.applied: true}`.",
+    ),
+]
+
+
 class HttpAction(Strict):
     """An HTTP write to a target, sent with an ``Idempotency-Key`` header and the role's credential."""
 
@@ -227,6 +293,40 @@ class HttpAction(Strict):
         "(record intent, act, read back), never by a blind retry.",
         examples=["10s"],
     )
+    form: dict[Annotated[str, Field(min_length=1, max_length=200)], FormValue] | None = Field(
+        default=None,
+        description="Send the body as `application/x-www-form-urlencoded` instead of JSON; a list sends the "
+        "field once per item. Example (HAProxy's stats page): `form: {s: canary, action: drain, b: app}`.",
+    )
+    headers: Headers = Field(
+        default_factory=dict,
+        description="Extra request headers for this action. Credentials never go here: `Authorization`, "
+        "`Idempotency-Key` and `X-Stagehold-Role` are set by stagehold. Example: `headers: {X-Tenant: payments}`.",
+    )
+    expect_status: Annotated[list[StatusCode], Field(min_length=1, max_length=20)] | None = Field(
+        default=None,
+        description="The status codes that mean the target applied the action (default: any 2xx). "
+        "Example: `expect_status: [303]` for a form that answers with a redirect.",
+    )
+    redirect: Literal["stop", "follow"] = Field(
+        default="stop",
+        description="`stop` (default): a 3xx answer is judged as it is — listed in `expect_status` is `ok`, "
+        "307/308 is `rejected` (the target sent the request elsewhere unprocessed), any other 3xx is "
+        "`ambiguous`. `follow`: follow up to 5 redirects on the same origin and judge the final answer.",
+    )
+    expect_location: Pattern | None = Field(
+        default=None,
+        description="For a redirect listed in `expect_status`: a regular expression its `Location` must match "
+        "for the outcome to be `ok`; otherwise it is `ambiguous`. Example (HAProxy's stats page answers "
+        "`303` to `/stats;st=DONE`, or `;st=ERRP` when it did nothing): `expect_location: 'st=DONE'`.",
+    )
+    expect_answer: ExpectAnswer = None
+
+    @model_validator(mode="after")
+    def _one_body(self) -> HttpAction:
+        if self.json_body is not None and self.form is not None:
+            raise ValueError("give json or form, not both")
+        return self
 
 
 class CommandAction(Strict):
@@ -246,10 +346,54 @@ class CommandAction(Strict):
         description="How long the program may run; a timeout leaves the outcome ambiguous, resolved by the read-back.",
         examples=["60s"],
     )
+    stdin: Stdin = None
+    error_pattern: ErrorPattern = None
+    expect_answer: ExpectAnswer = None
 
 
-class Action(Strict):
-    """The one change a stage (or its rollback) makes. Give exactly one of ``http`` or ``command``."""
+class HaproxyAction(Strict):
+    """Server weights and states set through HAProxy's Runtime API (``set weight``, ``set server``)."""
+
+    target: Name = Field(description="A `kind: haproxy` target of the package (its Runtime API socket).")
+    backend: HaproxyName = Field(description="The backend whose servers change. Example: `backend: app`.")
+    weights: dict[HaproxyName, Annotated[int, Field(ge=0, le=256)]] = Field(
+        default_factory=dict,
+        description="Weight per server (0-256), sent as `set weight BACKEND/SERVER N`. "
+        "Example: `weights: {canary: 25, stable: 75}`.",
+    )
+    states: dict[HaproxyName, Literal["ready", "drain", "maint"]] = Field(
+        default_factory=dict,
+        description="Administrative state per server, sent as `set server BACKEND/SERVER state S`. "
+        "Example: `states: {canary: drain}`.",
+    )
+    timeout: Duration = Field(default="10s", description="For all of this action's commands together.")
+
+    @model_validator(mode="after")
+    def _something(self) -> HaproxyAction:
+        if not self.weights and not self.states:
+            raise ValueError("give weights or states (or both)")
+        return self
+
+
+class _OneKind(Strict):
+    """An action or a read-back: exactly one of its kinds (``http``, ``command``, ``haproxy``) is set."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> _OneKind:
+        _exactly_one(self, ACTION_KINDS)
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ACTION_KINDS if getattr(self, k) is not None)
+
+    @property
+    def target(self) -> str:
+        return str(getattr(self, self.kind).target)
+
+
+class Action(_OneKind):
+    """The one change a stage (or its rollback) makes. Give exactly one of ``http``, ``command`` or ``haproxy``."""
 
     http: HttpAction | None = Field(
         None,
@@ -261,17 +405,13 @@ class Action(Strict):
         description="Make the change by running a program.",
         examples=[{"target": "sorter-control", "argv": ["sorterctl", "activate", "--zones", "1"]}],
     )
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> Action:
-        _exactly_one(self, ("http", "command"))
-        return self
+    haproxy: HaproxyAction | None = Field(default=None, description="Set weights or states in HAProxy.")
 
     @property
-    def target(self) -> str:
-        spec = self.http or self.command
+    def spec(self) -> HttpAction | CommandAction | HaproxyAction:
+        spec = self.http or self.command or self.haproxy
         assert spec is not None
-        return spec.target
+        return spec
 
 
 class HttpReadback(Strict):
@@ -289,6 +429,10 @@ class HttpReadback(Strict):
         examples=[{"tokenizer": 5, "legacy": 95}],
     )
     timeout: Duration = Field("10s", description="How long to wait for the answer.", examples=["10s"])
+    headers: Headers = Field(
+        default_factory=dict,
+        description="Extra request headers for this read-back (as for actions; never credentials).",
+    )
 
 
 class CommandReadback(Strict):
@@ -307,9 +451,25 @@ class CommandReadback(Strict):
         examples=[{"profile": "v42", "zones": 1}],
     )
     timeout: Duration = Field("30s", description="How long the program may run.", examples=["30s"])
+    stdin: Stdin = None
+    error_pattern: ErrorPattern = None
 
 
-class Confirm(Strict):
+class HaproxyReadback(Strict):
+    """Reads ``show servers state BACKEND``: one object per server with ``weight``,
+    ``initial_weight``, ``state`` (ready, drain or maint), ``operational`` (stopped, starting,
+    running or stopping), ``address`` and ``port``."""
+
+    target: Name = Field(description="A `kind: haproxy` target of the package.")
+    backend: HaproxyName = Field(description="The backend whose servers are read.")
+    expect: Annotated[dict[str, JsonValue], Field(min_length=1)] = Field(
+        description="`SERVER.FIELD: value` pairs the live state must match. "
+        "Example: `expect: {canary.weight: 25, stable.weight: 75}`.",
+    )
+    timeout: Duration = "10s"
+
+
+class Confirm(_OneKind):
     """The read-back that proves an action took effect. Exactly one of ``http`` or ``command``."""
 
     http: HttpReadback | None = Field(
@@ -322,23 +482,17 @@ class Confirm(Strict):
         description="Read the target back by running a program.",
         examples=[{"target": "sorter-control", "argv": ["sorterctl", "profile", "--json"], "expect": {"zones": 1}}],
     )
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> Confirm:
-        _exactly_one(self, ("http", "command"))
-        return self
+    haproxy: HaproxyReadback | None = Field(default=None, description="Read server weights and states from HAProxy.")
 
     @property
-    def target(self) -> str:
-        spec = self.http or self.command
+    def spec(self) -> HttpReadback | CommandReadback | HaproxyReadback:
+        spec = self.http or self.command or self.haproxy
         assert spec is not None
-        return spec.target
+        return spec
 
     @property
     def expect(self) -> dict[str, JsonValue]:
-        spec = self.http or self.command
-        assert spec is not None
-        return spec.expect
+        return self.spec.expect
 
 
 class RollbackStep(Strict):
@@ -669,7 +823,7 @@ class Authorities(Strict):
 class Target(Strict):
     """A system the change reads or acts on. Role credentials come from the environment, never from here."""
 
-    kind: Literal["http", "prometheus", "command"] = Field(
+    kind: Literal["http", "prometheus", "command", "haproxy"] = Field(
         "http", description="How stagehold speaks to the target.", examples=["http"]
     )
     url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2000)] | None = Field(
@@ -681,11 +835,19 @@ class Target(Strict):
     description: str | None = Field(
         None, description="What the target is, for people.", examples=["payments traffic router"]
     )
+    socket: Annotated[str, Field(pattern=r"^(/[^\s]+|tcp://[^\s/]+:\d{1,5})$", max_length=500)] | None = Field(
+        default=None,
+        description="For `kind: haproxy`: the Runtime API stats socket, a UNIX socket path or `tcp://HOST:PORT` "
+        "(declared with `level admin` in haproxy.cfg). Example: `socket: /run/haproxy/admin.sock`.",
+    )
 
     @model_validator(mode="after")
     def _url_when_needed(self) -> Target:
         if self.kind in ("http", "prometheus") and self.url is None:
             raise ValueError(f"a {self.kind} target needs a url, e.g. url: https://router.internal")
+        if self.kind == "haproxy" and self.socket is None:
+            raise ValueError("a haproxy target needs a socket (a UNIX socket path or tcp://HOST:PORT)")
+
         return self
 
 

@@ -173,8 +173,10 @@ def _scope(pkg: ChangePackage, plan: Plan) -> Iterator[Finding]:
             touched.append((("stages", i, "rollback", "action"), stage.rollback.action.target, "rollback"))
             touched.append((("stages", i, "rollback", "confirm"), stage.rollback.confirm.target, "rollback read-back"))
         for path, target, what in touched:
-            kind = "http" if _is_http(stage, path) else "command"
+            kind = _kind(stage, path)
             full = (*path, kind, "target")
+            if target in pkg.targets and kind == "haproxy" and pkg.targets[target].kind != "haproxy":
+                yield ("plan", full, f"target '{target}' is not a haproxy target")
             if target in pkg.scope.protected:
                 yield ("plan", full, f"{what} touches '{target}', which the package protects")
             elif target not in pkg.scope.targets:
@@ -184,11 +186,12 @@ def _scope(pkg: ChangePackage, plan: Plan) -> Iterator[Finding]:
                 yield ("plan", full, f"target '{target}' is not defined in the package")
 
 
-def _is_http(stage: object, path: PathKey) -> bool:
+def _kind(stage: object, path: PathKey) -> str:
+    """Which kind (``http``, ``command``, ``haproxy``) the action or read-back at ``path`` uses."""
     node: object = stage
     for part in path[2:]:
         node = getattr(node, str(part))
-    return getattr(node, "http", None) is not None
+    return str(getattr(node, "kind", "http"))
 
 
 def _protection(pkg: ChangePackage, plan: Plan) -> Iterator[Finding]:
