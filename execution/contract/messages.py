@@ -39,6 +39,16 @@ PATTERNS: dict[str, tuple[str, str]] = {
     r"^[CG][A-Z0-9]{2,30}$": ("channel id", "a Slack channel id, like C0CHANGES"),
     r"^https?://[^\s]+$": ("url", "an http:// or https:// url without spaces"),
     r"^[^\x00-\x1f]+$": ("file path", "a file path without control characters"),
+    r"^[A-Za-z0-9_.:-]{1,100}$": (
+        "HAProxy name",
+        "an HAProxy backend or server name of letters, digits, '_', '.', ':' or '-'",
+    ),
+    r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$": ("header name", "an HTTP header name, like X-Scope-OrgID"),
+    r"^[^\r\n\x00]{0,2000}$": ("header value", "a header value on one line (no line breaks or NUL)"),
+    r"^(/[^\s]+|tcp://[^\s/]+:\d{1,5})$": (
+        "socket",
+        "a UNIX socket path like /run/haproxy/admin.sock, or tcp://HOST:PORT",
+    ),
     CONDITION_PATTERN: ("condition", "a condition such as '< 0.01', '== true' or 'between 0.98 and 1.02'"),
     DURATION_PATTERN: ("duration", "a duration such as '30s', '5m' or '2h' (units ms, s, m, h, d)"),
 }

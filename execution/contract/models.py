@@ -181,6 +181,7 @@ Stdin = Annotated[
     Field(
         description="Written to the program's standard input: text as given, a mapping or list as JSON. "
         "Without it standard input is empty. Example: `stdin: {backend: app, weight: 25}`.",
+        examples=[{"backend": "app", "weight": 25}],
     ),
 ]
 ErrorPattern = Annotated[
@@ -189,6 +190,7 @@ ErrorPattern = Annotated[
         description="A regular expression searched in the program's stdout and stderr: a match means the "
         "program refused (an action is `rejected`, a read an error) even when it exits 0. "
         "Example: `error_pattern: '(?i)^error:'`.",
+        examples=["(?i)^error:"],
     ),
 ]
 
@@ -264,6 +266,7 @@ ExpectAnswer = Annotated[
         description="Fields (dotted paths) the action's JSON answer must hold for the outcome to be `ok`. "
         "An answer without them is `ambiguous` (the read-back decides), never `rejected`. "
         "Example: `expect_answer: {result.applied: true}`.",
+        examples=[{"result.applied": True}],
     ),
 ]
 
@@ -297,28 +300,33 @@ class HttpAction(Strict):
         default=None,
         description="Send the body as `application/x-www-form-urlencoded` instead of JSON; a list sends the "
         "field once per item. Example (HAProxy's stats page): `form: {s: canary, action: drain, b: app}`.",
+        examples=[{"s": "canary", "action": "drain", "b": "app"}],
     )
     headers: Headers = Field(
         default_factory=dict,
         description="Extra request headers for this action. Credentials never go here: `Authorization`, "
         "`Idempotency-Key` and `X-Stagehold-Role` are set by stagehold. Example: `headers: {X-Tenant: payments}`.",
+        examples=[{"X-Tenant": "payments"}],
     )
     expect_status: Annotated[list[StatusCode], Field(min_length=1, max_length=20)] | None = Field(
         default=None,
         description="The status codes that mean the target applied the action (default: any 2xx). "
         "Example: `expect_status: [303]` for a form that answers with a redirect.",
+        examples=[[303]],
     )
     redirect: Literal["stop", "follow"] = Field(
         default="stop",
         description="`stop` (default): a 3xx answer is judged as it is — listed in `expect_status` is `ok`, "
         "307/308 is `rejected` (the target sent the request elsewhere unprocessed), any other 3xx is "
         "`ambiguous`. `follow`: follow up to 5 redirects on the same origin and judge the final answer.",
+        examples=["stop"],
     )
     expect_location: Pattern | None = Field(
         default=None,
         description="For a redirect listed in `expect_status`: a regular expression its `Location` must match "
         "for the outcome to be `ok`; otherwise it is `ambiguous`. Example (HAProxy's stats page answers "
         "`303` to `/stats;st=DONE`, or `;st=ERRP` when it did nothing): `expect_location: 'st=DONE'`.",
+        examples=["st=DONE"],
     )
     expect_answer: ExpectAnswer = None
 
@@ -354,19 +362,27 @@ class CommandAction(Strict):
 class HaproxyAction(Strict):
     """Server weights and states set through HAProxy's Runtime API (``set weight``, ``set server``)."""
 
-    target: Name = Field(description="A `kind: haproxy` target of the package (its Runtime API socket).")
-    backend: HaproxyName = Field(description="The backend whose servers change. Example: `backend: app`.")
+    target: Name = Field(
+        description="A `kind: haproxy` target of the package (its Runtime API socket).", examples=["edge-lb"]
+    )
+    backend: HaproxyName = Field(
+        description="The backend whose servers change. Example: `backend: app`.", examples=["app"]
+    )
     weights: dict[HaproxyName, Annotated[int, Field(ge=0, le=256)]] = Field(
         default_factory=dict,
         description="Weight per server (0-256), sent as `set weight BACKEND/SERVER N`. "
         "Example: `weights: {canary: 25, stable: 75}`.",
+        examples=[{"canary": 25, "stable": 75}],
     )
     states: dict[HaproxyName, Literal["ready", "drain", "maint"]] = Field(
         default_factory=dict,
         description="Administrative state per server, sent as `set server BACKEND/SERVER state S`. "
         "Example: `states: {canary: drain}`.",
+        examples=[{"canary": "drain"}],
     )
-    timeout: Duration = Field(default="10s", description="For all of this action's commands together.")
+    timeout: Duration = Field(
+        default="10s", description="For all of this action's commands together.", examples=["10s"]
+    )
 
     @model_validator(mode="after")
     def _something(self) -> HaproxyAction:
@@ -405,7 +421,11 @@ class Action(_OneKind):
         description="Make the change by running a program.",
         examples=[{"target": "sorter-control", "argv": ["sorterctl", "activate", "--zones", "1"]}],
     )
-    haproxy: HaproxyAction | None = Field(default=None, description="Set weights or states in HAProxy.")
+    haproxy: HaproxyAction | None = Field(
+        default=None,
+        description="Set weights or states in HAProxy through its Runtime API.",
+        examples=[{"target": "edge-lb", "backend": "app", "weights": {"canary": 25, "stable": 75}}],
+    )
 
     @property
     def spec(self) -> HttpAction | CommandAction | HaproxyAction:
@@ -432,6 +452,7 @@ class HttpReadback(Strict):
     headers: Headers = Field(
         default_factory=dict,
         description="Extra request headers for this read-back (as for actions; never credentials).",
+        examples=[{"X-Tenant": "payments"}],
     )
 
 
@@ -460,13 +481,14 @@ class HaproxyReadback(Strict):
     ``initial_weight``, ``state`` (ready, drain or maint), ``operational`` (stopped, starting,
     running or stopping), ``address`` and ``port``."""
 
-    target: Name = Field(description="A `kind: haproxy` target of the package.")
-    backend: HaproxyName = Field(description="The backend whose servers are read.")
+    target: Name = Field(description="A `kind: haproxy` target of the package.", examples=["edge-lb"])
+    backend: HaproxyName = Field(description="The backend whose servers are read.", examples=["app"])
     expect: Annotated[dict[str, JsonValue], Field(min_length=1)] = Field(
         description="`SERVER.FIELD: value` pairs the live state must match. "
         "Example: `expect: {canary.weight: 25, stable.weight: 75}`.",
+        examples=[{"canary.weight": 25, "stable.weight": 75}],
     )
-    timeout: Duration = "10s"
+    timeout: Duration = Field("10s", description="How long to wait for the Runtime API's answer.", examples=["10s"])
 
 
 class Confirm(_OneKind):
@@ -482,7 +504,11 @@ class Confirm(_OneKind):
         description="Read the target back by running a program.",
         examples=[{"target": "sorter-control", "argv": ["sorterctl", "profile", "--json"], "expect": {"zones": 1}}],
     )
-    haproxy: HaproxyReadback | None = Field(default=None, description="Read server weights and states from HAProxy.")
+    haproxy: HaproxyReadback | None = Field(
+        default=None,
+        description="Read server weights and states from HAProxy.",
+        examples=[{"target": "edge-lb", "backend": "app", "expect": {"canary.weight": 25}}],
+    )
 
     @property
     def spec(self) -> HttpReadback | CommandReadback | HaproxyReadback:
@@ -839,6 +865,7 @@ class Target(Strict):
         default=None,
         description="For `kind: haproxy`: the Runtime API stats socket, a UNIX socket path or `tcp://HOST:PORT` "
         "(declared with `level admin` in haproxy.cfg). Example: `socket: /run/haproxy/admin.sock`.",
+        examples=["/run/haproxy/admin.sock"],
     )
 
     @model_validator(mode="after")
