@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     credential_verifier: SecretStr | None = Field(None, validation_alias="STAGEHOLD_CREDENTIAL_VERIFIER")
     credential_rollback: SecretStr | None = Field(None, validation_alias="STAGEHOLD_CREDENTIAL_ROLLBACK")
     http_timeout_s: float = Field(10.0, gt=0, validation_alias="STAGEHOLD_HTTP_TIMEOUT")
+    # Signed approvals and the witness: the keyring and the bot's key live outside the packages directory.
+    keyring: str | None = Field(None, validation_alias="STAGEHOLD_KEYRING")
+    witness_key: str | None = Field(None, validation_alias="STAGEHOLD_WITNESS_KEY")
+    witness_name: str = Field("stagehold", min_length=1, validation_alias="STAGEHOLD_WITNESS_NAME")
+    witness_vkey: str | None = Field(None, validation_alias="STAGEHOLD_WITNESS_VKEY")
+    witness_file: str | None = Field(None, validation_alias="STAGEHOLD_WITNESS_FILE")
     # The checkpoint review: the digest is posted only when a channel is named.
     report_channel: str | None = Field(None, validation_alias="STAGEHOLD_REPORT_CHANNEL")
     report_schedule: str = Field("0 9 * * mon", validation_alias="STAGEHOLD_REPORT_SCHEDULE")

@@ -1,4 +1,4 @@
-"""``stagehold ledger verify|head|export|verify-file``: audit the hash-chained ledger.
+"""``stagehold ledger verify|head|checkpoint|export|verify-file``: audit the hash-chained ledger.
 
 Rules: these commands only read. There is no subcommand (and no code path) that updates or deletes
 a ledger entry. Entries were masked before they were written, so exports are not masked again: an
@@ -27,11 +27,14 @@ from typing import TYPE_CHECKING
 
 from bot import exits
 from bot.commands.arguments import db_option, execution_argument
+from bot.keys import KeyProblem, witness_signer, witness_verifier
 from ledger.chain import EXPORT_KEYS, export_line, format_ts, parse_ts, verify_chain
 from ledger.entry import Entry
 from ledger.store import CorruptEntry, VerifyResult
+from ledger.witness import Witness, append_checkpoint, check_against_witness, read_witness, sign_checkpoint
 
 if TYPE_CHECKING:
+    from bot.settings import Settings
     from ledger.sql import SqlLedgerStore
 
 
@@ -57,8 +60,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v = lsub.add_parser("verify", help="recompute every hash and link (one execution or all)")
     v.add_argument("execution", nargs="?", metavar="EXECUTION", help="execution id; all executions when omitted")
     v.add_argument("--head", metavar="FILE", help="checkpoint written by 'ledger head'; detects truncation")
+    v.add_argument(
+        "--witness", metavar="FILE", help="signed checkpoints (a file, or text pasted from the Slack thread)"
+    )
+    v.add_argument("--vkey", help="verifier key of the checkpoints (default: STAGEHOLD_WITNESS_VKEY or the bot's key)")
     db_option(v)
     v.set_defaults(handler=cmd_verify)
+
+    c = lsub.add_parser("checkpoint", help="sign the head of an execution's chain with the bot's key (a signed note)")
+    execution_argument(c)
+    c.add_argument("--key", metavar="FILE", help="the bot's Ed25519 key (default: the STAGEHOLD_WITNESS_KEY setting)")
+    c.add_argument("--append", metavar="FILE", help="also append it here (default: the STAGEHOLD_WITNESS_FILE setting)")
+    db_option(c)
+    c.set_defaults(handler=cmd_checkpoint)
 
     h = lsub.add_parser("head", help="print a checkpoint of an execution's chain as one JSON line")
     execution_argument(h)
@@ -88,6 +102,10 @@ def cmd_head(args: argparse.Namespace) -> int:
     return _guarded(_head, args)
 
 
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    return _guarded(_checkpoint, args)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     return _guarded(_export, args)
 
@@ -99,16 +117,17 @@ def cmd_verify_file(args: argparse.Namespace) -> int:
 def _guarded(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
         code = fn(args)
-    except _Usage as exc:
+    except (_Usage, KeyProblem) as exc:
         print(f"stagehold ledger: {exc}", file=sys.stderr)
         return exits.INVALID
     return code
 
 
 def _verify(args: argparse.Namespace) -> int:
-    if args.head and not args.execution:
-        raise _Usage("--head needs an EXECUTION: a checkpoint belongs to one execution")
+    if (args.head or args.witness) and not args.execution:
+        raise _Usage("--head and --witness need an EXECUTION: a checkpoint belongs to one execution")
     head = _read_head(args.head, args.execution) if args.head else None
+    witness = _read_witness(args.witness, args.vkey, args.execution) if args.witness else None
     with _open_store(args.db) as store:
         if args.execution:
             if head is None:
@@ -123,6 +142,8 @@ def _verify(args: argparse.Namespace) -> int:
         code = exits.OK
         for name in names:
             result = _verify_stored(store, name, head)
+            if result.ok and witness is not None:
+                result = _verify_witnessed(store, name, witness)
             print(_describe(name, result))
             if not result.ok:
                 code = exits.TAMPERED
@@ -138,6 +159,26 @@ def _head(args: argparse.Namespace) -> int:
         print(_describe(args.execution, result), file=sys.stderr)
         return exits.TAMPERED
     print(json.dumps({"execution": args.execution, "seq": result.checked, "hash": result.head_hash}))
+    return exits.OK
+
+
+def _checkpoint(args: argparse.Namespace) -> int:
+    settings = _settings()
+    signer = witness_signer(args.key or settings.witness_key, settings.witness_name)
+    with _open_store(args.db) as store:
+        _require_known(store, args.execution)
+        result = _verify_stored(store, args.execution, None)
+    if not result.ok:
+        print(_describe(args.execution, result), file=sys.stderr)
+        return exits.TAMPERED
+    note = sign_checkpoint(signer, args.execution, result.checked, result.head_hash)
+    target = args.append or settings.witness_file
+    if target:
+        try:
+            append_checkpoint(Path(target), note)
+        except OSError as exc:
+            raise _Usage(f"{target}: cannot append: {exc.strerror or exc}") from None
+    sys.stdout.write(note)
     return exits.OK
 
 
@@ -220,10 +261,14 @@ def _open_store(db: str | None) -> Iterator[SqlLedgerStore]:
 
 
 def _settings_url() -> str:
+    return _settings().database_url
+
+
+def _settings() -> Settings:
     from bot.settings import SettingsError, load_settings
 
     try:
-        return load_settings().database_url
+        return load_settings()
     except SettingsError as exc:
         raise _Usage(str(exc)) from None
 
@@ -239,6 +284,18 @@ def _verify_stored(store: SqlLedgerStore, execution: str, head: tuple[int, str] 
     except CorruptEntry as exc:
         return _corrupt(exc)
     return verify_chain(entries, execution, head)
+
+
+def _verify_witnessed(store: SqlLedgerStore, execution: str, witness: Witness) -> VerifyResult:
+    try:
+        entries = store.read(execution)
+    except CorruptEntry as exc:
+        return _corrupt(exc)
+    result = check_against_witness(entries, execution, witness.heads)
+    if result.ok:
+        latest = max(h.checkpoint.size for h in witness.heads)
+        print(f"{execution}: agrees with {len(witness.heads)} witnessed head(s), the latest at seq {latest}")
+    return result
 
 
 def _corrupt(exc: CorruptEntry) -> VerifyResult:
@@ -281,6 +338,28 @@ def _read_head(path_text: str, execution: str) -> tuple[int, str]:
     if data["execution"] != execution:
         raise _Usage(f"{path}: checkpoint is for execution '{data['execution']}', not '{execution}'")
     return data["seq"], data["hash"]
+
+
+def _read_witness(path_text: str, vkey: str | None, execution: str) -> Witness:
+    """The trusted checkpoints of ``execution`` in a witness file; a forged one or none at all is a usage error."""
+    settings = _settings()
+    verifier = witness_verifier(vkey or settings.witness_vkey, settings.witness_key, settings.witness_name)
+    path = Path(path_text)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise _Usage(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise _Usage(f"{path}: not UTF-8 text") from None
+    witness = read_witness(text, verifier, execution)
+    if witness.forged:
+        raise _Usage(f"{path}: witness cannot be trusted: {'; '.join(witness.forged[:3])}")
+    if not witness.heads:
+        raise _Usage(
+            f"{path}: no checkpoint of '{execution}' signed by {verifier.name}+{verifier.key_hex} "
+            f"({witness.other_origins} of other executions, {witness.untrusted} signed by other keys)"
+        )
+    return witness
 
 
 def _write_atomically(path: Path, lines: list[str]) -> None:

@@ -805,6 +805,31 @@ class Approval(Strict):
     at: AwareTime = Field(description="When they approved, with a time zone.", examples=["2026-11-27T16:02:00Z"])
 
 
+class RoleQuorum(Strict):
+    """How many distinct people holding a key of one role must sign."""
+
+    role: Name = Field(description="An approver role, as the keyring names it.", examples=["change-advisory-board"])
+    count: Annotated[int, Field(ge=1, le=20)] = Field(
+        1, description="How many distinct signers of this role.", examples=[2]
+    )
+
+
+class ApprovalPolicy(Strict):
+    """The signed approvals a live run needs."""
+
+    require: Annotated[list[RoleQuorum], Field(min_length=1, max_length=10)] = Field(
+        description="One entry per role: COUNT distinct signers holding a key of ROLE.",
+        examples=[[{"role": "change-advisory-board", "count": 2}]],
+    )
+
+    @model_validator(mode="after")
+    def _roles_once(self) -> ApprovalPolicy:
+        roles = [q.role for q in self.require]
+        if len(set(roles)) != len(roles):
+            raise ValueError("name each role once (raise its count instead)")
+        return self
+
+
 class Authority(Strict):
     """People allowed to do one thing: Slack user ids and Slack user-group ids."""
 
@@ -912,6 +937,12 @@ class ChangePackage(Strict):
     approved_by: Annotated[list[Approval], Field(min_length=1)] = Field(
         description="Who approved the change.",
         examples=[[{"user": "U01DANA", "role": "change-authority", "at": "2026-11-27T16:02:00Z"}]],
+    )
+    approvals: ApprovalPolicy | None = Field(
+        None,
+        description="How many signed approvals (`stagehold approve`) a live run needs and from which roles. "
+        "Without it, every person in `approved_by` must sign in the role listed there.",
+        examples=[{"require": [{"role": "change-advisory-board", "count": 2}]}],
     )
     authorities: Authorities = Field(
         description="Who may start, release, roll back and hold.",

@@ -243,7 +243,7 @@ TABLE: dict[str, tuple[str, Edit, str, str, str]] = {
         Edit("package", "channel: C0CHANGES\n", "channel: C0CHANGES\nescalate_to: everyone\n"),
         "escalate_to",
         "unknown field 'escalate_to'; the fields here are stagehold, kind, id, title, plan, plan_sha256, window, "
-        "channel, scope, approved_by, authorities, targets",
+        "channel, scope, approved_by, approvals, authorities, targets",
         "escalate_to",
     ),
     "misspelt-signal-reference": (

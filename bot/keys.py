@@ -1,0 +1,53 @@
+"""Key files and the keys named by settings: approver keys, the keyring, the bot's witness key.
+
+Every failure is a ``KeyProblem`` with one line naming the file or setting (the CLI exits 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from execution.contract import InvalidChange
+from execution.contract.keyring import Keyring, load_keyring
+from ledger.note import NoteError, Signer, Verifier, load_private_key, parse_vkey
+
+
+class KeyProblem(Exception):
+    """A key, keyring or witness setting that cannot be used; the message is one line."""
+
+
+def read_signer(path: str | Path, name: str) -> Signer:
+    """The Ed25519 private key in the PEM file ``path``, under key name ``name``."""
+    try:
+        pem = Path(path).read_bytes()
+    except OSError as exc:
+        raise KeyProblem(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return Signer(name, load_private_key(pem))
+    except NoteError as exc:
+        raise KeyProblem(f"{path}: {exc}") from None
+
+
+def read_keyring(path: str | Path) -> Keyring:
+    try:
+        return load_keyring(path)
+    except InvalidChange as exc:
+        raise KeyProblem("keyring: " + "; ".join(str(p) for p in exc.problems[:5])) from None
+
+
+def witness_signer(key_file: str | None, name: str) -> Signer:
+    if not key_file:
+        raise KeyProblem("no witness key: set STAGEHOLD_WITNESS_KEY to the bot's Ed25519 key file (stagehold keygen)")
+    return read_signer(key_file, name)
+
+
+def witness_verifier(vkey: str | None, key_file: str | None, name: str) -> Verifier:
+    """The verifier key of the bot's checkpoints: given as text, or derived from the bot's own key."""
+    if vkey:
+        try:
+            return parse_vkey(vkey)
+        except NoteError as exc:
+            raise KeyProblem(f"witness verifier key: {exc}") from None
+    if key_file:
+        return witness_signer(key_file, name).verifier
+    raise KeyProblem("no witness verifier key: pass --vkey (or set STAGEHOLD_WITNESS_VKEY or STAGEHOLD_WITNESS_KEY)")
