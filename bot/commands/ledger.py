@@ -124,8 +124,9 @@ def _guarded(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) 
 
 
 def _verify(args: argparse.Namespace) -> int:
-    if (args.head or args.witness) and not args.execution:
-        raise _Usage("--head and --witness need an EXECUTION: a checkpoint belongs to one execution")
+    for flag, given in (("--head", args.head), ("--witness", args.witness)):
+        if given and not args.execution:
+            raise _Usage(f"{flag} needs an EXECUTION: a checkpoint belongs to one execution")
     head = _read_head(args.head, args.execution) if args.head else None
     witness = _read_witness(args.witness, args.vkey, args.execution) if args.witness else None
     with _open_store(args.db) as store:

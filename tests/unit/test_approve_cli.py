@@ -231,7 +231,7 @@ def test_witness_truncation_and_bad_witness_files(tmp_path: Path, run: Run) -> N
     assert code == 2 and "witness cannot be trusted: line 1: signature by stagehold does not verify" in err
 
     code, _, err = run("ledger", "verify", "--witness", str(witness), "--vkey", vkey, "--db", url)
-    assert code == 2 and "need an EXECUTION" in err
+    assert code == 2 and "--witness needs an EXECUTION" in err
     code, _, err = run("ledger", "verify", EXEC, "--witness", str(witness), "--db", url)
     assert code == 2 and "no witness verifier key" in err
     code, _, err = run("ledger", "checkpoint", EXEC, "--db", url)
