@@ -1,4 +1,4 @@
-"""Reliability trials: crash, ambiguity, delivery, tampering, bad input, secrets and authority.
+"""Reliability trials: crash, ambiguity, delivery, tampering, bad input, secrets, authority and approvals.
 
 ``run_families(size, names, workdir)`` runs the named families and returns their results;
 ``python -m reliability`` does the same and rewrites ``docs/reliability.md``.
@@ -14,7 +14,7 @@ from reliability.harness import Family, FamilyResult, Size
 
 
 def _families() -> list[Family]:
-    from reliability import ambiguous, authority, badinput, crash, deliveries, leaks, tamper
+    from reliability import ambiguous, approvals, authority, badinput, crash, deliveries, leaks, tamper
 
     return [
         Family("crash", crash.run_crash, "SIGKILL a rehearsal process at chosen moments and resume it"),
@@ -25,6 +25,7 @@ def _families() -> list[Family]:
         Family("bad-input", badinput.run, "generated packages, plans, slash commands and payloads"),
         Family("secrets", leaks.run, "secrets in every field that reaches the ledger, cards, packets and logs"),
         Family("authority", authority.run, "random authorities and random clicks"),
+        Family("approvals", approvals.run, "unapproved packages, and chains rewritten behind the witness's back"),
     ]
 
 
