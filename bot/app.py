@@ -48,6 +48,8 @@ from bot.clock import utc_now
 from bot.digest import Digest
 from bot.scheduler import Driver
 from execution.adapters.base import Connection
+from execution.approvals import ApprovalReport
+from execution.contract import LoadedChange
 from execution.model import Clock
 from execution.project import State
 from handlers import actions, commands
@@ -55,6 +57,7 @@ from handlers.directory import Directory
 from handlers.notifier import Notifier
 from handlers.review import ReportSettings
 from handlers.services import Services
+from ledger.note import Signer
 from ledger.sql import SqlLedgerStore
 
 log = logging.getLogger("stagehold.slack.app")
@@ -332,10 +335,14 @@ class SlackBot:
         report: ReportSettings | None = None,
         digest_channel: str | None = None,
         digest_trigger: CronTrigger | None = None,
+        approvals: Callable[[LoadedChange], ApprovalReport | None] | None = None,
+        witness: Signer | None = None,
     ) -> None:
         self.store = store
         self.signing_secret = signing_secret
-        self.notifier = Notifier(store, delivery_client(bot_token, api_url), pace_s=pace_s, sweep_s=notifier_sweep_s)
+        self.notifier = Notifier(
+            store, delivery_client(bot_token, api_url), pace_s=pace_s, sweep_s=notifier_sweep_s, witness=witness
+        )
         self.engine = build_engine(store, connect, listeners=[self.notifier], clock=clock, owner=owner)
         self.driver = Driver(self.engine, clock, sweep_seconds=driver_sweep_s)
         client = listener_client(bot_token, api_url)
@@ -348,6 +355,7 @@ class SlackBot:
             start_mode=start_mode,
             start_speed=start_speed,
             report=report or ReportSettings(),
+            **({"approvals": approvals} if approvals is not None else {}),
         )
         self.listeners = ThreadPoolExecutor(LISTENER_WORKERS, thread_name_prefix="stagehold-listener")
         self.app = build_app(client, signing_secret, self.services, self.listeners)

@@ -49,7 +49,9 @@ def describe(entry: Entry) -> list[str]:
     if k == ev.EXECUTION_STARTED:
         return [
             f"{head} started {b['change_id']} ({b['title']}) by {entry.actor}; plan sha256 {b['plan_sha256'][:12]}…, "
-            f"mode {b['mode']}" + (f", speed x{b['speed']:g}" if b["mode"] != "live" else "")
+            f"mode {b['mode']}"
+            + (f", speed x{b['speed']:g}" if b["mode"] != "live" else "")
+            + ("" if (b.get("approvals") or {}).get("approved") else ", UNSIGNED")
         ]
     if k == ev.EXECUTION_RESUMED:
         rec = b.get("reconcile")

@@ -5,10 +5,14 @@ Every failure is a ``KeyProblem`` with one line naming the file or setting (the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
-from execution.contract import InvalidChange
+from execution.approvals import ApprovalReport
+from execution.contract import InvalidChange, LoadedChange
 from execution.contract.keyring import Keyring, load_keyring
+from execution.contract.signatures import approval_report
 from ledger.note import NoteError, Signer, Verifier, load_private_key, parse_vkey
 
 
@@ -51,3 +55,19 @@ def witness_verifier(vkey: str | None, key_file: str | None, name: str) -> Verif
     if key_file:
         return witness_signer(key_file, name).verifier
     raise KeyProblem("no witness verifier key: pass --vkey (or set STAGEHOLD_WITNESS_VKEY or STAGEHOLD_WITNESS_KEY)")
+
+
+def approvals_checker(
+    keyring_path: str | None, clock: Callable[[], datetime]
+) -> Callable[[LoadedChange], ApprovalReport | None]:
+    """What a start checks: the package's approvals against the keyring, read afresh each time (so a
+    revocation counts at once). No keyring configured: None, which a live start refuses. A bad
+    keyring raises ``InvalidChange`` naming its file and line."""
+
+    def check(change: LoadedChange) -> ApprovalReport | None:
+        if not keyring_path:
+            return None
+        report, _problems = approval_report(change, load_keyring(keyring_path), clock())
+        return report
+
+    return check

@@ -290,3 +290,21 @@ def _fill(
                 else f"{req.count - have} more from {req.role} (have {have} of {req.count})"
             )
     return tuple(counted), tuple(missing)
+
+
+def refusal(report: ApprovalReport | None) -> str | None:
+    """Why a live run may not start on these approvals (one line), or None when it may.
+
+    >>> refusal(None)
+    'no signed approvals were checked (no keyring configured: set STAGEHOLD_KEYRING)'
+    """
+    if report is None:
+        return "no signed approvals were checked (no keyring configured: set STAGEHOLD_KEYRING)"
+    if report.approved:
+        return None
+    bad = [f"{s.source} {s.status}" for s in report.signatures if s.status != "valid"]
+    return (
+        f"not approved: missing {'; '.join(report.missing)}"
+        + (f"; not counted: {', '.join(bad)}" if bad else "")
+        + f" (package sha256 {report.package_sha256[:12]}…)"
+    )

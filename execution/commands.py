@@ -11,7 +11,7 @@ the state's phase is unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,8 +42,12 @@ def start(
     *,
     mode: str = "live",
     speed: float = 1.0,
+    approvals: Mapping[str, Any] | None = None,
 ) -> list[NewEntry]:
     """The first entry of an execution, or ``StartRefused``.
+
+    ``approvals`` is what the signed approvals showed (``ApprovalReport.record()``), kept in the
+    entry; the shell refuses a live start without them before it gets here.
 
     A live execution starts only inside the package's window. A rehearsal re-bases the window
     to start now, keeping its length divided by the rehearsal speed.
@@ -83,6 +87,7 @@ def start(
             speed=speed,
             window={"opens": format_ts(opens), "closes": format_ts(closes)},
             initiator=initiator,
+            **({"approvals": dict(approvals)} if approvals is not None else {}),
         )
     ]
 

@@ -3,7 +3,8 @@
 Body fields, by kind (all JSON, masked before writing):
 
 execution.started     change_id, title, package, plan, plan_sha256, channel, mode (live|rehearsal),
-                      speed, window{opens,closes}, initiator
+                      speed, window{opens,closes}, initiator, approvals{package_sha256, approved, policy[],
+                      signed_by[{key, owner, role, sha256, at}], refused[], missing[]} (absent: not checked)
 execution.resumed     owner, reconcile{stage, direction, expect, observed, matches, detail} | null
 gate.checked          stage, purpose (enter|release), results[], outcome
 hold.opened           hold, stage, index, kind, reason, results[], categories{}, evidence_version,
@@ -71,3 +72,6 @@ ABANDON_DENIED = "abandon.denied"
 
 # Kinds that only record a human's attempt and never change where the execution is.
 NO_OP_KINDS = frozenset({RELEASE_DENIED, RELEASE_IGNORED, ROLLBACK_DENIED, HOLD_IGNORED, HOLD_DENIED, ABANDON_DENIED})
+
+# The moments the bot signs a checkpoint of the chain's head (ledger.witness) and posts it in the thread.
+WITNESSED = frozenset({HOLD_OPENED, STAGE_PASSED, EXECUTION_COMPLETED, EXECUTION_ROLLED_BACK, EXECUTION_NEEDS_HUMAN})

@@ -61,6 +61,12 @@ def _bake(entries: Sequence[Entry], stage: str | None) -> dict[str, Any] | None:
     }
 
 
+def approval(state: State) -> dict[str, Any]:
+    """``signed`` with who signed, or ``UNSIGNED`` (a rehearsal started without its approvals)."""
+    record = dict(state.approvals or {})
+    return {"status": "UNSIGNED" if state.unsigned else "signed", **record}
+
+
 def state_record(state: State, entries: Sequence[Entry]) -> dict[str, Any]:
     assert state.package is not None and state.plan is not None
     confirmed = _confirmed_states(entries)
@@ -134,6 +140,7 @@ def state_record(state: State, entries: Sequence[Entry]) -> dict[str, Any]:
         "change": {"id": state.package.id, "title": state.package.title, "channel": state.package.channel},
         "plan": {"name": state.plan.name, "version": state.plan.version, "sha256": state.plan_sha256},
         "mode": state.mode,
+        "approval": approval(state),
         "speed": state.speed,
         "initiator": state.initiator,
         "started_at": _ts(state.started_at),
@@ -243,6 +250,7 @@ def intervention_packet(state: State, entries: Sequence[Entry]) -> dict[str, Any
         "execution": state.execution_id,
         "change": state.package.id,
         "title": state.package.title,
+        "approval": approval(state),
         "status": status,
         "stage": stage_id,
         "why": why,

@@ -144,6 +144,12 @@ class State:
     outcome_stage: str | None = None  # the stage a needs_human outcome is about
     last_ts: datetime | None = None
     denied: int = 0
+    approvals: Mapping[str, Any] | None = None  # what the signed approvals showed at start
+
+    @property
+    def unsigned(self) -> bool:
+        """A rehearsal started without the approvals its policy requires (a live start is refused without them)."""
+        return self.mode != "live" and not (self.approvals or {}).get("approved", False)
 
     # ------------------------------------------------------------------ helpers
 
@@ -242,6 +248,7 @@ def _started(state: State, e: Entry, b: Body) -> State:
         initiator=e.actor,
         started_at=e.ts,
         stages=tuple(StageState(s.id, i) for i, s in enumerate(plan.stages)),
+        approvals=b.get("approvals"),
     )
     return _go(state, Phase.READY, e.kind)
 

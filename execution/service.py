@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -201,6 +201,7 @@ class Engine:
         speed: float = 1.0,
         execution_id: str | None = None,
         exclusive: bool = True,
+        approvals: Mapping[str, Any] | None = None,
     ) -> State:
         """Start an execution. ``exclusive``: refuse while another execution of this change in the
         same mode is unfinished — one live execution per change; one rehearsal per change on a
@@ -217,7 +218,9 @@ class Engine:
             if lease is None:
                 raise cmd.StartRefused(f"{change.package.id} is being started by another request; try again shortly")
             try:
-                return self._start(change, initiator, tuple(groups), now, mode, speed, execution_id, exclusive)
+                return self._start(
+                    change, initiator, tuple(groups), now, mode, speed, execution_id, exclusive, approvals
+                )
             finally:
                 self.store.release_lease(lease)
 
@@ -231,13 +234,14 @@ class Engine:
         speed: float,
         execution_id: str | None,
         exclusive: bool,
+        approvals: Mapping[str, Any] | None = None,
     ) -> State:
         for other in self.find(change.package.id) if exclusive else ():
             running = self.load(other)
             if not running.terminal and running.mode == mode:
                 what = "a running execution" if mode == "live" else "an unfinished rehearsal"
                 raise cmd.StartRefused(f"{change.package.id} already has {what}: {other}")
-        entries = cmd.start(change, initiator, groups, now, mode=mode, speed=speed)
+        entries = cmd.start(change, initiator, groups, now, mode=mode, speed=speed, approvals=approvals)
         base = execution_id or f"{change.package.id}-{now.strftime('%Y%m%dT%H%M%SZ')}"
         for attempt in range(1 if execution_id else 50):
             eid = base if attempt == 0 else f"{base}-{attempt + 1}"

@@ -113,6 +113,18 @@ def _message(name: str, **context: Any) -> Card:
     return Card(text=data["text"], blocks=data["blocks"])
 
 
+UNSIGNED = ":warning: *UNSIGNED* rehearsal: started without the signed approvals a live run needs"
+
+
+def marked(state: State, card: Card) -> Card:
+    """``card`` marked UNSIGNED when its execution started without its approvals (rehearsals only):
+    a context line closes the card and the notification text ends with it."""
+    if not state.unsigned or state.package is None or len(card.blocks) >= blockkit.MAX_BLOCKS_MESSAGE:
+        return card
+    note = {"type": "context", "elements": [{"type": "mrkdwn", "text": UNSIGNED}]}
+    return Card(text=f"{card.text} · UNSIGNED", blocks=[*card.blocks, note])
+
+
 # ---------------------------------------------------------------- text helpers
 
 
@@ -310,7 +322,7 @@ def _root_model(state: State) -> dict[str, Any]:
 
 def root_card(state: State) -> Card:
     """The execution's root message: edited in place as it moves; its thread carries the rest."""
-    return _message("root.json.j2", c=_root_model(state))
+    return marked(state, _message("root.json.j2", c=_root_model(state)))
 
 
 def status_card(state: State, head_hash: str | None) -> Card:
@@ -326,7 +338,7 @@ def status_card(state: State, head_hash: str | None) -> Card:
     c["context"] = (
         f"ledger: {state.seq} entries · head `{(head_hash or '')[:12]}…` · denied or ignored attempts: {state.denied}"
     )
-    return _message("status.json.j2", c=c)
+    return marked(state, _message("status.json.j2", c=c))
 
 
 def status_list_card(states: Sequence[State]) -> Card:
@@ -502,7 +514,7 @@ def hold_card(state: State, hold_id: str) -> Card:
         "context": f"opened {slack_date(hold.opened_at)} by {mention(hold.opened_by)}"
         + (f" · supersedes {hold.supersedes}" if hold.supersedes else ""),
     }
-    return _message("hold.json.j2", c=c)
+    return marked(state, _message("hold.json.j2", c=c))
 
 
 def rollback_modal(state: State, context: ids.ModalContext) -> dict[str, Any]:
@@ -555,7 +567,7 @@ def rollback_card(state: State, rb: RollbackState) -> Card:
         ],
         "context": f"started {slack_date(rb.started_at)}",
     }
-    return _message("rollback.json.j2", c=c)
+    return marked(state, _message("rollback.json.j2", c=c))
 
 
 def packet_card(packet: Mapping[str, Any]) -> Card:

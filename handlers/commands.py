@@ -21,6 +21,7 @@ from typing import Any
 from slack_bolt import App
 from slack_sdk import WebClient
 
+from execution.approvals import refusal
 from execution.commands import StartRefused
 from execution.contract import InvalidChange
 from handlers import cards, ids
@@ -125,6 +126,7 @@ def run(services: Services, command: Command, user: str, client: WebClient) -> t
 def _start(services: Services, command: StartCommand, user: str) -> Card:
     try:
         change = find_package(services.packages_dir, command.change_id)
+        report = services.approvals(change)
     except PackageNotFound as exc:
         return notice(f":grey_question: {md(str(exc), 1000)}")
     except InvalidChange as exc:
@@ -135,9 +137,19 @@ def _start(services: Services, command: StartCommand, user: str) -> Card:
         if more > 0:
             shown.append(f"…and {more} more; run `stagehold validate` on the package for all of them")
         return notice(f":x: `{md(command.change_id, 80)}` does not validate:\n" + "\n".join(shown))
+    why = refusal(report)
+    if services.start_mode == "live" and why is not None:
+        return notice(f":no_entry: Not started: {md(change.package.id, 80)} {md(why, 1000)}")
     groups = services.groups_of(user, change.package)
     try:
-        state = services.engine.start(change, user, groups, mode=services.start_mode, speed=services.start_speed)
+        state = services.engine.start(
+            change,
+            user,
+            groups,
+            mode=services.start_mode,
+            speed=services.start_speed,
+            approvals=report.record() if report is not None else None,
+        )
     except StartRefused as exc:
         return notice(f":no_entry: Not started: {md(str(exc), 1000)}")
     services.wake(state.execution_id)

@@ -16,7 +16,9 @@ Rules:
   transitions, checkpoint evidence at a stage's pass and for samples that did not pass (never
   for every passing sample), hold cards (updated when released, superseded, closed or when
   their evidence goes stale), releases with "n of m", refused attempts, releases not carried
-  over, reminders and escalations mentioning who may act, rollbacks, and the final record.
+  over, reminders and escalations mentioning who may act, rollbacks, and the final record; with
+  the bot's witness key, a signed checkpoint of the ledger head at every hold, every stage passed
+  and the end (c2sp.org/tlog-checkpoint, for ``stagehold ledger verify --witness``).
   Evidence folded into a hold card is not posted twice.
 """
 
@@ -42,7 +44,9 @@ from handlers.cards import Card, code, md, mention, mentions, slack_date
 from handlers.outbox import Operation, Outbox, Permanent, Transient
 from handlers.storage import SlackStore
 from ledger.entry import Entry
+from ledger.note import Signer
 from ledger.sql import SqlLedgerStore
+from ledger.witness import sign_checkpoint
 from templates import format_value
 
 log = logging.getLogger("stagehold.slack.notifier")
@@ -90,11 +94,14 @@ class Timeline:
     No I/O of its own: the ledger history it needs for packets and the final record is passed in.
     """
 
-    def __init__(self, execution_id: str, history: Callable[[int], Sequence[Entry]]) -> None:
+    def __init__(
+        self, execution_id: str, history: Callable[[int], Sequence[Entry]], witness: Signer | None = None
+    ) -> None:
         # ``history(seq)`` returns the ledger up to ``seq``; packets and the final record are built
         # from it, read only when one is due rather than kept in memory for every execution.
         self.state = State(execution_id)
         self.history = history
+        self.witness = witness
         self.last_results: dict[str, list[Mapping[str, Any]]] = {}
         self.rollbacks: dict[str, RollbackState] = {}
         self._rollback_ref: str | None = None
@@ -110,6 +117,8 @@ class Timeline:
         self.state = after
         self._remember(entry)
         steps = [] if quiet else self._steps(before, after, entry, following)
+        if not quiet and self.witness is not None and entry.kind in ev.WITNESSED:
+            steps.append(self._witnessed(entry, self.witness))
         if after.rollback is not None and self._rollback_ref is not None:
             self.rollbacks[self._rollback_ref] = after.rollback
         return steps
@@ -122,7 +131,16 @@ class Timeline:
             self._rollback_ref = f"rollback:{entry.seq}"
 
     def _reply(self, entry: Entry, card: Card, n: int = 0) -> Reply:
-        return Reply(f"entry:{entry.seq}:{n}", card)
+        return Reply(f"entry:{entry.seq}:{n}", cards.marked(self.state, card))
+
+    def _witnessed(self, entry: Entry, witness: Signer) -> Reply:
+        # Ed25519 signatures are deterministic: a re-planned step after a restart posts the same note.
+        note = sign_checkpoint(witness, entry.execution_id, entry.seq, entry.hash)
+        text = f":lock: Signed ledger head at seq {entry.seq} ({md(entry.kind, 60)}); keep it for `stagehold ledger verify --witness`:\n```{note}```"
+        return Reply(
+            f"entry:{entry.seq}:witness",
+            cards.marked(self.state, cards.notice(text, fallback=f"signed head {entry.seq}")),
+        )
 
     def _notice(self, entry: Entry, text: str, n: int = 0) -> Reply:
         return self._reply(entry, cards.notice(text, context=slack_date(entry.ts)), n)
@@ -363,8 +381,10 @@ class Notifier:
         workers: int = 2,
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
+        witness: Signer | None = None,
     ) -> None:
         self.store = store
+        self.witness = witness  # the bot's key: signed checkpoints at holds, stages passed and the end
         self.client = client
         self.slack = SlackStore(store.engine)
         self.sweep_s = sweep_s
@@ -490,7 +510,7 @@ class Notifier:
                 self._ignored.add(execution_id)
                 return None
             info = self.slack.create_thread(execution_id, str(entries[0].body["channel"]))
-        timeline = Timeline(execution_id, self._history(execution_id))
+        timeline = Timeline(execution_id, self._history(execution_id), self.witness)
         for entry in entries[: info.posted_seq]:
             timeline.advance(entry, None, quiet=True)
         thread = _Thread(timeline, info.channel, info.root_ts, self.slack.messages(execution_id))

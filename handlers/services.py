@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from execution.approvals import ApprovalReport
+from execution.contract import LoadedChange
 from execution.contract.models import ChangePackage
 from execution.project import State
 from execution.service import Engine
@@ -27,6 +29,8 @@ class Services:
     start_mode: str = "live"  # "rehearsal" when serve drives a sandbox
     start_speed: float = 1.0
     report: ReportSettings = field(default_factory=ReportSettings)
+    # The signed approvals of a package (bot.keys.approvals_checker); None: no keyring configured.
+    approvals: Callable[[LoadedChange], ApprovalReport | None] = lambda _change: None
 
     def groups_of(self, user: str, package: ChangePackage) -> tuple[str, ...]:
         """The package's user groups ``user`` belongs to; the engine decides what they allow."""

@@ -23,9 +23,11 @@ from bot.commands.arguments import db_option, execution_argument, reason_text, u
 from bot.commands.reading import Tampered, database_url, read_execution
 from bot.console import ConsolePrinter
 from bot.driver import drive, exit_code
+from bot.keys import approvals_checker
 from bot.lifecycle import driver, view
 from bot.settings import SettingsError, load_settings
 from execution.adapters.sandboxed import teach
+from execution.approvals import ApprovalReport, refusal
 from execution.commands import StartRefused
 from execution.contract import InvalidChange, LoadedChange, load_change
 from execution.contract.models import Plan
@@ -303,6 +305,27 @@ def _load(path: str) -> LoadedChange | None:
         return None
 
 
+def _approvals(change: LoadedChange, keyring: str | None) -> ApprovalReport | None:
+    """The package's signed approvals against the keyring (None: no keyring). Raises ``InvalidChange``."""
+    return approvals_checker(keyring, utc_now)(change)
+
+
+def _refused_unapproved(change: LoadedChange, report: ApprovalReport | None) -> bool:
+    """Print why a live run may not start on these approvals; False when it may."""
+    why = refusal(report)
+    if why is None:
+        return False
+    print(f"stagehold: refused: {change.package.id} {why}", file=sys.stderr)
+    for s in report.signatures if report is not None else ():
+        if s.status != "valid":
+            print(f"  {s.describe()}", file=sys.stderr)
+    print(
+        "  a live run needs its signed approvals (stagehold validate shows them); a rehearsal may run unsigned",
+        file=sys.stderr,
+    )
+    return True
+
+
 # ---------------------------------------------------------------- commands
 
 
@@ -318,6 +341,11 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         now_faults, later = _parse_faults(args.fault, stages, change.plan)
         store = open_store(database_url(args))
     except (ValueError, SettingsError) as exc:
+        print(f"stagehold: {exc}", file=sys.stderr)
+        return exits.INVALID
+    try:
+        report = _approvals(change, load_settings().keyring)
+    except (InvalidChange, SettingsError) as exc:
         print(f"stagehold: {exc}", file=sys.stderr)
         return exits.INVALID
     initiator = args.as_user or (change.package.authorities.initiate.users or ["U0REHEARSAL"])[0]
@@ -353,6 +381,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
                     speed=args.speed,
                     execution_id=args.execution_id,
                     exclusive=sandbox is None,  # a private sandbox shares nothing with other rehearsals
+                    approvals=report.record() if report is not None else None,
                 )
             except StartRefused as exc:
                 print(f"stagehold: refused: {exc}", file=sys.stderr)
@@ -386,8 +415,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             "STAGEHOLD_CREDENTIAL_VERIFIER",
             "STAGEHOLD_CREDENTIAL_ROLLBACK",
         )
+        report = _approvals(change, settings.keyring)
+        if _refused_unapproved(change, report):
+            return exits.INVALID
         store = open_store(args.db or settings.database_url)
-    except SettingsError as exc:
+    except (SettingsError, InvalidChange) as exc:
         print(f"stagehold: {exc}", file=sys.stderr)
         return exits.INVALID
     client = http_client(settings.http_timeout_s)
@@ -396,7 +428,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             store, live_connector(settings.credentials(), client, utc_now), listeners=[ConsolePrinter()]
         )
         try:
-            state = engine.start(change, args.as_user, (), mode="live")
+            assert report is not None
+            state = engine.start(change, args.as_user, (), mode="live", approvals=report.record())
         except StartRefused as exc:
             print(f"stagehold: refused: {exc}", file=sys.stderr)
             return exits.INVALID

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from bot import exits
 from bot.bootstrap import http_client, live_connector, open_store
 from bot.clock import utc_now
+from bot.keys import KeyProblem, approvals_checker, witness_signer
 from bot.settings import SettingsError, load_settings
 from execution.model import Credentials
 
@@ -83,10 +84,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         elif not args.speed > 0:
             return _fail("--speed must be greater than zero")
         digest_trigger = parse_schedule(settings.report_schedule) if settings.report_channel else None
+        witness = witness_signer(settings.witness_key, settings.witness_name) if settings.witness_key else None
         store = open_store(settings.database_url)
     except ScheduleError as exc:
         return _fail(f"invalid setting STAGEHOLD_REPORT_SCHEDULE: {exc}")
-    except SettingsError as exc:
+    except (SettingsError, KeyProblem) as exc:
         return _fail(str(exc))
     assert settings.slack_bot_token is not None
     client = http_client(settings.http_timeout_s)
@@ -110,6 +112,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             report=ReportSettings(settings.report_period_s, settings.report_fast_release_s),
             digest_channel=settings.report_channel,
             digest_trigger=digest_trigger,
+            approvals=approvals_checker(settings.keyring, utc_now),
+            witness=witness,
         )
     except BoltError as exc:
         client.close()

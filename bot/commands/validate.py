@@ -9,12 +9,17 @@ from pathlib import Path
 
 from bot import exits
 from bot.clock import utc_now
-from execution.contract import InvalidChange, load_change
+from bot.keys import approvals_checker
+from bot.settings import SettingsError, load_settings
+from execution.approvals import policy_of
+from execution.contract import InvalidChange, LoadedChange, load_change
+from execution.contract.signatures import approvals_dir, read_signatures
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("validate", help="check a change package and the plan it pins")
     p.add_argument("package", metavar="PACKAGE", help="path to the change package YAML")
+    p.add_argument("--keyring", metavar="FILE", help="trusted approver keys (default: the STAGEHOLD_KEYRING setting)")
     p.set_defaults(handler=cmd_validate)
     d = sub.add_parser("digest", help="print the SHA-256 of a plan file, for the package's plan_sha256")
     d.add_argument("plan", metavar="PLAN", help="path to the execution plan YAML")
@@ -49,6 +54,36 @@ def cmd_validate(args: argparse.Namespace) -> int:
     # Warnings do not make the package invalid: the exit code stays 0.
     for warning in change.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    return _report_approvals(change, args.keyring)
+
+
+def _report_approvals(change: LoadedChange, keyring_arg: str | None) -> int:
+    """Who signed, what does not count and why, what is missing. Exit 0 either way: the package is valid."""
+    policy = ", ".join(r.describe() for r in policy_of(change.package))
+    try:
+        keyring = keyring_arg or load_settings().keyring
+        report = approvals_checker(keyring, utc_now)(change)
+    except (SettingsError, InvalidChange) as exc:
+        print(f"stagehold validate: keyring: {exc}", file=sys.stderr)
+        return exits.INVALID
+    if report is None:
+        found, _ = read_signatures(change.package_path)
+        print(
+            f"  approvals ({policy}): not checked, no keyring (set STAGEHOLD_KEYRING or pass --keyring); "
+            f"{len(found)} signature file(s) in {approvals_dir(change.package_path)}"
+        )
+        return exits.OK
+    print(f"  approvals needed: {policy}; checked over package sha256 {report.package_sha256}")
+    for f in report.signatures:
+        who = f"{f.owner} as {f.role}" if f.owner else "unknown signer"
+        print(f"    {f.status:<8} {f.source}: {who}{' (' + f.key + ')' if f.key else ''}: {f.detail}")
+    for m in report.missing:
+        print(f"    missing  {m}")
+    print(
+        "  APPROVED: a live run may start"
+        if report.approved
+        else "  NOT APPROVED: a live run will be refused; a rehearsal runs UNSIGNED"
+    )
     return exits.OK
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,8 @@ class LoadedChange:
     plan_sha256: str
     # Worth saying but not refusing (a window that has closed): ``validate`` prints them and exits 0.
     warnings: tuple[Problem, ...] = ()
+    # The exact bytes validated: signed approvals are checked against these, never a second read.
+    package_raw: bytes = field(default=b"", repr=False, compare=False)
 
     def package_data(self) -> dict[str, Any]:
         return self.package.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -178,4 +180,4 @@ def load_change(package_file: str | Path, now: datetime | None = None) -> Loaded
     warnings = (
         () if now is None else tuple(_findings(list(check_window(package, now)), {"package": (pkg_doc, pkg_shown)}))
     )
-    return LoadedChange(package, plan, pkg_shown, plan_shown, digest, warnings)
+    return LoadedChange(package, plan, pkg_shown, plan_shown, digest, warnings, package_raw=raw)

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
-from execution.contract.load import Problem
+from execution.approvals import ApprovalReport, check_approvals, policy_of
+from execution.contract.keyring import Keyring
+from execution.contract.load import LoadedChange, Problem
 
 SUFFIX = ".approvals"
 MAX_FILES = 100
@@ -73,3 +76,10 @@ def write_signature(package_path: str | Path, key_hex: str, note: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def approval_report(change: LoadedChange, keyring: Keyring, now: datetime) -> tuple[ApprovalReport, list[Problem]]:
+    """Check the approvals beside ``change``'s package against the bytes that were validated."""
+    signatures, problems = read_signatures(change.package_path)
+    report = check_approvals(change.package_raw, change.package.id, signatures, keyring, policy_of(change.package), now)
+    return report, problems

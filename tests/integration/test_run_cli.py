@@ -12,6 +12,7 @@ import pytest
 from bot import exits
 from bot.cli import main
 from execution.sandbox import Sandbox
+from ledger.note import Signer, generate_private_key, load_private_key, private_key_pem
 from ledger.sql import SqlLedgerStore
 
 TOKENS = {"executor": "tok-exec", "rollback": "tok-rb", "preflight": "tok-pre", "verifier": "tok-ver"}
@@ -62,6 +63,21 @@ targets:
 """
 
 
+@pytest.fixture(autouse=True)
+def keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The approver's key and the keyring naming it (outside the package's directory): ``_package`` signs with it."""
+    key = tmp_path / "keys" / "dana.pem"
+    key.parent.mkdir()
+    key.write_bytes(private_key_pem(generate_private_key()))
+    vkey = Signer("dana", load_private_key(key.read_bytes())).verifier.vkey
+    path = tmp_path / "keys" / "keyring.yaml"
+    path.write_text(
+        f"stagehold: 1\nkind: approver-keyring\nkeys:\n  - {{vkey: {vkey}, owner: U01DANA, role: change-authority}}\n"
+    )
+    monkeypatch.setenv("STAGEHOLD_KEYRING", str(path))
+    return path
+
+
 @pytest.fixture
 def live_sandbox() -> Iterator[Sandbox]:
     with Sandbox(tokens=TOKENS) as sandbox:  # the wall clock: a live run reads real time
@@ -69,12 +85,19 @@ def live_sandbox() -> Iterator[Sandbox]:
 
 
 def _package(
-    tmp_path: Path, url: str, opens: str = "2020-01-01T00:00:00Z", closes: str = "2099-01-01T00:00:00Z"
+    tmp_path: Path,
+    url: str,
+    opens: str = "2020-01-01T00:00:00Z",
+    closes: str = "2099-01-01T00:00:00Z",
+    *,
+    sign: bool = True,
 ) -> Path:
     (tmp_path / "plan.yaml").write_text(PLAN, encoding="utf-8")
     digest = hashlib.sha256(PLAN.encode()).hexdigest()
     path = tmp_path / "package.yaml"
     path.write_text(PACKAGE.format(digest=digest, url=url, opens=opens, closes=closes), encoding="utf-8")
+    if sign:
+        assert main(["approve", str(path), "--key", str(tmp_path / "keys" / "dana.pem")]) == exits.OK
     return path
 
 
@@ -100,6 +123,12 @@ def test_run_drives_a_live_execution_with_each_roles_own_credential(
     (eid,) = store.executions()
     started = store.read(eid)[0]
     assert started.body["mode"] == "live" and started.body["speed"] == 1.0
+    approvals = started.body["approvals"]
+    assert approvals["approved"] is True
+    assert approvals["package_sha256"] == hashlib.sha256((tmp_path / "package.yaml").read_bytes()).hexdigest()
+    assert [(a["owner"], a["role"], a["key"].split("+")[0]) for a in approvals["signed_by"]] == [
+        ("U01DANA", "change-authority", "dana")
+    ]
     assert (tmp_path / "out" / "state.json").exists() and not (tmp_path / "out" / "packet.json").exists()
 
 
@@ -125,4 +154,42 @@ def test_run_refuses_outside_the_window(
     code = main(["run", str(package), "--as", "U05OPS", "--db", f"sqlite:///{tmp_path / 'w.db'}"])
     assert code == exits.INVALID
     assert "the change window opens at 2099-01-01T00:00:00.000000Z; not before" in capsys.readouterr().err
+    assert live_sandbox.applied() == []
+
+
+def test_run_refuses_an_unsigned_package(
+    tmp_path: Path, live_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _credentials(monkeypatch)
+    package = _package(tmp_path, live_sandbox.url, sign=False)
+    code = main(["run", str(package), "--as", "U05OPS", "--db", f"sqlite:///{tmp_path / 'u.db'}"])
+    err = capsys.readouterr().err
+    assert code == exits.INVALID
+    assert "stagehold: refused: CHG-RUN not approved: missing a signature by U01DANA as change-authority" in err
+    assert live_sandbox.applied() == [] and not (tmp_path / "u.db").exists()
+
+
+def test_run_refuses_a_package_altered_after_signing(
+    tmp_path: Path, live_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _credentials(monkeypatch)
+    package = _package(tmp_path, live_sandbox.url)
+    package.write_text(package.read_text().replace("users: [U01DANA, U02LEE]", "users: [U01DANA, U0MALLORY]"))
+    capsys.readouterr()
+    code = main(["run", str(package), "--as", "U05OPS", "--db", f"sqlite:///{tmp_path / 'a.db'}"])
+    err = capsys.readouterr().err
+    assert code == exits.INVALID
+    assert "not counted:" in err and "replayed" in err and "the package changed after it was signed" in err
+    assert live_sandbox.applied() == []
+
+
+def test_run_refuses_without_a_keyring(
+    tmp_path: Path, live_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _credentials(monkeypatch)
+    package = _package(tmp_path, live_sandbox.url)
+    monkeypatch.delenv("STAGEHOLD_KEYRING")
+    code = main(["run", str(package), "--as", "U05OPS", "--db", f"sqlite:///{tmp_path / 'k.db'}"])
+    assert code == exits.INVALID
+    assert "no keyring configured: set STAGEHOLD_KEYRING" in capsys.readouterr().err
     assert live_sandbox.applied() == []
