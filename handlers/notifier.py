@@ -136,7 +136,7 @@ class Timeline:
     def _witnessed(self, entry: Entry, witness: Signer) -> Reply:
         # Ed25519 signatures are deterministic: a re-planned step after a restart posts the same note.
         note = sign_checkpoint(witness, entry.execution_id, entry.seq, entry.hash)
-        text = f":lock: Signed ledger head at seq {entry.seq} ({md(entry.kind, 60)}); keep it for `stagehold ledger verify --witness`:\n```{note}```"
+        text = f":lock: Signed ledger head at seq {entry.seq} ({md(entry.kind, 60)}); keep it for `stagehold ledger verify --witness`:\n```\n{note}```"
         return Reply(
             f"entry:{entry.seq}:witness",
             cards.marked(self.state, cards.notice(text, fallback=f"signed head {entry.seq}")),

@@ -99,7 +99,8 @@ def find_notes(text: str) -> list[tuple[int, str]]:
     The text may be a file of notes one after another, a paste of Slack messages, or notes inside
     code fences: a note is a run of non-empty lines, one blank line, then ``— `` signature lines.
     """
-    lines = text.replace("\r\n", "\n").split("\n")
+    # A code fence opening or closing on a note's own line (```origin ... signature```) is not part of it.
+    lines = [_unfenced(line) for line in text.replace("\r\n", "\n").split("\n")]
     found: list[tuple[int, str]] = []
     i = 0
     while i < len(lines):
@@ -116,6 +117,14 @@ def find_notes(text: str) -> list[tuple[int, str]]:
         else:
             i += 1
     return found
+
+
+def _unfenced(line: str) -> str:
+    if line.startswith("```") and line.strip("`").strip():
+        line = line.lstrip("`")
+    if line.endswith("```") and line.strip("`").strip():
+        line = line.rstrip("`")
+    return line
 
 
 def _is_body(line: str) -> bool:

@@ -328,12 +328,10 @@ class BotFactory:
             api_url=self.fake.api_url,
             packages_dir=self.packages,
             owner="stagehold-test",  # one identity across restarts: the lease carries over at once
-            start_mode="rehearsal",
-            start_speed=speed,
             pace_s=pace_s,
             notifier_sweep_s=0.5,
             driver_sweep_s=1.0,
-            **bot_options,
+            **{"start_mode": "rehearsal", "start_speed": speed, **bot_options},
         )
         bot.start(resume=resume)
         server = HttpServer(bot.endpoint(), "127.0.0.1", 0).start()

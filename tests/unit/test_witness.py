@@ -147,17 +147,21 @@ def test_notes_are_found_in_a_pasted_slack_thread() -> None:
     entries = chain(3)
     a = sign_checkpoint(BOT, EXEC, 2, entries[1].hash)
     b = sign_checkpoint(BOT, EXEC, 3, entries[2].hash)
+    c = sign_checkpoint(BOT, EXEC, 1, entries[0].hash)  # fenced on its own lines, as Slack copies it
     pasted = (
         "stagehold  10:02 PM\nStage canary-5 passed. Signed head:\n```\n"
         + a
         + "```\nstagehold  10:09 PM\r\nHeld at canary-25.\r\n```\r\n"
         + b.replace("\n", "\r\n")
         + "```\n"
+        + "```"
+        + c
+        + "```\n"
     )
     found = find_notes(pasted)
-    assert [note for _, note in found] == [a, b]
+    assert [note for _, note in found] == [a, b, c]
     w = read_witness(pasted, BOT.verifier, EXEC)
-    assert [h.checkpoint.size for h in w.heads] == [2, 3]
+    assert [h.checkpoint.size for h in w.heads] == [2, 3, 1]
     assert check_against_witness(entries, EXEC, w.heads).ok
 
 
