@@ -23,9 +23,12 @@ Two parts:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import multiprocessing
+import os
 import random
 import time
 from collections import Counter
@@ -37,7 +40,9 @@ from typing import Any
 import yaml
 from sqlalchemy import text
 
-from execution.approvals import Statement, check_approvals, policy_of, sign_approval
+from bot.cli import main
+from bot.keys import approvals_checker
+from execution.approvals import Statement, check_approvals, policy_of, refusal, sign_approval
 from execution.contract import InvalidChange, load_change
 from execution.contract.keyring import load_keyring
 from execution.contract.signatures import read_signatures, write_signature
@@ -55,8 +60,9 @@ NOW = datetime(2026, 10, 31, 12, 0, tzinfo=UTC)
 
 INVARIANTS = [
     "no forged, replayed, unknown-key, revoked-key or altered-after-signing package verifies as approved",
+    "none starts: stagehold run refuses each (exit 2) and writes no ledger",
     "each bad signature is reported as what it is (invalid, replayed, unknown, revoked)",
-    "every genuinely approved package verifies as approved",
+    "every genuinely approved package verifies as approved and passes the start gate",
     "no exception from reading or checking approvals",
     "every chain rewritten from a witnessed seq (consistent hashes, new content) is caught against the witness",
     "the rewritten chain verifies on its own (the witness is what catches it); no false alarm on untouched chains",
@@ -187,6 +193,30 @@ def _bad_signatures(kind: str, people: _People, path: Path, pkg_id: str, rng: ra
     return _alter(path, rng)
 
 
+def _run_refused(path: Path, keyring: Path, workdir: Path) -> str:
+    """``stagehold run`` on the package, as an operator would: '' when refused with exit 2 and no ledger written."""
+    db = workdir / "run.db"
+    env = {f"STAGEHOLD_CREDENTIAL_{r}": "trial" for r in ("PREFLIGHT", "EXECUTOR", "VERIFIER", "ROLLBACK")}
+    env["STAGEHOLD_KEYRING"] = str(keyring)
+    saved = {k: os.environ.get(k) for k in env}
+    err = io.StringIO()
+    try:
+        os.environ.update(env)
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(["run", str(path), "--as", "U05OPS", "--db", f"sqlite:///{db}"])
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if code != 2:
+        return f"stagehold run exited {code}: {err.getvalue()[:300]}"
+    if db.exists():
+        return "stagehold run created a ledger"
+    return ""
+
+
 def _check_from_disk(path: Path, keyring: Path) -> tuple[bool, list[str], str]:
     """(approved, statuses, problem) as ``stagehold validate`` reads package, approvals and keyring."""
     try:
@@ -221,8 +251,9 @@ def run_packages(size: Size, workdir: Path, rec: Recorder) -> tuple[Counter[str]
                     write_signature(path, signer.verifier.key_hex, _sign(signer, owner, CAB, pkg_id, data))
                 approved, statuses, problem = _check_from_disk(path, keyring)
                 genuine += 1
-                if not approved:
-                    rec.add(trial, "genuine approval verifies", f"refused: {statuses} {problem}")
+                gate = refusal(approvals_checker(str(keyring), lambda: NOW)(load_change(path)))
+                if not approved or gate is not None:
+                    rec.add(trial, "genuine approval verifies", f"refused: {statuses} {problem} {gate}")
                 rec.trial_done()
                 continue
             kind = KINDS[(n - n // 10) % len(KINDS)]  # the genuine tenth does not shift the rotation
@@ -237,6 +268,9 @@ def run_packages(size: Size, workdir: Path, rec: Recorder) -> tuple[Counter[str]
             approved, statuses, problem = _check_from_disk(path, keyring)
             if approved:
                 rec.add(trial, "no unapproved package verifies", f"{kind}/{variant} verified as approved: {statuses}")
+            started = _run_refused(path, keyring, workdir / trial)
+            if started:
+                rec.add(trial, "no unapproved package starts", f"{kind}/{variant}: {started}")
             if not problem and EXPECTED[kind] not in statuses:
                 rec.add(
                     trial,
@@ -409,6 +443,8 @@ def run(size: Size, workdir: Path) -> list[FamilyResult]:
     notes = [
         f"{packages:,} packages: {packages - genuine:,} unapproved, {genuine:,} genuinely approved (every tenth)",
         "unapproved by kind: " + ", ".join(f"{k} {n:,}" for k, n in sorted(pkg_kinds.items())),
+        "every unapproved package is also given to `stagehold run` (credentials and keyring set, as an operator "
+        "would): each must be refused with exit 2 before any ledger is written",
         "policy: two distinct change-advisory-board signers; 70% of unapproved packages also carry one genuine "
         "board signature, so only counting the bad one would approve them",
         f"rewritten chains: {sum(done.values()):,} ("
