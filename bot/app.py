@@ -46,6 +46,7 @@ from slack_sdk.signature import SignatureVerifier
 from bot.bootstrap import build_engine
 from bot.clock import utc_now
 from bot.digest import Digest
+from bot.keys import WitnessFile
 from bot.scheduler import Driver
 from execution.adapters.base import Connection
 from execution.approvals import ApprovalReport
@@ -337,13 +338,17 @@ class SlackBot:
         digest_trigger: CronTrigger | None = None,
         approvals: Callable[[LoadedChange], ApprovalReport | None] | None = None,
         witness: Signer | None = None,
+        witness_file: str | None = None,
     ) -> None:
         self.store = store
         self.signing_secret = signing_secret
         self.notifier = Notifier(
             store, delivery_client(bot_token, api_url), pace_s=pace_s, sweep_s=notifier_sweep_s, witness=witness
         )
-        self.engine = build_engine(store, connect, listeners=[self.notifier], clock=clock, owner=owner)
+        listeners: list[Any] = [self.notifier]
+        if witness is not None and witness_file:
+            listeners.append(WitnessFile(witness, Path(witness_file)))
+        self.engine = build_engine(store, connect, listeners=listeners, clock=clock, owner=owner)
         self.driver = Driver(self.engine, clock, sweep_seconds=driver_sweep_s)
         client = listener_client(bot_token, api_url)
         self.services = Services(

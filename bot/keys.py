@@ -5,15 +5,21 @@ Every failure is a ``KeyProblem`` with one line naming the file or setting (the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
+from execution import events as ev
 from execution.approvals import ApprovalReport
 from execution.contract import InvalidChange, LoadedChange
 from execution.contract.keyring import Keyring, load_keyring
 from execution.contract.signatures import approval_report
+from ledger.entry import Entry
 from ledger.note import NoteError, Signer, Verifier, load_private_key, parse_vkey
+from ledger.witness import append_checkpoint, sign_checkpoint
+
+log = logging.getLogger("stagehold.witness")
 
 
 class KeyProblem(Exception):
@@ -71,3 +77,20 @@ def approvals_checker(
         return report
 
     return check
+
+
+class WitnessFile:
+    """Engine listener: append a signed checkpoint to an append-only file at every hold, stage
+    passed and end (``STAGEHOLD_WITNESS_FILE``). A failed write is logged, never blocks the engine."""
+
+    def __init__(self, signer: Signer, path: Path) -> None:
+        self.signer = signer
+        self.path = path
+
+    def __call__(self, execution_id: str, entries: Sequence[Entry]) -> None:
+        for entry in entries:
+            if entry.kind in ev.WITNESSED:
+                try:
+                    append_checkpoint(self.path, sign_checkpoint(self.signer, execution_id, entry.seq, entry.hash))
+                except OSError as exc:
+                    log.warning("witness file %s: %s", self.path, exc.strerror or exc)

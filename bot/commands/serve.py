@@ -114,6 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             digest_trigger=digest_trigger,
             approvals=approvals_checker(settings.keyring, utc_now),
             witness=witness,
+            witness_file=settings.witness_file,
         )
     except BoltError as exc:
         client.close()

@@ -64,7 +64,8 @@ def test_an_unsigned_rehearsal_is_marked_and_the_thread_carries_signed_heads(
     make_bot: BotFactory, tmp_path: Path
 ) -> None:
     witness = Signer("stagehold", generate_private_key())
-    h: Harness = make_bot(witness=witness)
+    shipped = tmp_path / "witness.log"
+    h: Harness = make_bot(witness=witness, witness_file=str(shipped))
     assert "Started" in str(command(h, f"start {CHANGE}", INITIATOR)["shown"])
     state = h.wait_state(lambda s: s.hold is not None, what="the first hold")
     assert state.unsigned
@@ -88,5 +89,8 @@ def test_an_unsigned_rehearsal_is_marked_and_the_thread_carries_signed_heads(
     kinds = {e.seq: e.kind for e in h.bot.engine.entries(eid)}
     assert all(kinds[head.checkpoint.size] in ("stage.passed", "hold.opened") for head in found.heads)
     assert check_against_witness(h.bot.engine.entries(eid), eid, found.heads).ok
+    in_file = read_witness(shipped.read_text(), witness.verifier, eid)
+    assert {hd.checkpoint for hd in found.heads} <= {hd.checkpoint for hd in in_file.heads}
+    assert check_against_witness(h.bot.engine.entries(eid), eid, in_file.heads).ok
     replies = h.fake.thread(CHANNEL, root.ts)
     assert replies and all("UNSIGNED" in json.dumps(m.blocks) for m in replies)
