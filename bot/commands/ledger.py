@@ -151,13 +151,19 @@ def _verify(args: argparse.Namespace) -> int:
         return code
 
 
-def _head(args: argparse.Namespace) -> int:
+def _verified_head(args: argparse.Namespace) -> VerifyResult:
     with _open_store(args.db) as store:
         _require_known(store, args.execution)
         # A checkpoint of a chain that is already damaged would bless the damage.
         result = _verify_stored(store, args.execution, None)
     if not result.ok:
         print(_describe(args.execution, result), file=sys.stderr)
+    return result
+
+
+def _head(args: argparse.Namespace) -> int:
+    result = _verified_head(args)
+    if not result.ok:
         return exits.TAMPERED
     print(json.dumps({"execution": args.execution, "seq": result.checked, "hash": result.head_hash}))
     return exits.OK
@@ -166,11 +172,8 @@ def _head(args: argparse.Namespace) -> int:
 def _checkpoint(args: argparse.Namespace) -> int:
     settings = _settings()
     signer = witness_signer(args.key or settings.witness_key, settings.witness_name)
-    with _open_store(args.db) as store:
-        _require_known(store, args.execution)
-        result = _verify_stored(store, args.execution, None)
+    result = _verified_head(args)
     if not result.ok:
-        print(_describe(args.execution, result), file=sys.stderr)
         return exits.TAMPERED
     note = sign_checkpoint(signer, args.execution, result.checked, result.head_hash)
     target = args.append or settings.witness_file
