@@ -25,7 +25,7 @@ from ledger.note import NoteError, Signer, check_key_name, generate_private_key,
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a = sub.add_parser("approve", help="sign a change package with an approver's Ed25519 key")
-    a.add_argument("package", help="path to the change package YAML")
+    a.add_argument("package", metavar="PACKAGE", help="path to the change package YAML")
     a.add_argument("--key", required=True, metavar="FILE", help="the approver's private key (PEM)")
     a.add_argument("--keyring", metavar="FILE", help="trusted keyring (default: the STAGEHOLD_KEYRING setting)")
     a.add_argument("--name", help="key name, when the keyring does not list the key")
