@@ -14,6 +14,7 @@ from bot.settings import Settings, SettingsError
 from execution.adapters.base import Connection
 from execution.adapters.live import LiveTargets
 from execution.adapters.sandboxed import SandboxTargets, teach
+from execution.adapters.transport import TargetTransport
 from execution.contract.models import Target
 from execution.model import Clock, Credentials
 from execution.project import State
@@ -35,15 +36,26 @@ def open_store(url: str) -> SqlLedgerStore:
 
 
 def http_client(timeout_s: float) -> httpx.Client:
-    # Connection pooling across executions; per-request timeouts are set by the adapters.
-    return httpx.Client(timeout=timeout_s, follow_redirects=False, limits=httpx.Limits(max_connections=200))
+    # Connection pooling across executions; per-request timeouts are set by the adapters. Targets
+    # with their own TLS files (STAGEHOLD_TARGET_AUTH) get clients of their own from it.
+    return TargetTransport(timeout=timeout_s, follow_redirects=False, limits=httpx.Limits(max_connections=200))
 
 
 def live_connector(
-    credentials: Credentials, client: httpx.Client, clock: Clock, override_url: str | None = None
+    credentials: Credentials,
+    client: httpx.Client,
+    clock: Clock,
+    override_url: str | None = None,
+    *,
+    read_timeout_s: float = 10.0,
 ) -> Callable[[State], Connection]:
     """Adapters over an execution's package targets; ``override_url`` sends every kind to a sandbox,
-    which is taught each plan (once per approved digest) before it is first driven."""
+    which is taught each plan (once per approved digest) before it is first driven.
+
+    Targets are rebuilt from the package recorded in the ledger, which holds no secret; the
+    secrets (role credentials, per-target auth and TLS files) come from ``credentials``, read from
+    settings by this process, so they are the same after a restart and never pass the ledger.
+    """
     taught: set[str] = set()
 
     def connect(state: State) -> Connection:
@@ -51,12 +63,22 @@ def live_connector(
         targets: Mapping[str, Target] = state.package.targets
         sensitive = state.plan.sensitive_fields
         if override_url is None:
-            return LiveTargets(targets, credentials, client, clock, sensitive_fields=sensitive)
+            return LiveTargets(
+                targets, credentials, client, clock, read_timeout_s=read_timeout_s, sensitive_fields=sensitive
+            )
         # A sandbox that cannot be taught still answers what it knows; the rehearsal's own
         # evidence (no data, 404) then says what is missing.
         if state.package.plan_sha256 not in taught and teach(client, override_url, state.plan) is None:
             taught.add(state.package.plan_sha256)
-        return SandboxTargets(override_url, targets, credentials, client, clock, sensitive_fields=sensitive)
+        return SandboxTargets(
+            override_url,
+            targets,
+            credentials,
+            client,
+            clock,
+            read_timeout_s=read_timeout_s,
+            sensitive_fields=sensitive,
+        )
 
     return connect
 
@@ -75,5 +97,6 @@ def build_engine(
 def live_engine(settings: Settings, listeners: Iterable[Listener] = ()) -> tuple[Engine, httpx.Client]:
     store = open_store(settings.database_url)
     client = http_client(settings.http_timeout_s)
-    engine = build_engine(store, live_connector(settings.credentials(), client, utc_now), listeners=listeners)
+    connect = live_connector(settings.credentials(), client, utc_now, read_timeout_s=settings.http_timeout_s)
+    engine = build_engine(store, connect, listeners=listeners)
     return engine, client

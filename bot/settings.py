@@ -6,17 +6,92 @@ are separate secrets so each duty (preflight, executor, verifier, rollback) send
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pathlib import Path
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from execution.conditions import parse_duration
-from execution.model import Credentials, Role
+from execution.model import Credentials, Role, TargetAuth
 
 DEFAULT_DATABASE_URL = "sqlite:///stagehold.db"
 
 
 class SettingsError(Exception):
     """A required setting is missing or malformed; the message is one line naming it."""
+
+
+class BasicAuth(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    username: str = Field(min_length=1, description="The basic-auth user name.", examples=["stagehold"])
+    password: SecretStr = Field(description="The basic-auth password.")
+
+
+class TargetAuthSetting(BaseModel):
+    """One target's auth and transport, from settings only (never from the plan or package)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    bearer: SecretStr | None = Field(None, description="A bearer token for this target, sent by every role.")
+    basic: BasicAuth | None = Field(None, description="HTTP basic auth for this target, sent by every role.")
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Secret headers sent with every request to this target.",
+        examples=[{"X-Api-Key": "..."}],
+    )
+    ca_bundle: str | None = Field(None, description="A PEM file of the CAs to trust for this target.")
+    client_cert: str | None = Field(None, description="A PEM client certificate (mutual TLS).")
+    client_key: str | None = Field(None, description="The client certificate's PEM key, when not in client_cert.")
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> TargetAuthSetting:
+        if self.bearer is not None and self.basic is not None:
+            raise ValueError("give bearer or basic, not both")
+        if self.client_key is not None and self.client_cert is None:
+            raise ValueError("client_key needs client_cert")
+        for path in (self.ca_bundle, self.client_cert, self.client_key):
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{path}: file not found")
+        return self
+
+    def to_auth(self) -> TargetAuth:
+        return TargetAuth(
+            bearer=self.bearer.get_secret_value() if self.bearer is not None else None,
+            username=self.basic.username if self.basic is not None else None,
+            password=self.basic.password.get_secret_value() if self.basic is not None else None,
+            headers={k: v.get_secret_value() for k, v in self.headers.items()},
+            ca_bundle=self.ca_bundle,
+            client_cert=self.client_cert,
+            client_key=self.client_key,
+        )
+
+
+_AUTH_FILE = TypeAdapter(dict[str, TargetAuthSetting])
+
+
+def read_auth_file(path: str) -> dict[str, TargetAuthSetting]:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"STAGEHOLD_TARGET_AUTH_FILE {path}: cannot read: {exc.strerror or exc}") from None
+    except yaml.YAMLError:
+        raise ValueError(f"STAGEHOLD_TARGET_AUTH_FILE {path}: not valid JSON or YAML") from None
+    try:
+        return _AUTH_FILE.validate_python(data or {})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ValueError(f"STAGEHOLD_TARGET_AUTH_FILE {path}: {where}: {err['msg']}") from None
 
 
 class Settings(BaseSettings):
@@ -41,6 +116,21 @@ class Settings(BaseSettings):
     witness_name: str = Field("stagehold", min_length=1, validation_alias="STAGEHOLD_WITNESS_NAME")
     witness_vkey: str | None = Field(None, validation_alias="STAGEHOLD_WITNESS_VKEY")
     witness_file: str | None = Field(None, validation_alias="STAGEHOLD_WITNESS_FILE")
+    target_auth: dict[str, TargetAuthSetting] = Field(
+        default_factory=dict,
+        validation_alias="STAGEHOLD_TARGET_AUTH",
+        description="Per-target auth and transport as JSON, keyed by the package's target names.",
+        examples=[
+            '{"metrics": {"basic": {"username": "stagehold", "password": "..."}, "headers": {"X-Scope-OrgID": "payments"}}}'
+        ],
+    )
+    target_auth_file: str | None = Field(
+        None,
+        validation_alias="STAGEHOLD_TARGET_AUTH_FILE",
+        description="A JSON or YAML file of the same shape as STAGEHOLD_TARGET_AUTH (e.g. a mounted secret); "
+        "a target named in both takes the file's entry.",
+    )
+    _file_auth: dict[str, TargetAuthSetting] = PrivateAttr(default_factory=dict)
     # The checkpoint review: the digest is posted only when a channel is named.
     report_channel: str | None = Field(None, validation_alias="STAGEHOLD_REPORT_CHANNEL")
     report_schedule: str = Field("0 9 * * mon", validation_alias="STAGEHOLD_REPORT_SCHEDULE")
@@ -60,17 +150,25 @@ class Settings(BaseSettings):
     def report_period_s(self) -> float:
         return parse_duration(self.report_period)
 
+    @model_validator(mode="after")
+    def _read_auth_file(self) -> Settings:
+        if self.target_auth_file is not None:
+            self._file_auth = read_auth_file(self.target_auth_file)
+        return self
+
     def credentials(self) -> Credentials:
         def val(s: SecretStr | None) -> str | None:
             return s.get_secret_value() if s is not None else None
 
+        merged = {**self.target_auth, **self._file_auth}
         return Credentials(
             {
                 Role.PREFLIGHT: val(self.credential_preflight),
                 Role.EXECUTOR: val(self.credential_executor),
                 Role.VERIFIER: val(self.credential_verifier),
                 Role.ROLLBACK: val(self.credential_rollback),
-            }
+            },
+            {name: auth.to_auth() for name, auth in merged.items()},
         )
 
     def require(self, *names: str) -> None:
@@ -86,5 +184,8 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         err = exc.errors()[0]
-        name = err["loc"][0] if err["loc"] else "setting"
+        name = ".".join(str(p) for p in err["loc"]) if err["loc"] else "setting"
+        # Never echo the input: it may be a secret.
         raise SettingsError(f"invalid setting {name}: {err['msg']}") from None
+    except ValueError as exc:
+        raise SettingsError(f"invalid setting: {exc}") from None

@@ -12,17 +12,24 @@ Rules, in order, for one reading against one condition:
 
 Worked example: error_rate 0.015 sampled 5 s ago from 1200 requests, against
 ``pass: "< 0.01", hold: "< 0.02", min_samples: 20``, max_age 60 s -> hold.
+
+A reading of several series (``Evidence.series``) is judged series by series with the rules
+above. ``reduce: all`` takes the most severe outcome (so one dead target is never hidden by a
+healthy one) and ``any`` the least severe; among equal outcomes the series furthest from passing
+is the one named, with its labels. Worked example: ``up`` answering 1 for ``{instance="a"}`` and
+0 for ``{instance="b"}``, against ``pass: "== 1"`` -> fail, naming ``{instance="b"}``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from execution.conditions import parse_condition
-from execution.model import Evidence, Outcome, most_severe
+from execution.model import SEVERITY, Evidence, Outcome, most_severe
 
 
 @dataclass(frozen=True)
@@ -41,8 +48,18 @@ class Result:
     source: str
     detail: str
     sampled_at: str | None
+    labels: Mapping[str, str] | None = None  # the series named, when the reading had several
+    series: int | None = None  # how many series the reading had
+    series_not_passing: int | None = None
 
     def to_json(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.series is not None:
+            extra = {
+                "labels": dict(self.labels or {}),
+                "series": self.series,
+                "series_not_passing": self.series_not_passing,
+            }
         return {
             "key": self.key,
             "kind": self.kind,
@@ -58,6 +75,7 @@ class Result:
             "source": self.source,
             "detail": self.detail,
             "sampled_at": self.sampled_at,
+            **extra,
         }
 
 
@@ -71,6 +89,8 @@ def evaluate(
     min_samples: int | None = None,
 ) -> Result:
     age = evidence.age_seconds(now)
+    if evidence.series and evidence.reduce in ("all", "any") and not evidence.error:
+        return _evaluate_series(kind, evidence, pass_text, max_age_s, now, hold_text, min_samples)
     outcome, detail = _outcome(evidence, pass_text, hold_text, min_samples, max_age_s, age)
     return Result(
         key=f"{kind}:{evidence.signal}",
@@ -90,6 +110,72 @@ def evaluate(
     )
 
 
+def _evaluate_series(
+    kind: str,
+    evidence: Evidence,
+    pass_text: str,
+    max_age_s: float,
+    now: datetime,
+    hold_text: str | None,
+    min_samples: int | None,
+) -> Result:
+    judged = []
+    for s in evidence.series:
+        one = Evidence(evidence.signal, s.value, s.sampled_at, evidence.source, samples=evidence.samples)
+        outcome, detail = _outcome(one, pass_text, hold_text, min_samples, max_age_s, one.age_seconds(now))
+        judged.append((SEVERITY[outcome], _distance(pass_text, s.value), outcome, detail, s))
+    n = len(judged)
+    not_passing = sum(1 for j in judged if j[2] != Outcome.PASS)
+    if evidence.reduce == "any":
+        _, _, outcome, detail, chosen = min(judged, key=lambda j: (j[0], j[1]))
+        summary = f"{n - not_passing} of {n} series pass (reduce: any); best {chosen.label_text()}: {detail}"
+    else:
+        _, _, outcome, detail, chosen = max(judged, key=lambda j: (j[0], j[1]))
+        if not_passing:
+            summary = f"{not_passing} of {n} series not passing; worst {chosen.label_text()}: {detail}"
+        else:
+            summary = f"all {n} series pass; closest to failing {chosen.label_text()}: {detail}"
+    age = evidence.age_seconds(now)
+    return Result(
+        key=f"{kind}:{evidence.signal}",
+        kind=kind,
+        signal=evidence.signal,
+        condition=pass_text,
+        hold_band=hold_text,
+        outcome=outcome,
+        value=chosen.value,
+        age_s=age,
+        max_age_s=max_age_s,
+        samples=evidence.samples,
+        min_samples=min_samples,
+        source=evidence.source,
+        detail=summary,
+        sampled_at=evidence.to_json()["sampled_at"],
+        labels=dict(chosen.labels),
+        series=n,
+        series_not_passing=not_passing,
+    )
+
+
+def _distance(pass_text: str, value: float | None) -> float:
+    """How far ``value`` is from meeting ``pass_text`` (0 inside it): orders equally judged series."""
+    if value is None:
+        return math.inf
+    condition = parse_condition(pass_text)
+    if isinstance(condition.value, bool):
+        return 0.0
+    bound = float(condition.value)
+    if condition.op == "!=":
+        return -abs(value - bound)
+    if condition.op in ("<", "<="):
+        return value - bound
+    if condition.op in (">", ">="):
+        return bound - value
+    if condition.op == "between" and condition.upper is not None:
+        return max(bound - value, value - condition.upper)
+    return abs(value - bound)
+
+
 def _outcome(
     evidence: Evidence,
     pass_text: str,
@@ -103,7 +189,7 @@ def _outcome(
     if evidence.value is None:
         return Outcome.NO_DATA, "no data"
     if age is None:
-        return Outcome.STALE, "no sample time"
+        return Outcome.STALE, "no current sample: no raw sample behind the value is recent (the source stopped?)"
     if age > max_age_s:
         return Outcome.STALE, f"sample is {age:.1f}s old; max age {max_age_s:g}s"
     if min_samples is not None and (evidence.samples is None or evidence.samples < min_samples):

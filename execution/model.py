@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -49,12 +49,33 @@ def most_severe(outcomes: list[Outcome]) -> Outcome:
 
 
 @dataclass(frozen=True)
+class SeriesValue:
+    """One series (or one point of a range query) of a query that answered several.
+
+    ``sampled_at`` is the time of the newest raw sample behind this series (None: none is current).
+    """
+
+    labels: Mapping[str, str]
+    value: float | None  # None: NaN, no data
+    sampled_at: datetime | None
+
+    def label_text(self) -> str:
+        inner = ", ".join(f'{k}="{v}"' for k, v in sorted(self.labels.items()))
+        return "{" + inner + "}"
+
+
+@dataclass(frozen=True)
 class Evidence:
     """One reading of one signal, as an adapter returned it.
 
     ``value`` None means no data. ``sampled_at`` is when the *source* says the value was true
-    (a Prometheus sample timestamp, or the response time for HTTP), and drives freshness.
-    ``error`` is set when the read failed; it is already masked.
+    (the newest raw sample behind a Prometheus answer, or the response time for HTTP), and drives
+    freshness. ``error`` is set when the read failed; it is already masked.
+
+    A query answering several series sets ``series`` and ``reduce`` (``all`` or ``any``): each
+    series is then judged on its own. ``evaluated_at``, ``window_s`` and ``earliest_at`` say how
+    far back the data behind the value may reach (DESIGN rule 11): from ``evaluated_at -
+    window_s`` (a rate or range window) and from ``earliest_at`` (the oldest raw sample read).
     """
 
     signal: str
@@ -63,11 +84,26 @@ class Evidence:
     source: str
     samples: int | None = None
     error: str | None = None
+    series: tuple[SeriesValue, ...] = ()
+    reduce: str | None = None
+    evaluated_at: datetime | None = None
+    window_s: float = 0.0
+    earliest_at: datetime | None = None
 
     def age_seconds(self, now: datetime) -> float | None:
         if self.sampled_at is None:
             return None
         return max(0.0, (now - self.sampled_at).total_seconds())
+
+    def data_from(self, speed: float = 1.0) -> datetime | None:
+        """The earliest time the data behind this reading may come from (windows compressed by
+        ``speed`` in rehearsals, like every plan duration); None when nothing was read."""
+        if self.sampled_at is None:
+            return None
+        earliest = min(self.sampled_at, self.earliest_at or self.sampled_at)
+        if self.window_s > 0 and self.evaluated_at is not None:
+            earliest = min(earliest, self.evaluated_at - timedelta(seconds=self.window_s / speed))
+        return earliest
 
     def to_json(self) -> dict[str, JSON]:
         return {
@@ -104,10 +140,47 @@ class ReadbackResult:
 
 
 @dataclass(frozen=True)
+class TargetAuth:
+    """How to reach one target, from settings (never from the plan or package, never recorded).
+
+    ``bearer`` or ``username``/``password`` (basic) replace the role credentials for this target;
+    ``headers`` are secret headers; ``ca_bundle``, ``client_cert`` and ``client_key`` are file
+    paths for TLS.
+    """
+
+    bearer: str | None = None
+    username: str | None = None
+    password: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    ca_bundle: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+    def secrets(self) -> list[str]:
+        return [s for s in (self.bearer, self.password, *self.headers.values()) if s]
+
+    @property
+    def tls(self) -> tuple[str | None, str | None, str | None] | None:
+        given = (self.ca_bundle, self.client_cert, self.client_key)
+        return given if any(given) else None
+
+
+@dataclass(frozen=True)
 class Credentials:
-    """One secret per role; a role's adapter only ever sends its own."""
+    """One secret per role (a role's adapter only ever sends its own), and per-target auth."""
 
     tokens: Mapping[Role, str | None] = field(default_factory=dict)
+    targets: Mapping[str, TargetAuth] = field(default_factory=dict)
 
     def for_role(self, role: Role) -> str | None:
         return self.tokens.get(role)
+
+    def for_target(self, target: str) -> TargetAuth | None:
+        return self.targets.get(target)
+
+    def secrets(self) -> list[str]:
+        """Every secret value, to scrub from texts literally."""
+        found = [s for s in self.tokens.values() if s]
+        for auth in self.targets.values():
+            found += auth.secrets()
+        return found

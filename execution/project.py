@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from execution import events as ev
-from execution.contract.models import ChangePackage, Plan, Stage
+from execution.contract.models import RECORDED, ChangePackage, Plan, Stage
 from execution.transitions import TERMINAL, Phase, transition
 from ledger.chain import parse_ts
 from ledger.entry import Entry
@@ -87,6 +87,8 @@ class StageState:
     checkpoint: Any = None
     entry_hold: str | None = None  # the released hold that authorises entering this stage
     accept_hold: str | None = None  # a released tolerated-band hold: accept the checkpoint
+    failing: Mapping[str, int] = field(default_factory=dict)  # check key -> consecutive failing samples
+    watched_at: datetime | None = None  # the last recorded sample taken while held
 
 
 @dataclass(frozen=True)
@@ -233,8 +235,8 @@ Body = Mapping[str, Any]
 
 
 def _started(state: State, e: Entry, b: Body) -> State:
-    package = ChangePackage.model_validate(b["package"])
-    plan = Plan.model_validate(b["plan"])
+    package = ChangePackage.model_validate(b["package"], context={RECORDED: True})
+    plan = Plan.model_validate(b["plan"], context={RECORDED: True})
     window = b["window"]
     state = replace(
         state,
@@ -409,6 +411,8 @@ def _confirmed(state: State, e: Entry, b: Body) -> State:
             consecutive=0,
             checkpoint=b.get("observed"),
             accept_hold=None,
+            failing={},
+            watched_at=None,
         )
         if stage_def.retires_fallback:
             state = replace(state, fallback_retired=True)
@@ -420,10 +424,15 @@ def _confirmed(state: State, e: Entry, b: Body) -> State:
 
 
 def _sampled(state: State, e: Entry, b: Body) -> State:
+    failing = dict(b.get("failing") or {})
     if b.get("during_hold"):
-        return state  # a watch sample taken while held: history only, the bake is not touched
+        # A watch sample taken while held: the bake is not touched, the failing streaks are.
+        index = next((s.index for s in state.stages if s.id == b.get("stage")), None)
+        if index is None:
+            return state
+        return _with_stage(state, index, failing=failing, watched_at=e.ts)
     index = state.current
-    return _with_stage(state, index, consecutive=int(b["consecutive"]), last_sample_at=e.ts)
+    return _with_stage(state, index, consecutive=int(b["consecutive"]), last_sample_at=e.ts, failing=failing)
 
 
 def _passed(state: State, e: Entry, b: Body) -> State:

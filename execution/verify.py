@@ -10,6 +10,14 @@ Rules:
 * Only tolerated-band evidence can be accepted by a release, and only if fresh evidence still
   matches what the releaser saw.
 * While held, the newest live tier is still watched for hard triggers.
+* The first sample waits ``initial_delay`` after the read-back confirmed the stage (none: at once).
+* A check with ``consecutive_failure_limit: N`` tolerates N consecutive failing samples: a
+  tolerated failure does not react, but it breaks the run of passes. A pass ends the streak; an
+  outcome that is neither pass nor fail (no data, stale, error) leaves it as it was.
+* A sample whose data could predate the change (a rate or range window reaching back before the
+  read-back confirmed the stage, or a raw sample older than that) is not evidence about the
+  change (DESIGN rule 11): it may still hold, fail or roll back, but it never counts toward the
+  bake.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ from datetime import datetime, timedelta
 
 from execution import events as ev
 from execution import policy
-from execution.evaluate import categories, changed, overall
+from execution.contract.models import Stage
+from execution.evaluate import Result, categories, changed, overall
 from execution.holds import manual_hold, open_hold
 from execution.model import Outcome, Role
 from execution.project import Hold, State
@@ -29,12 +38,62 @@ from execution.rollback import start_rollback
 from execution.transitions import Phase
 
 
-def sample_due(state: State, now: datetime) -> bool:
+def next_sample_at(state: State) -> datetime | None:
+    """When the live stage is sampled next (None: now). Worked example: confirmed at 12:00:00
+    with ``initial_delay: 1m`` and no sample yet -> 12:01:00; last sampled 12:03:00 with
+    ``every: 30s`` -> 12:03:30."""
     stage_state = state.stages[state.current]
+    verify = state.stage_def(state.current).verify
     if stage_state.last_sample_at is None:
-        return True
-    every = scaled(state, state.stage_def(state.current).verify.every)
-    return now >= stage_state.last_sample_at + timedelta(seconds=every)
+        if verify.initial_delay is None or stage_state.applied_at is None:
+            return None
+        return stage_state.applied_at + timedelta(seconds=scaled(state, verify.initial_delay))
+    return stage_state.last_sample_at + timedelta(seconds=scaled(state, verify.every))
+
+
+def sample_due(state: State, now: datetime) -> bool:
+    due = next_sample_at(state)
+    return due is None or now >= due
+
+
+def failing_streaks(state: State, stage: Stage, index: int, checks: list[Result]) -> tuple[dict[str, int], set[str]]:
+    """Each check's run of consecutive failing samples after this one, and the keys whose failure
+    is still tolerated. Worked example: limit 2, streak 1 before, this sample fails -> streak 2,
+    tolerated; the next failure -> streak 3, not tolerated (the plan's ``fail`` reaction)."""
+    before = state.stages[index].failing
+    streaks: dict[str, int] = {}
+    tolerated: set[str] = set()
+    for check, result in zip(stage.verify.checks, checks, strict=True):
+        streak = before.get(result.key, 0)
+        if result.outcome == Outcome.FAIL:
+            streak += 1
+            if streak <= check.consecutive_failure_limit:
+                tolerated.add(result.key)
+        elif result.outcome == Outcome.PASS:
+            streak = 0
+        if streak:
+            streaks[result.key] = streak
+    return streaks, tolerated
+
+
+def reactions(stage: Stage, checks: list[Result], tolerated: set[str]) -> str:
+    return policy.strongest(
+        "continue" if r.key in tolerated else policy.reaction(r.outcome, stage.verify.on) for r in checks
+    )
+
+
+def predating(state: State, stage: Stage, index: int, obs: Observations) -> list[str]:
+    """The checked signals whose data could come from before the stage was confirmed live."""
+    since = state.stages[index].applied_at
+    if since is None:
+        return []
+    out = []
+    for check in stage.verify.checks:
+        evidence = obs.evidence.get(check.signal)
+        start = evidence.data_from(state.speed) if evidence is not None else None
+        if start is not None and start < since and check.signal not in out:
+            out.append(check.signal)
+    return out
 
 
 def streak_gap(state: State, index: int, now: datetime) -> dict[str, float] | None:
@@ -63,18 +122,23 @@ def verifying(state: State, obs: Observations, now: datetime) -> Decision:
         return accept(state, state.holds[stage_state.accept_hold], obs, now)
     every = scaled(state, stage.verify.every)
     if not sample_due(state, now):
-        assert stage_state.last_sample_at is not None
-        return Decision(wake_at=stage_state.last_sample_at + timedelta(seconds=every))
+        return Decision(wake_at=next_sample_at(state))
     checks = check_results(state, stage, obs, now)
     ready = readiness_results(state, obs, now)
     results = checks + ready
     required = max(1, math.ceil(scaled(state, stage.verify.bake) / every - 1e-9))
-    check_reaction = policy.strongest(policy.reaction(r.outcome, stage.verify.on) for r in checks)
+    streaks, tolerated = failing_streaks(state, stage, i, checks)
+    check_reaction = reactions(stage, checks, tolerated)
     readiness_ok = all(r.outcome == Outcome.PASS for r in ready)
     outcome = overall(results)
     gap = streak_gap(state, i, now)
     streak = 0 if gap is not None else stage_state.consecutive
-    consecutive = streak + 1 if (check_reaction == "continue" and readiness_ok) else 0
+    early = predating(state, stage, i, obs)
+    if check_reaction == "continue" and readiness_ok and not tolerated:
+        # A pass on data that could predate the change is not evidence about it: not counted.
+        consecutive = streak if early else streak + 1
+    else:
+        consecutive = 0
     reaction = check_reaction
     if not readiness_ok and reaction in ("continue", "hold"):
         reaction = "hold"
@@ -89,6 +153,9 @@ def verifying(state: State, obs: Observations, now: datetime) -> Decision:
         consecutive=consecutive,
         required=required,
         **({"gap": gap} if gap is not None else {}),
+        failing=streaks,
+        tolerated=sorted(tolerated),
+        predates_change=early,
     )
     if reaction == "continue":
         if consecutive >= required:
@@ -203,10 +270,34 @@ def watched_stage(state: State) -> int | None:
 def watch(state: State, index: int, obs: Observations, now: datetime) -> Decision | None:
     """A hold does not stop the live tier from failing: a hard trigger still rolls back."""
     stage = state.stage_def(index)
+    watched_at = state.stages[index].watched_at
+    if watched_at is not None and now < watched_at + timedelta(seconds=scaled(state, stage.verify.every)):
+        return None  # one counted sample per interval: a re-read in the same tick is not another
     checks = check_results(state, stage, obs, now)
     ready = readiness_results(state, obs, now)
-    reaction = policy.strongest(policy.reaction(r.outcome, stage.verify.on) for r in checks)
+    streaks, tolerated = failing_streaks(state, stage, index, checks)
+    reaction = reactions(stage, checks, tolerated)
     if reaction not in ("rollback", "narrow"):
+        if streaks != dict(state.stages[index].failing):
+            # Record the streak, so the next watch sample counts on from it.
+            return Decision(
+                (
+                    new_entry(
+                        ev.VERIFICATION_SAMPLED,
+                        Role.VERIFIER,
+                        now,
+                        stage=stage.id,
+                        results=[r.to_json() for r in checks + ready],
+                        outcome=overall(checks + ready).value,
+                        reaction="continue",
+                        consecutive=0,
+                        required=0,
+                        during_hold=state.open_hold,
+                        failing=streaks,
+                        tolerated=sorted(tolerated),
+                    ),
+                )
+            )
         return None
     results = checks + ready
     sampled = new_entry(
@@ -220,6 +311,8 @@ def watch(state: State, index: int, obs: Observations, now: datetime) -> Decisio
         consecutive=0,
         required=0,
         during_hold=state.open_hold,
+        failing=streaks,
+        tolerated=sorted(tolerated),
     )
     if not all(r.outcome == Outcome.PASS for r in ready):
         hold = open_hold(

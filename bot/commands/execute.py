@@ -425,7 +425,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     client = http_client(settings.http_timeout_s)
     try:
         engine = build_engine(
-            store, live_connector(settings.credentials(), client, utc_now), listeners=[ConsolePrinter()]
+            store,
+            live_connector(settings.credentials(), client, utc_now, read_timeout_s=settings.http_timeout_s),
+            listeners=[ConsolePrinter()],
         )
         try:
             assert report is not None

@@ -96,7 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         connect = live_connector(Credentials({}), client, utc_now, args.sandbox.rstrip("/"))
         mode, speed = "rehearsal", float(args.speed)
     else:
-        connect = live_connector(settings.credentials(), client, utc_now)
+        connect = live_connector(settings.credentials(), client, utc_now, read_timeout_s=settings.http_timeout_s)
         mode, speed = "live", 1.0
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
     try:

@@ -23,6 +23,7 @@ with the command adapter.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -31,8 +32,10 @@ from datetime import UTC, datetime
 
 import httpx
 
+from execution.adapters.transport import TargetTransport
+from execution.conditions import parse_duration
 from execution.contract.models import Action, Confirm, HttpAction, Signal, Target
-from execution.model import JSON, ActionResult, Clock, Credentials, Evidence, ReadbackResult, Role
+from execution.model import JSON, ActionResult, Clock, Credentials, Evidence, ReadbackResult, Role, TargetAuth
 from ledger.masking import MASK, mask
 
 _SNIPPET = 300
@@ -139,7 +142,8 @@ class Masker:
     """Masks bodies and texts, and scrubs the known credentials from them literally."""
 
     def __init__(self, credentials: Credentials, sensitive_fields: Iterable[str] = ()) -> None:
-        secrets = {s for s in credentials.tokens.values() if s and len(s) >= 4}
+        secrets = {s for s in credentials.secrets() if len(s) >= 4}
+        secrets |= {basic_token(a) for a in credentials.targets.values() if a.username is not None}
         self._secrets = sorted(secrets, key=len, reverse=True)
         self._sensitive = tuple(sensitive_fields)
 
@@ -187,6 +191,12 @@ class Masker:
         return bool(self.body({last: probe})[last] != probe)
 
 
+def basic_token(auth: TargetAuth) -> str:
+    """The base64 text of HTTP basic auth (RFC 7617) for a target's username and password."""
+    raw = f"{auth.username or ''}:{auth.password or ''}".encode()
+    return base64.b64encode(raw).decode("ascii")
+
+
 def role_name(role: Role) -> str:
     return role.value.removeprefix("role:")
 
@@ -204,8 +214,14 @@ def _describe(exc: BaseException) -> str:
 
 
 class TargetClient:
-    """What every HTTP-speaking adapter shares: target URLs from the change package, and headers
-    carrying the role's own credential (never another role's)."""
+    """What every HTTP-speaking adapter shares: target URLs from the change package; headers
+    carrying the role's own credential (never another role's) or the target's own auth from
+    settings; the package's non-secret headers; and a client with the target's TLS settings.
+
+    Rules: a target's auth from settings (bearer or basic) replaces the role credential for that
+    target; its secret headers are added after the package's headers and win on the same name;
+    ``X-Stagehold-Role`` and ``Idempotency-Key`` are always stagehold's own.
+    """
 
     def __init__(
         self,
@@ -230,14 +246,38 @@ class TargetClient:
             raise LookupError(f"target {target!r} is not in the change package or has no url")
         return spec.url.rstrip("/") + path
 
-    def _headers(self, role: Role, idempotency_key: str | None = None) -> dict[str, str]:
-        headers = {"X-Stagehold-Role": role_name(role), "Accept": "application/json"}
+    def _client_for(self, target: str) -> httpx.Client:
+        """The shared client, or one configured with this target's TLS files."""
+        auth = self._credentials.for_target(target)
+        tls = auth.tls if auth is not None else None
+        if tls is None:
+            return self._client
+        if not isinstance(self._client, TargetTransport):
+            raise LookupError(f"target {target!r} has TLS settings but the client cannot apply them")
+        return self._client.with_tls(*tls)
+
+    def _headers(self, role: Role, idempotency_key: str | None = None, target: str | None = None) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        spec = self._targets.get(target) if target is not None else None
+        if spec is not None:
+            headers.update(spec.headers)
+        auth = self._credentials.for_target(target) if target is not None else None
         credential = self._credentials.for_role(role)
-        if credential:
+        if auth is not None and auth.bearer:
+            headers["Authorization"] = f"Bearer {auth.bearer}"
+        elif auth is not None and auth.username is not None:
+            headers["Authorization"] = f"Basic {basic_token(auth)}"
+        elif credential:
             headers["Authorization"] = f"Bearer {credential}"
+        if auth is not None:
+            headers.update(auth.headers)
+        headers["X-Stagehold-Role"] = role_name(role)
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
         return headers
+
+    def _timeout(self, duration: str | None) -> float:
+        return parse_duration(duration) if duration is not None else self._read_timeout_s
 
 
 class HttpTargets(TargetClient):
@@ -260,8 +300,9 @@ class HttpTargets(TargetClient):
         """
         try:
             url = self._url(target, path)
-            headers = {**self._headers(role), **(extra_headers or {})}
-            response = self._client.get(url, headers=headers, timeout=timeout_s)
+            client = self._client_for(target)
+            headers = {**self._headers(role, target=target), **(extra_headers or {})}
+            response = client.get(url, headers=headers, timeout=timeout_s)
         except LookupError as exc:
             return None, self._mask.text(str(exc))
         except Exception as exc:
@@ -282,7 +323,7 @@ class HttpTargets(TargetClient):
             return Evidence(name, None, None, "http", error="not an http signal")
         source = self._mask.text(f"http {spec.target} {spec.path} {spec.field}")
         try:
-            document, error = self._get_json(spec.target, spec.path, role, self._read_timeout_s)
+            document, error = self._get_json(spec.target, spec.path, role, self._timeout(spec.timeout))
             now = self._clock()
             if error is not None:
                 return Evidence(name, None, None, source, error=error)
@@ -318,9 +359,10 @@ class HttpTargets(TargetClient):
             return ActionResult("rejected", "not an http action; nothing was sent")
         what = f"{spec.method} {spec.target} {spec.path}"
         try:
-            headers = {**self._headers(role, idempotency_key), **spec.headers}
+            client = self._client_for(spec.target)
+            headers = {**self._headers(role, idempotency_key, spec.target), **spec.headers}
             body: dict[str, object] = {"data": spec.form} if spec.form is not None else {"json": spec.json_body}
-            request = self._client.build_request(
+            request = client.build_request(
                 spec.method,
                 self._url(spec.target, spec.path),
                 headers=headers,
@@ -330,7 +372,7 @@ class HttpTargets(TargetClient):
         except Exception as exc:
             return ActionResult("rejected", self._mask.text(f"{what} was not sent: {_describe(exc)}"))
         try:
-            response = self._client.send(request)
+            response = client.send(request)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             detail = f"{what} was not sent: could not reach the target ({_describe(exc)})"
             return ActionResult("rejected", self._mask.text(detail))
@@ -342,20 +384,20 @@ class HttpTargets(TargetClient):
             return ActionResult("ambiguous", self._mask.text(detail))
         if spec.redirect == "follow":
             try:
-                response = self._follow(response)
+                response = self._follow(response, client)
             except Exception as exc:
                 detail = f"{what} answered HTTP {response.status_code}; following its redirect failed: {_describe(exc)}"
                 return ActionResult("ambiguous", self._mask.text(detail + "; outcome unknown"), response.status_code)
         return self._classify(what, response, spec)
 
-    def _follow(self, response: httpx.Response) -> httpx.Response:
+    def _follow(self, response: httpx.Response, client: httpx.Client) -> httpx.Response:
         """Follow same-origin redirects (httpx builds each next request: 303 becomes a GET)."""
         for _ in range(_MAX_REDIRECTS):
             following = response.next_request
             if following is None or _origin(following.url) != _origin(response.request.url):
                 return response
             response.close()
-            response = self._client.send(following)
+            response = client.send(following)
         return response
 
     def _classify(self, what: str, response: httpx.Response, spec: HttpAction) -> ActionResult:

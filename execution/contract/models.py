@@ -15,11 +15,15 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from execution.conditions import CONDITION_PATTERN, DURATION_PATTERN, parse_condition, parse_duration
+
+from execution.promql import analyse, parse_query
+from ledger.masking import mask, mask_text
 
 
 def _check_condition(text: str) -> str:
@@ -29,6 +33,27 @@ def _check_condition(text: str) -> str:
 
 def _check_duration(text: str) -> str:
     parse_duration(text)
+    return text
+
+
+def _recorded(info: ValidationInfo) -> bool:
+    """True when folding a document already recorded in the ledger: rules added later must not
+    make an execution that was valid when it started impossible to read back."""
+    return isinstance(info.context, dict) and bool(info.context.get(RECORDED))
+
+
+RECORDED = "recorded"
+
+
+def _check_query(text: str, info: ValidationInfo) -> str:
+    if not _recorded(info):
+        analyse(text)  # a PromQLError (a ValueError) becomes a problem at the query's line
+    return text
+
+
+def _check_samples_query(text: str, info: ValidationInfo) -> str:
+    if not _recorded(info):
+        parse_query(text)
     return text
 
 
@@ -49,6 +74,8 @@ Duration = Annotated[
     AfterValidator(_check_duration),
     Field(json_schema_extra={"format": "duration", "pattern": DURATION_PATTERN}),
 ]
+PromQL = Annotated[str, Field(min_length=1, max_length=4000), AfterValidator(_check_query)]
+SamplesPromQL = Annotated[str, Field(min_length=1, max_length=4000), AfterValidator(_check_samples_query)]
 AwareTime = Annotated[datetime, AfterValidator(_check_aware)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 SlackId = Annotated[str, Field(pattern=r"^[A-Z0-9][A-Z0-9]{1,30}$")]
@@ -127,24 +154,54 @@ def _exactly_one(model: BaseModel, names: tuple[str, ...]) -> None:
 # ---------------------------------------------------------------- plan: signals
 
 
+Reduce = Literal["all", "any", "max", "min", "avg", "sum"]
+
+
+class PrometheusRange(Strict):
+    """A range query (``/api/v1/query_range``) over the last ``window``, one point every ``step``."""
+
+    window: Duration = Field(
+        description="How far back the range query starts; it ends at the time of reading.", examples=["10m"]
+    )
+    step: Duration = Field(description="The resolution: one point per series every step.", examples=["1m"])
+
+
 class PrometheusSignal(Strict):
-    """A PromQL instant query against a ``prometheus`` target; the value is the query's result."""
+    """A PromQL query against a ``prometheus`` target, judged series by series (see ``reduce``)."""
 
     target: Name = Field(
         description="The package target (of kind prometheus) to query. Rule 3: it must be defined in the package.",
         examples=["metrics"],
     )
-    query: Annotated[str, Field(min_length=1, max_length=4000)] = Field(
-        description="The PromQL instant query whose single value is judged by the checks.",
+    query: PromQL = Field(
+        description="The PromQL query; parsed when the package is validated. Every series it answers must "
+        "meet the check unless reduce says otherwise; its age is that of the newest raw sample behind it.",
         examples=[
             'sum(rate(authz_errors_total{svc="tokenizer"}[1m])) / sum(rate(authz_requests_total{svc="tokenizer"}[1m]))'
         ],
     )
-    samples: Annotated[str, Field(min_length=1, max_length=4000)] | None = Field(
+    samples: SamplesPromQL | None = Field(
         None,
         description="A second query counting the samples behind the value, for a check's min_samples: "
-        "too little data is no_data, never a pass.",
+        "too little data is no_data, never a pass. When it answers several series the smallest counts.",
         examples=['sum(increase(authz_requests_total{svc="tokenizer"}[1m]))'],
+    )
+    reduce: Reduce = Field(
+        default="all",
+        description="How a query answering several series (or points) is judged: 'all' (every series must "
+        "meet the check; the evidence names the worst), 'any' (one passing series is enough), or one "
+        "value from 'max', 'min', 'avg' or 'sum'.",
+        examples=["all", "max"],
+    )
+    range: PrometheusRange | None = Field(
+        default=None,
+        description="Read a range query instead of an instant one; every point counts as a series value.",
+        examples=[{"window": "10m", "step": "1m"}],
+    )
+    timeout: Duration | None = Field(
+        default=None,
+        description="How long one read of this signal may take (default: STAGEHOLD_HTTP_TIMEOUT).",
+        examples=["5s"],
     )
 
 
@@ -173,6 +230,11 @@ class HttpSignal(Strict):
         description="Dotted path of the time the value was sampled (RFC 3339 or Unix seconds). When given, the "
         "evidence's age is measured from it, not from when it was read; a missing time is no_data.",
         examples=["sampled_at"],
+    )
+    timeout: Duration | None = Field(
+        default=None,
+        description="How long one read of this signal may take (default: STAGEHOLD_HTTP_TIMEOUT).",
+        examples=["5s"],
     )
 
 
@@ -575,6 +637,15 @@ class Check(Strict):
         "(missing data never counts as a pass). Needs the signal's samples or samples_field.",
         examples=[20],
     )
+    consecutive_failure_limit: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="How many consecutive failing samples of this check are tolerated before a failure "
+        "counts (Argo Rollouts' consecutive-limit sense): 0 reacts to the first failing sample. A "
+        "tolerated failure never counts toward the bake.",
+        examples=[0, 2],
+    )
 
 
 class OutcomeMap(Strict):
@@ -604,6 +675,12 @@ class Verify(Strict):
         examples=["5m"],
     )
     every: Duration = Field(description="How often the checks are sampled during the bake.", examples=["30s"])
+    initial_delay: Duration | None = Field(
+        default=None,
+        description="Wait this long after the read-back confirms the stage before the first sample "
+        "(Argo Rollouts' initialDelay), so the first sample reads post-change data.",
+        examples=["1m"],
+    )
     checks: Annotated[list[Check], Field(min_length=1, max_length=50)] = Field(
         description="The checks judged at every interval; the most severe outcome wins.",
         examples=[[{"signal": "error_rate", "pass": "< 0.01", "hold": "< 0.02", "min_samples": 20}]],
@@ -871,16 +948,45 @@ class Authorities(Strict):
     )
 
 
+def _check_url(url: str, info: ValidationInfo) -> str:
+    # A package is recorded in the ledger, masked: a credential in it would be written nowhere
+    # usable and lost when the targets are rebuilt from the ledger on resume.
+    if _recorded(info):
+        return url
+    if "@" in urlsplit(url).netloc or mask_text(url) != url:
+        raise ValueError(
+            "the url carries a credential; give credentials in the STAGEHOLD_TARGET_AUTH setting, never in the package"
+        )
+    return url
+
+
+def _check_target_headers(headers: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+    # A package is recorded in the ledger: a secret header in it would be masked there and lost on
+    # resume, and it would not be a secret. Secret headers come from settings.
+    if _recorded(info):
+        return headers
+    for name, value in headers.items():
+        if name.lower() in ("cookie", "proxy-authorization") or mask({name: value}) != {name: value}:
+            raise ValueError(
+                f"header {name!r} looks secret; give secret headers in the STAGEHOLD_TARGET_AUTH setting, "
+                "never in the package"
+            )
+    return headers
+
+
+Url = Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2000), AfterValidator(_check_url)]
+
+
 class Target(Strict):
     """A system the change reads or acts on. Role credentials come from the environment, never from here."""
 
     kind: Literal["http", "prometheus", "command", "haproxy"] = Field(
         "http", description="How stagehold speaks to the target.", examples=["http"]
     )
-    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2000)] | None = Field(
+    url: Url | None = Field(
         None,
         description="The base url; required for http and prometheus targets, passed to command targets as "
-        "STAGEHOLD_TARGET_URL.",
+        "STAGEHOLD_TARGET_URL. Never with a credential in it (refused): those come from STAGEHOLD_TARGET_AUTH.",
         examples=["https://router.payments.internal"],
     )
     description: str | None = Field(
@@ -891,6 +997,12 @@ class Target(Strict):
         description="For `kind: haproxy`: the Runtime API stats socket, a UNIX socket path or `tcp://HOST:PORT` "
         "(declared with `level admin` in haproxy.cfg). Example: `socket: /run/haproxy/admin.sock`.",
         examples=["/run/haproxy/admin.sock"],
+    )
+    headers: Annotated[Headers, AfterValidator(_check_target_headers)] = Field(
+        default_factory=dict,
+        description="Headers sent with every request to this target that are not secret, such as a "
+        "Mimir/Cortex/Thanos tenant; secret headers come from the STAGEHOLD_TARGET_AUTH setting.",
+        examples=[{"X-Scope-OrgID": "payments"}],
     )
 
     @model_validator(mode="after")

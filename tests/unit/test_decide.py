@@ -672,7 +672,12 @@ def test_a_watch_sample_is_history_only_and_leaves_the_bake_alone(run_entries: l
     decision = decide(ledger.state, obs(later, error_rate=evidence("error_rate", 0.5, later)), later)
     assert body(decision, ev.VERIFICATION_SAMPLED)["during_hold"] == "H1"
     ledger.append(decision.append[:1])
-    assert ledger.state.stages == stages
+    # The bake is untouched; only the check's failing streak and the watch time are recorded.
+    after = ledger.state.stages
+    assert [(s.consecutive, s.last_sample_at, s.status) for s in after] == [
+        (s.consecutive, s.last_sample_at, s.status) for s in stages
+    ]
+    assert after[0].failing == {"check:error_rate": 1}
 
 
 def test_a_hard_failure_while_held_with_the_way_back_broken_asks_the_rollback_authority(

@@ -1,0 +1,56 @@
+"""The HTTP transport every adapter shares: one pooled client, plus one per distinct TLS setting.
+
+Rules:
+* httpx binds TLS files (CA bundle, client certificate) to a client, not to a request, so a target
+  with its own TLS settings gets its own client; targets with the same files share one.
+* The TLS clients inherit the shared client's timeout, redirect policy and pool limits, and closing
+  the shared client closes them too, so a process owns exactly one thing to close.
+* A TLS file that cannot be read is an error when the target is first used, not a fallback to
+  the system's trust store or to no client certificate.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from typing import Any
+
+import httpx
+
+
+class TargetTransport(httpx.Client):
+    """An ``httpx.Client`` that also hands out clients configured with a target's TLS files."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._settings = kwargs
+        self._tls: dict[tuple[str | None, str | None, str | None], httpx.Client] = {}
+        self._tls_lock = threading.Lock()
+
+    def with_tls(self, ca_bundle: str | None, client_cert: str | None, client_key: str | None) -> httpx.Client:
+        key = (ca_bundle, client_cert, client_key)
+        with self._tls_lock:
+            client = self._tls.get(key)
+            if client is None:
+                client = httpx.Client(**{**self._settings, "verify": _context(ca_bundle, client_cert, client_key)})
+                self._tls[key] = client
+            return client
+
+    def close(self) -> None:
+        with self._tls_lock:
+            clients, self._tls = list(self._tls.values()), {}
+        for client in clients:
+            client.close()
+        super().close()
+
+
+def _context(ca_bundle: str | None, client_cert: str | None, client_key: str | None) -> ssl.SSLContext:
+    if client_key is not None and client_cert is None:
+        raise ValueError("a client_key needs its client_cert")
+    try:
+        context = ssl.create_default_context(cafile=ca_bundle)
+        if client_cert is not None:
+            context.load_cert_chain(client_cert, client_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load the target's TLS files: {exc}") from None
+    return context
