@@ -135,6 +135,8 @@ def _evaluate_series(
             summary = f"{not_passing} of {n} series not passing; worst {chosen.label_text()}: {detail}"
         else:
             summary = f"all {n} series pass; closest to failing {chosen.label_text()}: {detail}"
+    if n == 1 and not chosen.labels:
+        summary = detail  # one unlabelled series (a scalar or an aggregate): nothing to name
     age = evidence.age_seconds(now)
     return Result(
         key=f"{kind}:{evidence.signal}",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from bot.commands import approve, db, execute, ledger, observe, report, sandbox, schema, serve, validate
+from bot.commands import approve, db, execute, ledger, observe, probe, report, sandbox, schema, serve, validate
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -16,6 +16,7 @@ COMMAND_GROUPS: list[Register] = [
     validate.register,
     schema.register,
     approve.register,
+    probe.register,
     ledger.register,
     report.register,
     sandbox.register,

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from execution.contract.messages import explain
 from execution.contract.models import ChangePackage, Plan
-from execution.contract.rules import Finding, check_digest, check_package, check_plan, check_window
+from execution.contract.rules import Finding, check_digest, check_package, check_plan, check_window, plan_warnings
 from execution.contract.schema import MODELS, cached_schema
 from execution.contract.source import Document, SourceError, format_path, parse_yaml
 
@@ -177,7 +177,6 @@ def load_change(package_file: str | Path, now: datetime | None = None) -> Loaded
     )
     if problems:
         raise InvalidChange(problems)
-    warnings = (
-        () if now is None else tuple(_findings(list(check_window(package, now)), {"package": (pkg_doc, pkg_shown)}))
-    )
-    return LoadedChange(package, plan, pkg_shown, plan_shown, digest, warnings, package_raw=raw)
+    warnings = [] if now is None else _findings(list(check_window(package, now)), {"package": (pkg_doc, pkg_shown)})
+    warnings += _findings(list(plan_warnings(plan)), {"plan": (plan_doc, plan_shown)})
+    return LoadedChange(package, plan, pkg_shown, plan_shown, digest, tuple(warnings), package_raw=raw)

@@ -29,6 +29,7 @@ from execution.conditions import parse_duration
 from execution.contract.messages import did_you_mean
 from execution.contract.models import ChangePackage, Plan
 from execution.contract.source import PathKey
+from execution.promql import analyse
 
 Finding = tuple[str, PathKey, str]  # (which document: "package" | "plan", path, message)
 
@@ -275,3 +276,34 @@ def _timing(plan: Plan) -> Iterator[Finding]:
             f"the reminder must come before the hold expires: remind_before {plan.holds.remind_before} is not "
             f"shorter than expiry {plan.holds.expiry}, e.g. `holds: {{expiry: 2h, remind_before: 15m}}`",
         )
+
+
+def plan_warnings(plan: Plan) -> Iterator[Finding]:
+    """Advice that does not make a plan invalid: a check whose query window reaches back further
+    than the stage waits before its first sample reads pre-change data for a while (DESIGN rule
+    11); those samples may hold or fail but never count toward the bake."""
+    for i, stage in enumerate(plan.stages):
+        delay = parse_duration(stage.verify.initial_delay) if stage.verify.initial_delay else 0.0
+        for j, check in enumerate(stage.verify.checks):
+            signal = plan.signals.get(check.signal)
+            spec = signal.prometheus if signal is not None else None
+            if spec is None:
+                continue
+            window = analyse(spec.query).window_s + (parse_duration(spec.range.window) if spec.range else 0.0)
+            if window > delay:
+                yield (
+                    "plan",
+                    ("stages", i, "verify", "checks", j),
+                    f"signal '{check.signal}' reads a {_span(window)} window but stage '{stage.id}' waits "
+                    f"{_span(delay)} (initial_delay) before its first sample: for the first "
+                    f"{_span(window - delay)} after the change, samples also read pre-change data and do not "
+                    "count toward the bake; "
+                    f"set initial_delay: {_span(window)} to wait instead",
+                )
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("h", 3600.0), ("m", 60.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"

@@ -19,11 +19,13 @@ TOKENS = {"executor": "tok-exec", "rollback": "tok-rb", "preflight": "tok-pre", 
 
 PLAN = """stagehold: 1
 kind: execution-plan
+# No rate window: a windowed query would read pre-change data for its whole window, and such
+# samples never count toward the bake (DESIGN rule 11), which would make this run last a minute.
 name: one-stage
 version: 1
 signals:
   error_rate:
-    prometheus: {target: metrics, query: 'sum(rate(authz_errors_total{svc="tokenizer"}[1m]))'}
+    prometheus: {target: metrics, query: 'max(authz_errors_total{svc="tokenizer"})'}
     max_age: 60s
   legacy_ok: {http: {target: router, path: /backends/legacy/health, field: ok}, max_age: 60s}
 rollback_readiness:
