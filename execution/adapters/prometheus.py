@@ -73,8 +73,9 @@ def _labels(series: Mapping[str, JSON]) -> Labels:
     return {str(k): str(v) for k, v in metric.items()}
 
 
-def parse_answer(document: JSON) -> list[Series]:
-    """Every series of a query answer with its points; a scalar is one series without labels."""
+def parse_answer(document: JSON, kinds: tuple[str, ...] = ("vector", "scalar")) -> list[Series]:
+    """Every series of a query answer with its points; a scalar is one series without labels.
+    ``kinds`` are the result types read (an instant query: vector or scalar; a range: matrix)."""
     if not isinstance(document, Mapping):
         raise QueryError("the answer is not a JSON object")
     if document.get("status") != "success":
@@ -84,10 +85,10 @@ def parse_answer(document: JSON) -> list[Series]:
     if not isinstance(data, Mapping):
         raise QueryError("the answer has no data object")
     kind, result = data.get("resultType"), data.get("result")
+    if kind not in kinds:
+        raise QueryError(f"result type {kind!r} is not read here; expected {' or '.join(kinds)}")
     if kind == "scalar":
         return [({}, [_point(result)])]
-    if kind not in ("vector", "matrix"):
-        raise QueryError(f"result type {kind!r} is not read; write a query answering a vector or a scalar")
     if not isinstance(result, list):
         raise QueryError(f"a {kind} result must be a list")
     out: list[Series] = []
@@ -135,6 +136,7 @@ class PrometheusReader(TargetClient):
     """Reads ``signal.prometheus`` signals from the Prometheus HTTP API."""
 
     def _api(self, target: str, path: str, params: Mapping[str, str], role: Role, timeout_s: float) -> list[Series]:
+        kinds = ("matrix",) if path.endswith("query_range") else ("vector", "scalar")
         try:
             url = self._url(target, path)
             client = self._client_for(target)
@@ -150,12 +152,12 @@ class PrometheusReader(TargetClient):
             document = None
         # Prometheus answers 400/422 with a JSON error body; prefer its text to a bare status.
         if isinstance(document, Mapping) and document.get("status") == "error":
-            return parse_answer(document)
+            return parse_answer(document, kinds)
         if not response.is_success:
             raise QueryError(f"query to {target} answered HTTP {response.status_code}: {response.text[:300]}")
         if document is None:
             raise QueryError(f"query to {target} did not answer JSON")
-        return parse_answer(document)
+        return parse_answer(document, kinds)
 
     def _main(self, spec: PrometheusSignal, role: Role, timeout_s: float) -> tuple[list[Series], datetime]:
         if spec.range is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import time
@@ -17,7 +18,7 @@ from execution.adapters.http import HttpTargets, parse_sample_time, same_value, 
 from execution.adapters.live import LiveTargets
 from execution.adapters.prometheus import PrometheusReader
 from execution.contract.models import Action, Confirm, Signal, Target
-from execution.model import Credentials, Role
+from execution.model import Credentials, Role, TargetAuth
 
 T0 = datetime(2026, 11, 28, 22, 0, tzinfo=UTC)
 EXEC_TOKEN = "exec-secret-7f3a9c"
@@ -337,55 +338,116 @@ def test_read_back_that_cannot_read_is_unknown_not_a_mismatch(answer: Handler) -
 # ---------------------------------------------------------------- Prometheus
 
 
-def vector(*samples: tuple[float, str]) -> dict[str, Any]:
-    result = [{"metric": {"pod": str(i)}, "value": [ts, value]} for i, (ts, value) in enumerate(samples)]
+def vector(*samples: tuple[float, str], labels: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    names = labels or [{"pod": str(i)} for i in range(len(samples))]
+    result = [{"metric": names[i], "value": [ts, value]} for i, (ts, value) in enumerate(samples)]
     return {"status": "success", "data": {"resultType": "vector", "result": result}}
 
 
-def prom(answers: dict[str, Any]) -> tuple[PrometheusReader, Recorder]:
+def prom(
+    answers: dict[str, Any], targets: dict[str, Target] = TARGETS, creds: Credentials = CREDS
+) -> tuple[PrometheusReader, Recorder]:
     def answer(request: httpx.Request) -> httpx.Response:
         body = answers[request.url.params["query"]]
         return body if isinstance(body, httpx.Response) else httpx.Response(200, json=body)
 
     recorder = Recorder(answer)
     client = httpx.Client(transport=httpx.MockTransport(recorder))
-    return PrometheusReader(TARGETS, CREDS, client, Clock()), recorder
+    return PrometheusReader(targets, creds, client, Clock()), recorder
 
 
-def prom_signal(samples: str | None = None) -> Signal:
-    spec: dict[str, Any] = {"target": "metrics", "query": "ratio"}
+def prom_signal(samples: str | None = None, **extra: Any) -> Signal:
+    spec: dict[str, Any] = {"target": "metrics", "query": "ratio", **extra}
     if samples:
         spec["samples"] = samples
     return Signal.model_validate({"prometheus": spec, "max_age": "60s"})
 
 
-def test_prometheus_value_and_sampled_at_come_from_the_sample() -> None:
-    sample_time = T0 - timedelta(seconds=45)
-    reader, recorder = prom({"ratio": vector((sample_time.timestamp(), "0.004")), "count": vector((0, "1234.6"))})
+def test_prometheus_age_comes_from_the_newest_raw_sample_not_the_evaluation() -> None:
+    raw = T0 - timedelta(seconds=45)
+    reader, recorder = prom(
+        {
+            "ratio": vector((T0.timestamp(), "0.004"), labels=[{}]),
+            "timestamp(ratio{})": vector((T0.timestamp(), str(raw.timestamp())), labels=[{"pod": "a"}]),
+            "count": vector((T0.timestamp(), "1234.6")),
+        }
+    )
     evidence = reader.read("error_rate", prom_signal(samples="count"), Role.VERIFIER)
-    assert evidence.value == 0.004
-    assert evidence.sampled_at == sample_time  # not the clock's now: freshness follows the source
-    assert evidence.samples == 1234
     assert evidence.error is None
-    request = recorder.requests[0]
-    assert request.url.path == "/prometheus/api/v1/query"
-    assert request.headers["x-stagehold-role"] == "verifier"
+    assert evidence.value == 0.004
+    # An instant answer is stamped with its evaluation time; the age is the raw sample's.
+    assert evidence.evaluated_at == T0
+    assert evidence.sampled_at == raw
+    assert evidence.samples == 1234
+    paths = [(r.url.path, r.url.params["query"], r.url.params.get("time")) for r in recorder.requests]
+    at = f"{T0.timestamp():.3f}"
+    assert paths == [
+        ("/prometheus/api/v1/query", "ratio", None),
+        ("/prometheus/api/v1/query", "timestamp(ratio{})", at),
+        ("/prometheus/api/v1/query", "count", at),
+    ]
+    assert recorder.requests[0].headers["x-stagehold-role"] == "verifier"
 
 
-def test_prometheus_several_series_take_the_largest_value_and_the_oldest_time() -> None:
-    old, new = (T0 - timedelta(seconds=90)).timestamp(), T0.timestamp()
-    reader, _ = prom({"ratio": vector((new, "0.001"), (old, "0.03"), (new, "NaN"))})
-    evidence = reader.read("error_rate", prom_signal(), Role.VERIFIER)
-    assert evidence.value == 0.03
-    assert evidence.sampled_at == T0 - timedelta(seconds=90)
+def test_prometheus_keeps_every_series_with_its_own_age() -> None:
+    fresh, old = T0.timestamp(), (T0 - timedelta(seconds=90)).timestamp()
+    reader, _ = prom(
+        {
+            "ratio": vector((fresh, "1"), (fresh, "0"), (fresh, "NaN"), labels=[{"i": "a"}, {"i": "b"}, {"i": "c"}]),
+            "timestamp(ratio{})": vector(
+                (fresh, str(fresh)), (fresh, str(old)), labels=[{"i": "a", "job": "x"}, {"i": "b", "job": "x"}]
+            ),
+        }
+    )
+    evidence = reader.read("up", prom_signal(), Role.VERIFIER)
+    assert evidence.reduce == "all"
+    by_label = {s.labels["i"]: (s.value, s.sampled_at) for s in evidence.series}
+    assert by_label == {"a": (1.0, T0), "b": (0.0, T0 - timedelta(seconds=90)), "c": (None, None)}
+    assert evidence.sampled_at is None  # one series has no current raw sample: the whole is not fresh
+
+
+@pytest.mark.parametrize(("reduce", "value"), [("max", 0.03), ("min", 0.001), ("sum", 0.031), ("avg", 0.0155)])
+def test_prometheus_folds_series_only_when_the_plan_asks(reduce: str, value: float) -> None:
+    fresh, old = T0.timestamp(), (T0 - timedelta(seconds=30)).timestamp()
+    reader, _ = prom(
+        {
+            "ratio": vector((fresh, "0.001"), (fresh, "0.03"), (fresh, "NaN"), labels=[{"i": "a"}, {"i": "b"}, {}]),
+            "timestamp(ratio{})": vector((fresh, str(fresh)), (fresh, str(old)), labels=[{"i": "a"}, {"i": "b"}]),
+        }
+    )
+    evidence = reader.read("error_rate", prom_signal(reduce=reduce), Role.VERIFIER)
+    assert evidence.value == pytest.approx(value)
+    assert evidence.series == ()
+    assert evidence.sampled_at == T0 - timedelta(seconds=30)  # a folded value is as old as its oldest series
 
 
 def test_prometheus_scalar_result() -> None:
     reader, _ = prom(
-        {"ratio": {"status": "success", "data": {"resultType": "scalar", "result": [T0.timestamp(), "7"]}}}
+        {
+            "ratio": {"status": "success", "data": {"resultType": "scalar", "result": [T0.timestamp(), "7"]}},
+            "timestamp(ratio{})": vector((T0.timestamp(), str(T0.timestamp()))),
+        }
     )
     evidence = reader.read("x", prom_signal(), Role.VERIFIER)
     assert (evidence.value, evidence.sampled_at) == (7.0, T0)
+
+
+def test_prometheus_range_query_reads_every_point_and_widens_the_window() -> None:
+    matrix = {
+        "status": "success",
+        "data": {
+            "resultType": "matrix",
+            "result": [{"metric": {"i": "a"}, "values": [[T0.timestamp() - 60, "1"], [T0.timestamp(), "2"]]}],
+        },
+    }
+    reader, recorder = prom({"ratio": matrix, "timestamp(ratio{})": vector((T0.timestamp(), str(T0.timestamp())))})
+    evidence = reader.read("x", prom_signal(range={"window": "10m", "step": "1m"}), Role.VERIFIER)
+    assert [s.value for s in evidence.series] == [1.0, 2.0]
+    assert evidence.window_s == 600.0
+    request = recorder.requests[0]
+    assert request.url.path == "/prometheus/api/v1/query_range"
+    assert float(request.url.params["end"]) - float(request.url.params["start"]) == 600.0
+    assert request.url.params["step"] == "60"
 
 
 @pytest.mark.parametrize("body", [vector(), vector((T0.timestamp(), "NaN"))])
@@ -398,9 +460,15 @@ def test_prometheus_empty_or_nan_result_is_no_data(body: dict[str, Any]) -> None
 
 
 def test_prometheus_empty_samples_query_leaves_samples_unknown() -> None:
-    reader, _ = prom({"ratio": vector((T0.timestamp(), "0.001")), "count": vector()})
+    reader, _ = prom(
+        {
+            "ratio": vector((T0.timestamp(), "0.001")),
+            "timestamp(ratio{})": vector((T0.timestamp(), str(T0.timestamp()))),
+            "count": vector(),
+        }
+    )
     evidence = reader.read("error_rate", prom_signal(samples="count"), Role.VERIFIER)
-    assert evidence.value == 0.001
+    assert evidence.series[0].value == 0.001
     assert evidence.samples is None
 
 
@@ -425,11 +493,39 @@ def test_prometheus_failures_are_errors(body: Any, fragment: str) -> None:
     assert evidence.error is not None and fragment in evidence.error
 
 
+def test_prometheus_a_failed_age_query_is_an_error() -> None:
+    refused = httpx.Response(503, text="overloaded")
+    reader, _ = prom({"ratio": vector((T0.timestamp(), "1")), "timestamp(ratio{})": refused})
+    evidence = reader.read("up", prom_signal(), Role.VERIFIER)
+    assert evidence.value is None
+    assert evidence.error is not None and "503" in evidence.error
+
+
 def test_prometheus_transport_failure_is_an_error() -> None:
     client = httpx.Client(transport=httpx.MockTransport(raising(httpx.ConnectError)))
     evidence = PrometheusReader(TARGETS, CREDS, client, Clock()).read("e", prom_signal(), Role.VERIFIER)
     assert evidence.value is None
     assert evidence.error is not None and "ConnectError" in evidence.error
+
+
+def test_prometheus_sends_the_targets_auth_headers_and_timeout_and_masks_them() -> None:
+    targets = {
+        **TARGETS,
+        "metrics": Target(kind="prometheus", url="https://prom.internal", headers={"X-Scope-OrgID": "payments"}),
+    }
+    auth = TargetAuth(username="stagehold", password="pw-9f8e7d", headers={"X-Api-Key": "key-1a2b3c"})
+    creds = Credentials(CREDS.tokens, {"metrics": auth})
+    echo = httpx.Response(400, json={"status": "error", "error": "denied for key-1a2b3c and pw-9f8e7d"})
+    reader, recorder = prom({"ratio": echo}, targets, creds)
+    evidence = reader.read("e", prom_signal(timeout="2500ms"), Role.PREFLIGHT)
+    headers = recorder.requests[0].headers
+    assert headers["authorization"] == "Basic " + base64.b64encode(b"stagehold:pw-9f8e7d").decode()
+    assert headers["x-scope-orgid"] == "payments" and headers["x-api-key"] == "key-1a2b3c"
+    assert recorder.requests[0].extensions["timeout"]["read"] == 2.5
+    # The target's own auth replaces the role credential; no secret reaches the evidence.
+    assert PRE_TOKEN not in str(headers) and headers["x-stagehold-role"] == "preflight"
+    assert evidence.error is not None
+    assert "key-1a2b3c" not in evidence.error and "pw-9f8e7d" not in evidence.error
 
 
 # ---------------------------------------------------------------- commands
@@ -567,7 +663,8 @@ def test_live_targets_dispatches_on_the_spec_kind() -> None:
     assert live.apply(ACTION, "CHG-1:s:apply:1", Role.EXECUTOR, 5).outcome == "ok"
     assert live.apply(command_action("pass"), "CHG-1:s:apply:2", Role.EXECUTOR, 5).outcome == "ok"
     assert live.read_back(CONFIRM, Role.VERIFIER, 5).matches is True
-    assert [r.url.path for r in recorder.requests] == ["/prometheus/api/v1/query", "/parity", "/weights", "/weights"]
+    query = "/prometheus/api/v1/query"  # the value, then the age of its raw data
+    assert [r.url.path for r in recorder.requests] == [query, query, "/parity", "/weights", "/weights"]
 
 
 def test_nothing_an_adapter_returns_is_a_non_finite_number() -> None:
