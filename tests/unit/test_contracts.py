@@ -150,7 +150,8 @@ def test_validate_command_accepts_examples(
     out, err = capsys.readouterr()
     assert out.startswith("valid: ")
     assert "(matches approval)" in out
-    assert err == ""
+    # Advice (a rate window longer than the initial delay) may be printed; never a problem.
+    assert all(line.startswith("warning: ") for line in err.splitlines())
 
 
 # ---------------------------------------------------------------- rule 1: the approved digest
@@ -668,6 +669,99 @@ CASES: dict[str, Case] = {
         (Edit("package", 'at: "2026-11-26T09:30:00Z"', 'at: "yesterday"'),),
         Expect("package", "approved_by[0].at", "expected a timestamp with a time zone", "yesterday"),
     ),
+    "promql-syntax-error": Case(
+        PAYMENTS,
+        (
+            Edit(
+                "plan",
+                'sum(rate(authz_errors_total{svc="tokenizer"}[1m]))',
+                'sum(rate(authz_errors_total{svc="tokenizer"}[1m])',
+            ),
+        ),
+        Expect("plan", "signals.error_rate.prometheus.query", "PromQL does not parse", "query: 'sum(rate(authz_errors"),
+    ),
+    "promql-wrong-argument-type": Case(
+        SORTER,
+        (
+            Edit(
+                "plan",
+                'sum(rate(sorter_misroutes_total{profile="v42"}[5m]))',
+                'sum(rate(sorter_misroutes_total{profile="v42"}))',
+            ),
+        ),
+        Expect("plan", "signals.misroute_ratio.prometheus.query", "expected type matrix", "sorter_misroutes_total"),
+    ),
+    "promql-reads-no-current-series": Case(
+        TREASURY,
+        (Edit("plan", 'max(abs(forecast_variance_ratio{engine="v2"}))', "vector(0)"),),
+        Expect("plan", "signals.forecast_variance.prometheus.query", "reads no series", "vector(0)"),
+    ),
+    "promql-samples-query-syntax-error": Case(
+        PAYMENTS,
+        (Edit("plan", "samples: 'sum(increase(", "samples: 'sum(increase(("),),
+        Expect("plan", "signals.error_rate.prometheus.samples", "PromQL does not parse", "samples: 'sum(increase(("),
+    ),
+    "reduce-unknown": Case(
+        PAYMENTS,
+        (Edit("plan", "      samples: 'sum(increase(", "      reduce: median\n      samples: 'sum(increase("),),
+        Expect(
+            "plan",
+            "signals.error_rate.prometheus.reduce",
+            "'all', 'any', 'max', 'min', 'avg' or 'sum'",
+            "reduce: median",
+        ),
+    ),
+    "failure-limit-negative": Case(
+        PAYMENTS,
+        (Edit("plan", "min_samples: 20}", "min_samples: 20, consecutive_failure_limit: -1}"),),
+        Expect(
+            "plan",
+            "stages[0].verify.checks[0].consecutive_failure_limit",
+            "greater than or equal to 0",
+            "consecutive_failure_limit: -1",
+        ),
+    ),
+    "initial-delay-not-a-duration": Case(
+        PAYMENTS,
+        (Edit("plan", "      bake: 5m\n", "      bake: 5m\n      initial_delay: soon\n"),),
+        Expect("plan", "stages[0].verify.initial_delay", "not a duration", "initial_delay: soon"),
+    ),
+    "password-in-a-target-url": Case(
+        PAYMENTS,
+        (
+            Edit(
+                "package",
+                "https://prometheus.payments.internal",
+                "https://stagehold:hunter2@prometheus.payments.internal",
+            ),
+        ),
+        Expect("package", "targets.metrics.url", "STAGEHOLD_TARGET_AUTH", "hunter2"),
+        not_in_message=("hunter2",),
+    ),
+    "token-in-a-target-url": Case(
+        PAYMENTS,
+        (
+            Edit(
+                "package",
+                "https://prometheus.payments.internal",
+                "https://prometheus.payments.internal/?access_token=abc123",
+            ),
+        ),
+        Expect("package", "targets.metrics.url", "carries a credential", "access_token"),
+        not_in_message=("abc123",),
+    ),
+    "secret-header-in-the-package": Case(
+        PAYMENTS,
+        (
+            Edit(
+                "package",
+                'metrics: {kind: prometheus, url: "https://prometheus.payments.internal"}',
+                'metrics: {kind: prometheus, url: "https://prometheus.payments.internal", headers: {X-Api-Key: k-123456}}',
+            ),
+        ),
+        Expect("package", "targets.metrics.headers", "looks secret", "X-Api-Key"),
+        not_in_message=("k-123456",),
+    ),
     "top-level-not-a-mapping": Case(
         PAYMENTS,
         (Edit("plan", "stagehold: 1\n", "- stagehold: 1\n"),),
@@ -777,3 +871,17 @@ def test_digest_command_matches_the_examples(capsys: pytest.CaptureFixture[str])
         assert main(["digest", str(EXAMPLES / example / "plan.yaml")]) == 0
         out, _ = capsys.readouterr()
         assert out.strip() == load_change(EXAMPLES / example / "package.yaml").package.plan_sha256
+
+
+def test_validate_warns_when_a_query_window_outruns_the_initial_delay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate", str(EXAMPLES / PAYMENTS / "package.yaml")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "stages[0].verify.checks[0]: signal 'error_rate' reads a 1m window" in err
+    v = make_variant(
+        tmp_path, PAYMENTS, (Edit("plan", "      bake: 5m\n", "      bake: 5m\n      initial_delay: 1m\n"),)
+    )
+    assert main(["validate", str(v.package)]) == 0
+    err = capsys.readouterr().err
+    assert "stages[0].verify" not in err and "stages[1].verify.checks[0]" in err
