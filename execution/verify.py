@@ -153,7 +153,7 @@ def verifying(state: State, obs: Observations, now: datetime) -> Decision:
         consecutive=consecutive,
         required=required,
         **({"gap": gap} if gap is not None else {}),
-        failing=streaks,
+        failing=[[key, n] for key, n in sorted(streaks.items())],
         tolerated=sorted(tolerated),
         predates_change=early,
     )
@@ -293,7 +293,7 @@ def watch(state: State, index: int, obs: Observations, now: datetime) -> Decisio
                         consecutive=0,
                         required=0,
                         during_hold=state.open_hold,
-                        failing=streaks,
+                        failing=[[key, n] for key, n in sorted(streaks.items())],
                         tolerated=sorted(tolerated),
                     ),
                 )
@@ -311,7 +311,7 @@ def watch(state: State, index: int, obs: Observations, now: datetime) -> Decisio
         consecutive=0,
         required=0,
         during_hold=state.open_hold,
-        failing=streaks,
+        failing=[[key, n] for key, n in sorted(streaks.items())],
         tolerated=sorted(tolerated),
     )
     if not all(r.outcome == Outcome.PASS for r in ready):

@@ -180,7 +180,7 @@ def test_consecutive_failures_are_tolerated_up_to_the_limit_and_never_count_towa
         assert (body["reaction"], body["consecutive"], body["failing"]) == (
             "continue",
             0,
-            {"check:error_rate": streak},
+            [["check:error_rate", streak]],
         )
         assert body["tolerated"] == ["check:error_rate"]
         ledger.append(decision.append)
