@@ -89,9 +89,12 @@ def evaluate(
     min_samples: int | None = None,
 ) -> Result:
     age = evidence.age_seconds(now)
+    extra: dict[str, Any] = {}
     if evidence.series and evidence.reduce in ("all", "any") and not evidence.error:
-        return _evaluate_series(kind, evidence, pass_text, max_age_s, now, hold_text, min_samples)
-    outcome, detail = _outcome(evidence, pass_text, hold_text, min_samples, max_age_s, age)
+        outcome, detail, value, extra = _judge_series(evidence, pass_text, max_age_s, now, hold_text, min_samples)
+    else:
+        outcome, detail = _outcome(evidence, pass_text, hold_text, min_samples, max_age_s, age)
+        value = evidence.value
     return Result(
         key=f"{kind}:{evidence.signal}",
         kind=kind,
@@ -99,7 +102,7 @@ def evaluate(
         condition=pass_text,
         hold_band=hold_text,
         outcome=outcome,
-        value=evidence.value,
+        value=value,
         age_s=age,
         max_age_s=max_age_s,
         samples=evidence.samples,
@@ -107,18 +110,19 @@ def evaluate(
         source=evidence.source,
         detail=detail,
         sampled_at=evidence.to_json()["sampled_at"],
+        **extra,
     )
 
 
-def _evaluate_series(
-    kind: str,
+def _judge_series(
     evidence: Evidence,
     pass_text: str,
     max_age_s: float,
     now: datetime,
     hold_text: str | None,
     min_samples: int | None,
-) -> Result:
+) -> tuple[Outcome, str, Any, dict[str, Any]]:
+    """Each series judged on its own; the one named and the outcome, per the reduction."""
     judged = []
     for s in evidence.series:
         one = Evidence(evidence.signal, s.value, s.sampled_at, evidence.source, samples=evidence.samples)
@@ -137,26 +141,8 @@ def _evaluate_series(
             summary = f"all {n} series pass; closest to failing {chosen.label_text()}: {detail}"
     if n == 1 and not chosen.labels:
         summary = detail  # one unlabelled series (a scalar or an aggregate): nothing to name
-    age = evidence.age_seconds(now)
-    return Result(
-        key=f"{kind}:{evidence.signal}",
-        kind=kind,
-        signal=evidence.signal,
-        condition=pass_text,
-        hold_band=hold_text,
-        outcome=outcome,
-        value=chosen.value,
-        age_s=age,
-        max_age_s=max_age_s,
-        samples=evidence.samples,
-        min_samples=min_samples,
-        source=evidence.source,
-        detail=summary,
-        sampled_at=evidence.to_json()["sampled_at"],
-        labels=dict(chosen.labels),
-        series=n,
-        series_not_passing=not_passing,
-    )
+    extra = {"labels": dict(chosen.labels), "series": n, "series_not_passing": not_passing}
+    return outcome, summary, chosen.value, extra
 
 
 def _distance(pass_text: str, value: float | None) -> float:

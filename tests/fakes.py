@@ -11,6 +11,7 @@ edited), an in-memory ledger that seals and folds entries without a database, an
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -324,3 +325,35 @@ class Rig:
             for e in self.of_kind("action.confirmed")
             if direction is None or e.body["direction"] == direction
         ]
+
+
+# ---------------------------------------------------------------- a package written for a test
+
+_PACKAGE = """stagehold: 1
+kind: change-package
+id: {change_id}
+title: {change_id} written by a test
+plan: plan.yaml
+plan_sha256: "{digest}"
+window: {{opens: "2020-01-01T00:00:00Z", closes: "2099-01-01T00:00:00Z"}}
+channel: C0CHANGES
+scope: {{targets: [router], max_blast_radius: 100}}
+approved_by: [{{user: U01DANA, role: change-authority, at: "2025-01-01T00:00:00Z"}}]
+authorities:
+  initiate: {{users: [U05OPS]}}
+  release: {{users: [U01DANA, U02LEE]}}
+  rollback: {{users: [U03RESP]}}
+targets:
+{targets}
+"""
+
+
+def write_change(directory: Path, plan: str, change_id: str, targets: dict[str, str]) -> Path:
+    """A package pinning ``plan`` (digest computed), open now, in scope ``router``; each target is
+    given as YAML flow text, e.g. ``{"router": '{kind: http, url: "http://127.0.0.1:8099"}'}``."""
+    (directory / "plan.yaml").write_text(plan, encoding="utf-8")
+    digest = hashlib.sha256(plan.encode()).hexdigest()
+    lines = "\n".join(f"  {name}: {spec}" for name, spec in targets.items())
+    package = directory / "package.yaml"
+    package.write_text(_PACKAGE.format(change_id=change_id, digest=digest, targets=lines), encoding="utf-8")
+    return package

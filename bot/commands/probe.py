@@ -13,8 +13,8 @@ import sys
 from bot import exits
 from bot.bootstrap import http_client, live_connector
 from bot.clock import utc_now
+from bot.commands.validate import load_or_report
 from bot.settings import SettingsError, load_settings
-from execution.contract import InvalidChange, load_change
 from execution.probe import ProbeReport, probe
 from execution.project import State
 
@@ -27,11 +27,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    try:
-        change = load_change(args.package)
-    except InvalidChange as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    change = load_or_report(args.package)
+    if change is None:
         return exits.INVALID
     try:
         settings = load_settings()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from bot import exits
@@ -26,14 +27,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d.set_defaults(handler=cmd_digest)
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def load_or_report(path: str, *, count: bool = False, now: datetime | None = None) -> LoadedChange | None:
+    """The change, or None after printing every problem on stderr (and, with ``count``, how many)."""
     try:
-        change = load_change(args.package, now=utc_now())
+        return load_change(path, now=now)
     except InvalidChange as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        n = len(exc.problems)
-        print(f"invalid: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
+        if count:
+            n = len(exc.problems)
+            print(f"invalid: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
+        return None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    change = load_or_report(args.package, count=True, now=utc_now())
+    if change is None:
         return exits.INVALID
     pkg, plan = change.package, change.plan
     for warning in change.warnings:

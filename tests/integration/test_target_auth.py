@@ -4,7 +4,6 @@ timeouts, from settings only, never written to the ledger, and the same after a 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import threading
 import time
@@ -25,6 +24,7 @@ from execution.contract import load_change
 from execution.contract.models import Signal, Target
 from execution.model import Credentials, Role, TargetAuth
 from execution.sandbox import Sandbox
+from tests.fakes import write_change
 
 USER, PASSWORD, TENANT, API_KEY = "stagehold", "pw-Zq81xk", "tenant-a", "key-77aa91"
 EXPECTED = {"authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
@@ -181,25 +181,6 @@ stages:
       confirm: {http: {target: router, path: /weights, expect: {tokenizer: 0}}}
 """
 
-PACKAGE = """stagehold: 1
-kind: change-package
-id: CHG-AUTH
-title: auth survives a restart
-plan: plan.yaml
-plan_sha256: "{digest}"
-window: {{opens: "2020-01-01T00:00:00Z", closes: "2099-01-01T00:00:00Z"}}
-channel: C0CHANGES
-scope: {{targets: [router], max_blast_radius: 100}}
-approved_by: [{{user: U01DANA, role: change-authority, at: "2025-01-01T00:00:00Z"}}]
-authorities:
-  initiate: {{users: [U05OPS]}}
-  release: {{users: [U01DANA, U02LEE]}}
-  rollback: {{users: [U03RESP]}}
-targets:
-  router: {{kind: http, url: "{router}"}}
-  metrics: {{kind: prometheus, url: "{metrics}", headers: {{X-Scope-OrgID: {tenant}}}}}
-"""
-
 
 def test_auth_from_settings_survives_a_restart_and_never_reaches_the_ledger(
     prom: FakePrometheus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -208,11 +189,12 @@ def test_auth_from_settings_survives_a_restart_and_never_reaches_the_ledger(
         "STAGEHOLD_TARGET_AUTH",
         json.dumps({"metrics": {"basic": {"username": USER, "password": PASSWORD}, "headers": {"X-Api-Key": API_KEY}}}),
     )
-    (tmp_path / "plan.yaml").write_text(PLAN, encoding="utf-8")
     with Sandbox() as router:
-        package = tmp_path / "package.yaml"
-        digest = hashlib.sha256(PLAN.encode()).hexdigest()
-        package.write_text(PACKAGE.format(digest=digest, router=router.url, metrics=prom.url, tenant=TENANT))
+        targets = {
+            "router": f'{{kind: http, url: "{router.url}"}}',
+            "metrics": f'{{kind: prometheus, url: "{prom.url}", headers: {{X-Scope-OrgID: {TENANT}}}}}',
+        }
+        package = write_change(tmp_path, PLAN, "CHG-AUTH", targets)
         store = open_store(f"sqlite:///{tmp_path / 'ledger.db'}")
         try:
             # The first process starts the execution and takes the first sample, then goes away.

@@ -7,7 +7,6 @@ the change window.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from execution.contract.models import Signal, Target
 from execution.evaluate import Result, evaluate
 from execution.model import Credentials, Outcome, Role
 from execution.sandbox import Sandbox
+from tests.fakes import write_change
 from tests.real.prometheus import Exporter, PrometheusServer, poll
 
 
@@ -202,33 +202,13 @@ stages:
       confirm: {{http: {{target: router, path: /weights, expect: {{tokenizer: 0}}}}}}
 """
 
-PACKAGE = """stagehold: 1
-kind: change-package
-id: CHG-PROBE
-title: probe before the window
-plan: plan.yaml
-plan_sha256: "{digest}"
-window: {{opens: "2020-01-01T00:00:00Z", closes: "2099-01-01T00:00:00Z"}}
-channel: C0CHANGES
-scope: {{targets: [router], max_blast_radius: 100}}
-approved_by: [{{user: U01DANA, role: change-authority, at: "2025-01-01T00:00:00Z"}}]
-authorities:
-  initiate: {{users: [U05OPS]}}
-  release: {{users: [U01DANA, U02LEE]}}
-  rollback: {{users: [U03RESP]}}
-targets:
-  router: {{kind: http, url: "{router}"}}
-  metrics: {{kind: prometheus, url: "{prometheus}"}}
-"""
-
 
 def write_package(directory: Path, prometheus_url: str, router_url: str, shard: str) -> Path:
-    plan = PLAN.format(shard=shard)
-    (directory / "plan.yaml").write_text(plan, encoding="utf-8")
-    digest = hashlib.sha256(plan.encode()).hexdigest()
-    package = directory / "package.yaml"
-    package.write_text(PACKAGE.format(digest=digest, router=router_url, prometheus=prometheus_url), encoding="utf-8")
-    return package
+    targets = {
+        "router": f'{{kind: http, url: "{router_url}"}}',
+        "metrics": f'{{kind: prometheus, url: "{prometheus_url}"}}',
+    }
+    return write_change(directory, PLAN.format(shard=shard), "CHG-PROBE", targets)
 
 
 def probe_json(package: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
@@ -268,13 +248,9 @@ def test_probe_finds_a_label_typo_before_the_window(
 
 
 def test_probe_of_an_invalid_package_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    plan = PLAN.format(shard="a").replace("sum(app_value", "sum(rate(app_value")
-    (tmp_path / "plan.yaml").write_text(plan, encoding="utf-8")
-    digest = hashlib.sha256(plan.encode()).hexdigest()
-    package = tmp_path / "package.yaml"
-    package.write_text(
-        PACKAGE.format(digest=digest, router="http://127.0.0.1:9", prometheus="http://127.0.0.1:9"), encoding="utf-8"
-    )
+    package = write_package(tmp_path, "http://127.0.0.1:9", "http://127.0.0.1:9", shard="a")
+    plan = (tmp_path / "plan.yaml").read_text().replace("sum(app_value", "sum(rate(app_value")
+    write_change(tmp_path, plan, "CHG-PROBE", {"router": '{kind: http, url: "http://127.0.0.1:9"}'})
     assert main(["probe", str(package)]) == exits.INVALID
     err = capsys.readouterr().err
     assert "plan.yaml:10: signals.value.prometheus.query: PromQL does not parse" in err
