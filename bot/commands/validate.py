@@ -45,8 +45,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if change is None:
         return exits.INVALID
     pkg, plan = change.package, change.plan
-    for warning in change.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
     print(f"valid: {pkg.id} {pkg.title!r}")
     print(f"  plan {plan.name} v{plan.version} sha256 {change.plan_sha256} (matches approval)")
     print(f"  window {pkg.window.opens.isoformat()} .. {pkg.window.closes.isoformat()}  channel {pkg.channel}")

@@ -21,7 +21,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 from pydantic_core import PydanticCustomError
 
 from execution.conditions import CONDITION_PATTERN, DURATION_PATTERN, parse_condition, parse_duration
-
 from execution.promql import analyse, parse_query
 from ledger.masking import mask, mask_text
 
