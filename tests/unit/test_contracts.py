@@ -707,7 +707,7 @@ CASES: dict[str, Case] = {
         Expect(
             "plan",
             "signals.error_rate.prometheus.reduce",
-            "'all', 'any', 'max', 'min', 'avg' or 'sum'",
+            "expected one of all, any, max, min, avg, sum",
             "reduce: median",
         ),
     ),
@@ -717,7 +717,7 @@ CASES: dict[str, Case] = {
         Expect(
             "plan",
             "stages[0].verify.checks[0].consecutive_failure_limit",
-            "greater than or equal to 0",
+            "expected a whole number ≥ 0",
             "consecutive_failure_limit: -1",
         ),
     ),
