@@ -21,7 +21,7 @@ from execution.project import State
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("probe", help="read every signal and read-back of a package once; act on nothing")
-    p.add_argument("package", help="path to the change package YAML")
+    p.add_argument("package", metavar="PACKAGE", help="path to the change package YAML")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=cmd_probe)
 
