@@ -48,6 +48,8 @@ from reliability.target import Event, TrialSandbox
 SPEED = "600"
 PROCESS_TIMEOUT_S = 90.0
 
+CHANGE_ID = "CHG-CRASH"
+
 # Scenario: the faults given to rehearse/resume, and the kill moments that can happen in it.
 _FORWARD = ("gate", "apply-in-flight", "apply-landed", "read-back", "verify", "verify-recorded", "anywhere")
 _RELEASE = ("release",)
@@ -345,6 +347,14 @@ class _Runner:
         """
         try:
             with sqlite3.connect(self.db, timeout=30) as conn:
+                # Every lease the dead process held lapses: the execution's, and the short start
+                # lease on the change if it died while starting (before ``execution.started``),
+                # which would otherwise refuse the operator's new ``rehearse`` until it expires.
+                conn.execute(
+                    "UPDATE stagehold_lease SET expires_at = '2000-01-01T00:00:00.000000Z' "
+                    "WHERE execution_id IN (?, ?)",
+                    (self.eid, f"start:{CHANGE_ID}"),
+                )
                 row = conn.execute(
                     "SELECT seq, hash FROM stagehold_ledger WHERE execution_id = ? ORDER BY seq DESC LIMIT 1",
                     (self.eid,),
@@ -352,10 +362,6 @@ class _Runner:
                 if row is None:
                     return False
                 self.heads.append((int(row[0]), str(row[1])))
-                conn.execute(
-                    "UPDATE stagehold_lease SET expires_at = '2000-01-01T00:00:00.000000Z' WHERE execution_id = ?",
-                    (self.eid,),
-                )
                 return True
         except sqlite3.OperationalError:
             return False  # the tables were not created yet
@@ -512,7 +518,7 @@ _baselines_lock = threading.Lock()
 def _drill(workdir: Path) -> Path:
     path = workdir / "change" / "package.yaml"
     if not path.exists():
-        plans.write_change(path.parent, plans.package("CHG-CRASH"), plans.crash_drill())
+        plans.write_change(path.parent, plans.package(CHANGE_ID), plans.crash_drill())
     return path
 
 
