@@ -121,10 +121,8 @@ def probe(plan: Plan, connection: Connection, clock: Callable[[], datetime]) -> 
 
 
 def _read_back(stage: str, direction: str, confirm: Confirm, role: Role, connection: Connection) -> ProbedReadback:
-    spec = confirm.http or confirm.command
-    assert spec is not None
     try:
-        result = connection.read_back(confirm, role, parse_duration(spec.timeout))
+        result = connection.read_back(confirm, role, parse_duration(confirm.spec.timeout))
     except Exception as exc:
         return ProbedReadback(stage, direction, confirm.target, "unreadable", f"{type(exc).__name__}: {exc}", None)
     status = "unreadable" if result.matches is None else "matches" if result.matches else "differs"

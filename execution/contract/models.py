@@ -553,7 +553,7 @@ class HaproxyReadback(Strict):
 
 
 class Confirm(_OneKind):
-    """The read-back that proves an action took effect. Exactly one of ``http`` or ``command``."""
+    """The read-back that proves an action took effect. Exactly one of ``http``, ``command`` or ``haproxy``."""
 
     http: HttpReadback | None = Field(
         None,

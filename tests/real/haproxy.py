@@ -1,10 +1,12 @@
 """A real HAProxy (Debian's package) in a temporary directory, in front of small loopback backends.
 
 ``HaproxyRig`` starts backends the test controls (``Backend``: a Python HTTP server counting its
-hits, answering 200 or, on demand, 5xx), writes a haproxy.cfg with a frontend, one backend
-(``app``) holding those servers, an admin stats page, HAProxy's built-in Prometheus exporter and
-a Runtime API socket (UNIX and TCP), and runs ``haproxy -db`` in the foreground until ``stop()``.
-Every port is a free loopback port chosen at start; nothing outlives the rig.
+hits, answering 200 or, on demand, 5xx, with a ``/health`` page that can be made to fail), writes
+a haproxy.cfg with a frontend, one backend (``app``) holding those servers (health-checked every
+200 ms with ``checks=True``), an admin stats page, HAProxy's built-in Prometheus exporter and a
+Runtime API socket (UNIX and TCP), and runs ``haproxy -db`` in the foreground until ``stop()``.
+Every port is a free loopback port chosen at start; nothing outlives the rig. ``Load`` sends a
+bounded stream of requests through the frontend from a thread.
 
 A missing ``haproxy`` binary is an error, never a skip: ``scripts/ci-deps`` installs it.
 """
@@ -28,6 +30,7 @@ from typing import Any
 import httpx
 
 BACKEND = "app"
+HEALTH = "/health"
 
 
 def free_port() -> int:
@@ -44,6 +47,13 @@ def haproxy_binary() -> str:
     return found
 
 
+class _BackendServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # HAProxy's health checks close their connection with a reset: not an error here
+
+
 class _BackendHandler(BaseHTTPRequestHandler):
     server_version = "rig-backend"
     sys_version = ""
@@ -53,7 +63,8 @@ class _BackendHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         backend: Backend = self.server.backend  # type: ignore[attr-defined]
-        status = backend.hit()
+        # HAProxy's health checks ask /health; they are not traffic, so they are not counted.
+        status = (200 if backend.healthy else 503) if self.path == HEALTH else backend.hit()
         data = f"{backend.name}\n".encode()
         self.send_response(status)
         self.send_header("Content-Type", "text/plain")
@@ -68,7 +79,8 @@ class Backend:
     """One small HTTP server on loopback that answers with its name and counts what it served."""
 
     name: str
-    status: int = 200
+    status: int = 200  # what requests other than the health check are answered with
+    healthy: bool = True  # whether /health answers 200 (else 503: HAProxy's check marks it DOWN)
     hits: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
@@ -79,8 +91,7 @@ class Backend:
             return self.status
 
     def start(self) -> Backend:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _BackendHandler)
-        server.daemon_threads = True
+        server = _BackendServer(("127.0.0.1", 0), _BackendHandler)
         server.backend = self  # type: ignore[attr-defined]
         self._server = server
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -117,7 +128,7 @@ frontend web
 
 backend {backend}
     balance {balance}
-{servers}
+{check_option}{servers}
 
 listen stats
     bind 127.0.0.1:{stats_port}
@@ -127,16 +138,23 @@ listen stats
 
 frontend prometheus
     bind 127.0.0.1:{exporter_port}
+    # One connection per scrape: once the listener is disabled, the very next scrape fails.
+    option httpclose
     http-request use-service prometheus-exporter if {{ path /metrics }}
 """
 
 
 class HaproxyRig:
-    """HAProxy with backend ``app`` holding one server per name in ``weights`` (name → initial weight)."""
+    """HAProxy with backend ``app`` holding one server per name in ``weights`` (name → initial weight).
 
-    def __init__(self, weights: Mapping[str, int], *, balance: str = "roundrobin") -> None:
+    With ``checks=True`` every server is health-checked (``GET /health`` every 200 ms; one failed
+    check marks it DOWN, one good one UP again), so the exporter reports a failing server as DOWN.
+    """
+
+    def __init__(self, weights: Mapping[str, int], *, balance: str = "roundrobin", checks: bool = False) -> None:
         self.weights = dict(weights)
         self.balance = balance
+        self.checks = checks
         self.backends: dict[str, Backend] = {}
         self.dir = Path(tempfile.mkdtemp(prefix="stagehold-haproxy-"))
         self.socket = str(self.dir / "admin.sock")
@@ -162,12 +180,18 @@ class HaproxyRig:
     def exporter_url(self) -> str:
         return f"http://127.0.0.1:{self.exporter_port}"
 
+    @property
+    def exporter_address(self) -> str:
+        """``HOST:PORT`` of the Prometheus exporter, as a scrape target."""
+        return f"127.0.0.1:{self.exporter_port}"
+
     def start(self, timeout_s: float = 10.0) -> HaproxyRig:
         binary = haproxy_binary()
         for name in self.weights:
             self.backends[name] = Backend(name).start()
+        health = " check inter 200ms fall 1 rise 1" if self.checks else ""
         servers = "\n".join(
-            f"    server {name} 127.0.0.1:{self.backends[name].port} weight {weight}"
+            f"    server {name} 127.0.0.1:{self.backends[name].port} weight {weight}{health}"
             for name, weight in self.weights.items()
         )
         cfg = self.dir / "haproxy.cfg"
@@ -179,6 +203,7 @@ class HaproxyRig:
                 frontend_port=self.frontend_port,
                 backend=BACKEND,
                 balance=self.balance,
+                check_option=f"    option httpchk GET {HEALTH}\n" if self.checks else "",
                 servers=servers,
                 stats_port=self.stats_port,
                 exporter_port=self.exporter_port,
@@ -221,6 +246,14 @@ class HaproxyRig:
         """``get weight app/SERVER`` answers ``N (initial M)``."""
         return int(self.command(f"get weight {BACKEND}/{server}").split()[0])
 
+    def exporter(self, enabled: bool) -> None:
+        """Stop (or start again) the exporter's listener through the Runtime API; the rest keeps
+        serving, so the scrape target alone goes away (the exporter closes each connection after
+        its answer, so no kept-alive connection outlives the listener)."""
+        answer = self.command(f"{'enable' if enabled else 'disable'} frontend prometheus")
+        if answer.strip() and "already" not in answer:  # "All sockets are already enabled."
+            raise RuntimeError(f"haproxy refused to {'enable' if enabled else 'disable'} the exporter: {answer}")
+
     def traffic(self, requests: int) -> Counter[str]:
         """Send ``requests`` GETs through the frontend, a new connection each; count who answered."""
         seen: Counter[str] = Counter()
@@ -252,3 +285,43 @@ class HaproxyRig:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class Load:
+    """A bounded loop of GETs through the rig's frontend from a thread: ``per_s`` requests a second
+    for at most ``limit_s`` seconds (or until ``stop()``), each on a new connection so every request
+    is balanced. ``seen`` counts who answered (the ``X-Backend`` header, or ``HTTP <status>``)."""
+
+    def __init__(self, rig: HaproxyRig, per_s: float = 40.0, limit_s: float = 300.0) -> None:
+        self.rig = rig
+        self.interval_s = 1.0 / per_s
+        self.limit_s = limit_s
+        self.seen: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rig-load", daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit_s
+        with httpx.Client(timeout=2.0, headers={"Connection": "close"}) as client:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                try:
+                    response = client.get(self.rig.frontend_url + "/")
+                    who = response.headers.get("x-backend", f"HTTP {response.status_code}")
+                except httpx.HTTPError:
+                    who = "no answer"
+                with self._lock:
+                    self.seen[who] += 1
+                self._stop.wait(self.interval_s)
+
+    def counts(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self.seen)
+
+    def start(self) -> Load:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)

@@ -3,8 +3,8 @@
 ``Exporter`` serves ``/metrics`` text the test sets and can be stopped (its scrapes then fail, so
 ``up`` drops to 0 and Prometheus marks its series stale) and started again on the same port.
 ``PrometheusServer`` runs ``prometheus`` in a temporary directory with a config scraping the
-given exporters every second, waits until it is ready, and is stopped by the test (or at exit of
-the ``with`` block). Nothing here sleeps to assert a negative: waits poll with a deadline.
+given exporters (or any ``HOST:PORT`` serving ``/metrics``, such as HAProxy's exporter) every
+second, waits until it is ready, and is stopped by the test (or at exit of the ``with`` block). Nothing here sleeps to assert a negative: waits poll with a deadline.
 
 A missing ``prometheus`` binary is a failure, never a skip: ``scripts/ci-deps`` installs it.
 """
@@ -16,7 +16,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -105,9 +105,10 @@ class Exporter:
 
 
 class PrometheusServer:
-    """``prometheus`` scraping ``jobs`` (job name -> exporters) every second from a temp dir."""
+    """``prometheus`` scraping ``jobs`` (job name -> exporters or ``HOST:PORT`` addresses) every second
+    from a temp dir; stopped, it can be started again on the same port and data."""
 
-    def __init__(self, workdir: Path, jobs: dict[str, list[Exporter]], *, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, jobs: Mapping[str, Sequence[Exporter | str]], *, port: int | None = None) -> None:
         self.workdir = workdir
         self.jobs = jobs
         self.port = port or free_port()
@@ -127,7 +128,7 @@ class PrometheusServer:
             "scrape_configs:",
         ]
         for job, exporters in self.jobs.items():
-            targets = ", ".join(f'"{e.address}"' for e in exporters)
+            targets = ", ".join(f'"{e if isinstance(e, str) else e.address}"' for e in exporters)
             lines += [f"  - job_name: {job}", "    static_configs:", f"      - targets: [{targets}]"]
         return "\n".join(lines) + "\n"
 
@@ -175,6 +176,10 @@ class PrometheusServer:
                 return
             time.sleep(0.1)
         raise AssertionError(message)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     def stop(self) -> None:
         if self._process is None:
