@@ -303,6 +303,7 @@ class Load:
 
     def _run(self) -> None:
         deadline = time.monotonic() + self.limit_s
+        due = time.monotonic()
         with httpx.Client(timeout=2.0, headers={"Connection": "close"}) as client:
             while not self._stop.is_set() and time.monotonic() < deadline:
                 try:
@@ -312,7 +313,10 @@ class Load:
                     who = "no answer"
                 with self._lock:
                     self.seen[who] += 1
-                self._stop.wait(self.interval_s)
+                # Paced by a schedule, not a fixed pause, so slow answers do not lower the rate;
+                # after a stall (more than a second behind) it starts afresh rather than bursting.
+                due = max(due + self.interval_s, time.monotonic() - 1.0)
+                self._stop.wait(max(0.0, due - time.monotonic()))
 
     def counts(self) -> Counter[str]:
         with self._lock:

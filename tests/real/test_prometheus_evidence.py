@@ -37,8 +37,12 @@ def _exporters() -> tuple[Exporter, Exporter]:
     return a, b
 
 
-def _running(workdir: Path, exporters: tuple[Exporter, Exporter]) -> PrometheusServer:
-    prom = PrometheusServer(workdir, {"app": list(exporters)}).start()
+def _started(workdir: Path) -> tuple[tuple[Exporter, Exporter], PrometheusServer]:
+    exporters = _exporters()
+    return exporters, PrometheusServer(workdir, {"app": list(exporters)}).start()
+
+
+def _scraping(prom: PrometheusServer) -> PrometheusServer:
     prom.wait_for_series('up{job="app"} == 1', count=2)
     prom.wait_for_series("app_value", count=2)
     return prom
@@ -46,14 +50,43 @@ def _running(workdir: Path, exporters: tuple[Exporter, Exporter]) -> PrometheusS
 
 # Prometheus applies new scrape targets only every 5 s, so each server takes that long to start
 # scraping: cases that change nothing share one; cases that stop or change things get their own.
+# All of them are started together, so the module waits those 5 s once, not once per server.
+OWN_SERVERS = 4  # the cases using the ``prometheus`` fixture
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    exporters = _exporters()
-    prom = _running(tmp_path_factory.mktemp("prometheus"), exporters)
+def servers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[list[tuple[tuple[Exporter, Exporter], PrometheusServer]]]:
+    made: list[tuple[tuple[Exporter, Exporter], PrometheusServer]] = []
     try:
-        yield prom
+        for _ in range(1 + OWN_SERVERS):
+            made.append(_started(tmp_path_factory.mktemp("prometheus")))
+        yield list(made)
+    finally:
+        for exporters, prom in made:
+            prom.stop()
+            for exporter in exporters:
+                exporter.stop()
+
+
+@pytest.fixture(scope="module")
+def shared(servers: list[tuple[tuple[Exporter, Exporter], PrometheusServer]]) -> PrometheusServer:
+    return _scraping(servers[0][1])
+
+
+@pytest.fixture
+def own(
+    servers: list[tuple[tuple[Exporter, Exporter], PrometheusServer]], tmp_path: Path
+) -> Iterator[tuple[tuple[Exporter, Exporter], PrometheusServer]]:
+    """A server of the case's own, with its exporters: one started with the others if one is left."""
+    if len(servers) > 1:
+        exporters, prom = servers.pop()
+        yield exporters, _scraping(prom)
+        return
+    exporters, prom = _started(tmp_path)
+    try:
+        yield exporters, _scraping(prom)
     finally:
         prom.stop()
         for exporter in exporters:
@@ -61,22 +94,13 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServe
 
 
 @pytest.fixture
-def exporters() -> Iterator[tuple[Exporter, Exporter]]:
-    pair = _exporters()
-    try:
-        yield pair
-    finally:
-        for exporter in pair:
-            exporter.stop()
+def exporters(own: tuple[tuple[Exporter, Exporter], PrometheusServer]) -> tuple[Exporter, Exporter]:
+    return own[0]
 
 
 @pytest.fixture
-def prometheus(tmp_path: Path, exporters: tuple[Exporter, Exporter]) -> Iterator[PrometheusServer]:
-    prom = _running(tmp_path, exporters)
-    try:
-        yield prom
-    finally:
-        prom.stop()
+def prometheus(own: tuple[tuple[Exporter, Exporter], PrometheusServer]) -> PrometheusServer:
+    return own[1]
 
 
 def judge(prom: PrometheusServer, spec: dict[str, Any], condition: str, max_age: str = "5s") -> Result:
