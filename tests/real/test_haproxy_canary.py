@@ -321,6 +321,12 @@ def test_a_healthy_canary_completes_tier_by_tier_with_each_weight_read_back(fres
         ("canary-50", "apply"),
         ("full", "apply"),
     ]
+    # Each stage's first sample waits initial_delay (5 s) after its read-back, so the 5 s windows
+    # it reads hold only post-change data.
+    entries = ledger.entries()
+    for confirmed in (e for e in entries if e.kind == "action.confirmed"):
+        first = next(e for e in entries if e.seq > confirmed.seq and e.kind == "verification.sampled")
+        assert (first.ts - confirmed.ts).total_seconds() >= 5.0, (confirmed.body["stage"], first.ts, confirmed.ts)
     # Every stage passed on samples judged by real data, the load's canary share among them.
     samples = ledger.of("verification.sampled")
     assert {e.body["stage"] for e in samples} == {"canary-10", "canary-50", "full"}
