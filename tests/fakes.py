@@ -27,6 +27,7 @@ from execution.service import CommandOutcome, Engine
 from execution.transitions import Phase
 from ledger.chain import GENESIS_HASH, parse_ts, seal
 from ledger.entry import Entry, NewEntry
+from ledger.note import Signer, generate_private_key, load_private_key, private_key_pem
 from ledger.sql import SqlLedgerStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -357,3 +358,17 @@ def write_change(directory: Path, plan: str, change_id: str, targets: dict[str, 
     package = directory / "package.yaml"
     package.write_text(_PACKAGE.format(change_id=change_id, digest=digest, targets=lines), encoding="utf-8")
     return package
+
+
+def approver(directory: Path, name: str = "dana", owner: str = "U01DANA") -> tuple[Path, Path]:
+    """An approver's new Ed25519 key (``NAME.pem``) and a keyring trusting it for ``owner`` as
+    change-authority (``keyring.yaml``), both in ``directory``: (key, keyring)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = directory / f"{name}.pem"
+    key.write_bytes(private_key_pem(generate_private_key()))
+    vkey = Signer(name, load_private_key(key.read_bytes())).verifier.vkey
+    keyring = directory / "keyring.yaml"
+    keyring.write_text(
+        f"stagehold: 1\nkind: approver-keyring\nkeys:\n  - {{vkey: {vkey}, owner: {owner}, role: change-authority}}\n"
+    )
+    return key, keyring

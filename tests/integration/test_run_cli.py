@@ -12,8 +12,8 @@ import pytest
 from bot import exits
 from bot.cli import main
 from execution.sandbox import Sandbox
-from ledger.note import Signer, generate_private_key, load_private_key, private_key_pem
 from ledger.sql import SqlLedgerStore
+from tests.fakes import approver
 
 TOKENS = {"executor": "tok-exec", "rollback": "tok-rb", "preflight": "tok-pre", "verifier": "tok-ver"}
 
@@ -68,14 +68,7 @@ targets:
 @pytest.fixture(autouse=True)
 def keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The approver's key and the keyring naming it (outside the package's directory): ``_package`` signs with it."""
-    key = tmp_path / "keys" / "dana.pem"
-    key.parent.mkdir()
-    key.write_bytes(private_key_pem(generate_private_key()))
-    vkey = Signer("dana", load_private_key(key.read_bytes())).verifier.vkey
-    path = tmp_path / "keys" / "keyring.yaml"
-    path.write_text(
-        f"stagehold: 1\nkind: approver-keyring\nkeys:\n  - {{vkey: {vkey}, owner: U01DANA, role: change-authority}}\n"
-    )
+    _, path = approver(tmp_path / "keys")
     monkeypatch.setenv("STAGEHOLD_KEYRING", str(path))
     return path
 

@@ -39,8 +39,8 @@ from execution.contract.models import Signal, Target
 from execution.evaluate import evaluate
 from execution.model import Credentials, Outcome, Role
 from ledger.entry import Entry
-from ledger.note import Signer, generate_private_key, load_private_key, private_key_pem
 from ledger.sql import SqlLedgerStore
+from tests.fakes import approver
 from tests.real.haproxy import BACKEND, HaproxyRig, Load
 from tests.real.prometheus import PrometheusServer, poll
 
@@ -65,14 +65,7 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    keys = tmp_path_factory.mktemp("keys")
-    key = keys / "mira.pem"
-    key.write_bytes(private_key_pem(generate_private_key()))
-    vkey = Signer("mira", load_private_key(key.read_bytes())).verifier.vkey
-    keyring = keys / "keyring.yaml"
-    keyring.write_text(
-        f"stagehold: 1\nkind: approver-keyring\nkeys:\n  - {{vkey: {vkey}, owner: {RELEASER}, role: change-authority}}\n"
-    )
+    key, keyring = approver(tmp_path_factory.mktemp("keys"), "mira", RELEASER)
     rig = HaproxyRig({"stable": 100, "canary": 0}, checks=True).start()
     prometheus, spare = (
         PrometheusServer(tmp_path_factory.mktemp("prometheus"), {"haproxy": [rig.exporter_address]}) for _ in range(2)

@@ -10,22 +10,12 @@ import yaml
 from bot.cli import main
 from bot.clock import utc_now
 from bot.keys import approvals_checker
-from ledger.note import Signer, generate_private_key, load_private_key, private_key_pem
+from ledger.note import Signer, generate_private_key
 from ledger.witness import check_against_witness, read_witness
+from tests.fakes import approver
 from tests.slack.conftest import CHANGE, CHANNEL, INITIATOR, BotFactory, Harness
 from tests.slack.fake_slack import Message
 from tests.slack.test_commands import command
-
-
-def _keyring(tmp_path: Path) -> tuple[Path, Path]:
-    key = tmp_path / "dana.pem"
-    key.write_bytes(private_key_pem(generate_private_key()))
-    vkey = Signer("dana", load_private_key(key.read_bytes())).verifier.vkey
-    ring = tmp_path / "keyring.yaml"
-    ring.write_text(
-        f"stagehold: 1\nkind: approver-keyring\nkeys:\n  - {{vkey: {vkey}, owner: U01DANA, role: change-authority}}\n"
-    )
-    return key, ring
 
 
 def _open_window(package: Path) -> None:
@@ -37,7 +27,7 @@ def _open_window(package: Path) -> None:
 def test_a_live_start_needs_the_signatures_and_records_them(
     make_bot: BotFactory, packages: Path, tmp_path: Path
 ) -> None:
-    key, ring = _keyring(tmp_path)
+    key, ring = approver(tmp_path)
     package = packages / "chg-2041" / "package.yaml"
     _open_window(package)
     h = make_bot(start_mode="live", start_speed=1.0, approvals=approvals_checker(str(ring), utc_now))
