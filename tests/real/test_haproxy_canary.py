@@ -158,8 +158,22 @@ def environment(site: Site) -> dict[str, str]:
     return env
 
 
+_started: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left() -> Iterator[None]:
+    """A case that fails while stagehold runs must not leave it driving the next case's HAProxy."""
+    yield
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 def stagehold(site: Site, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "bot.cli", *args],
         cwd=ROOT,
         env=environment(site),
@@ -167,6 +181,8 @@ def stagehold(site: Site, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    _started.append(process)
+    return process
 
 
 def finished(process: subprocess.Popen[str]) -> tuple[int, str]:
@@ -185,6 +201,9 @@ class Ledger:
     def __init__(self, path: Path) -> None:
         self.url = f"sqlite:///{path}"
         self.store = SqlLedgerStore(self.url)  # creates the tables before stagehold opens them
+
+    def close(self) -> None:
+        self.store.close()
 
     def entries(self) -> list[Entry]:
         executions = self.store.executions()
@@ -215,6 +234,15 @@ class Ledger:
 
     def last_hold(self) -> dict[str, Any]:
         return dict(self.of("hold.opened")[-1].body)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    opened = Ledger(tmp_path / "ledger.db")
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 def canary_10_live(entries: list[Entry]) -> bool:
@@ -278,9 +306,10 @@ def test_probe_finds_a_label_typo_before_the_window(fresh: Site, tmp_path: Path)
     assert weights(site.rig) == {"canary": 10, "stable": 90}  # a probe acts on nothing
 
 
-def test_a_healthy_canary_completes_tier_by_tier_with_each_weight_read_back(fresh: Site, tmp_path: Path) -> None:
+def test_a_healthy_canary_completes_tier_by_tier_with_each_weight_read_back(
+    fresh: Site, tmp_path: Path, ledger: Ledger
+) -> None:
     site = fresh
-    ledger = Ledger(tmp_path / "ledger.db")
     package = package_for(site, tmp_path / "change")
     before = site.load.counts()
 
@@ -330,10 +359,11 @@ def test_a_healthy_canary_completes_tier_by_tier_with_each_weight_read_back(fres
     assert site.rig.traffic(10) == {"canary": 10}  # and now the canary takes everything
 
 
-def test_a_canary_answering_5xx_is_rolled_back_before_the_next_tier(fresh: Site, tmp_path: Path) -> None:
+def test_a_canary_answering_5xx_is_rolled_back_before_the_next_tier(
+    fresh: Site, tmp_path: Path, ledger: Ledger
+) -> None:
     site = fresh
     site.rig.backends["canary"].status = 503  # its health check still answers 200
-    ledger = Ledger(tmp_path / "ledger.db")
     code, output = finished(run(site, package_for(site, tmp_path / "change"), ledger, tmp_path / "out"))
     assert code == exits.ROLLED_BACK, output
 
@@ -356,9 +386,8 @@ def test_a_canary_answering_5xx_is_rolled_back_before_the_next_tier(fresh: Site,
     assert site.rig.traffic(10) == {"stable": 10}
 
 
-def test_a_stopped_scrape_target_holds_with_stale(fresh: Site, tmp_path: Path) -> None:
+def test_a_stopped_scrape_target_holds_with_stale(fresh: Site, tmp_path: Path, ledger: Ledger) -> None:
     site = fresh
-    ledger = Ledger(tmp_path / "ledger.db")
     process = run(site, package_for(site, tmp_path / "change"), ledger, tmp_path / "out")
     ledger.wait_for("canary-10 confirmed live", canary_10_live, process)
     site.rig.exporter(False)  # HAProxy keeps serving; only Prometheus' scrape of it fails
@@ -374,9 +403,8 @@ def test_a_stopped_scrape_target_holds_with_stale(fresh: Site, tmp_path: Path) -
     assert weights(site.rig) == {"canary": 10, "stable": 90}  # held, not rolled back: the stage stays live
 
 
-def test_a_stopped_prometheus_holds_with_error(fresh: Site, tmp_path: Path) -> None:
+def test_a_stopped_prometheus_holds_with_error(fresh: Site, tmp_path: Path, ledger: Ledger) -> None:
     site = fresh
-    ledger = Ledger(tmp_path / "ledger.db")
     spare = scraping(site.spare)
     process = run(site, package_for(site, tmp_path / "change", prometheus=spare), ledger, tmp_path / "out")
     ledger.wait_for("canary-10 confirmed live", canary_10_live, process)
@@ -390,10 +418,9 @@ def test_a_stopped_prometheus_holds_with_error(fresh: Site, tmp_path: Path) -> N
     assert weights(site.rig) == {"canary": 10, "stable": 90}
 
 
-def test_one_server_down_is_not_hidden_by_a_healthy_one(fresh: Site, tmp_path: Path) -> None:
+def test_one_server_down_is_not_hidden_by_a_healthy_one(fresh: Site, tmp_path: Path, ledger: Ledger) -> None:
     # Last: a server seen DOWN keeps min_over_time's 5 s window failing for 5 s after it recovers.
     site = fresh
-    ledger = Ledger(tmp_path / "ledger.db")
     process = run(site, package_for(site, tmp_path / "change"), ledger, tmp_path / "out")
     ledger.wait_for("canary-10 confirmed live", canary_10_live, process)
     site.rig.backends["canary"].healthy = False  # HAProxy's check marks it DOWN; stable stays UP
