@@ -24,6 +24,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -238,11 +239,8 @@ class Ledger:
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    opened = Ledger(tmp_path / "ledger.db")
-    try:
+    with closing(Ledger(tmp_path / "ledger.db")) as opened:
         yield opened
-    finally:
-        opened.close()
 
 
 def canary_10_live(entries: list[Entry]) -> bool:
