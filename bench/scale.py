@@ -10,6 +10,9 @@ verification samples taken vs. due, the spacing between one execution's samples 
 interval), CPU per sample, threads and resident memory. Backends run back to back in one
 invocation so their ratio is measured on the same machine state. The target is about 1,000
 executions every 15 s on 2 cores without a thread per execution.
+
+As a part of ``python -m bench`` (``run``) it reports, per backend, the p95 spacing of one
+execution's samples against the interval.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
+from bench import Row, Size
 from bot.bootstrap import build_engine, http_client, live_connector, open_store
 from bot.clock import utc_now
 from bot.scheduler import Driver
@@ -166,18 +170,26 @@ def run_backend(label: str, url: str, change: LoadedChange, args: argparse.Names
             f"p95 {_pct(gaps, 0.95):.2f}s, max {max(gaps):.2f}s (interval {args.every}s)"
         )
     print(f"[{label}] CPU {1000 * (cpu1 - cpu0) / max(done, 1):.2f} ms per sample; resident memory {rss:.0f} MiB")
-    return {"ratio": done / due, "cpu_ms": 1000 * (cpu1 - cpu0) / max(done, 1)}
+    return {
+        "ratio": done / due,
+        "cpu_ms": 1000 * (cpu1 - cpu0) / max(done, 1),
+        "p95": _pct(gaps, 0.95),
+        "rss_mib": rss,
+    }
 
 
-def main(argv: list[str] | None = None) -> int:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.scale")
     ap.add_argument("--executions", type=int, default=1000)
     ap.add_argument("--every", type=int, default=15, help="verification interval, seconds")
     ap.add_argument("--seconds", type=float, default=60.0, help="measured period per backend")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Run each backend in turn against one sandbox; the figures ``run_backend`` returns, by backend."""
     port = _free_port()
     sandbox = subprocess.Popen(
         [sys.executable, "-m", "bot.cli", "sandbox", "--port", str(port)],
@@ -188,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="stagehold-bench-"))
     pg_db = f"stagehold_bench_{secrets.token_hex(4)}"
     results: dict[str, dict[str, float]] = {}
+    created = False
     try:
         for _ in range(100):
             try:
@@ -206,24 +219,65 @@ def main(argv: list[str] | None = None) -> int:
             elif backend == "postgres":
                 with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
                     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(pg_db)))
+                created = True
                 results[backend] = run_backend(backend, f"postgresql://postgres@127.0.0.1:5432/{pg_db}", change, args)
             else:
-                print(f"unknown backend {backend!r}", file=sys.stderr)
-                return 2
-        if "sqlite" in results and "postgres" in results:
-            s, p = results["sqlite"], results["postgres"]
-            print(
-                f"postgres/sqlite: rate {p['ratio'] / s['ratio']:.2f}x, CPU per sample {p['cpu_ms'] / s['cpu_ms']:.2f}x"
-            )
+                raise ValueError(f"unknown backend {backend!r}")
     finally:
         sandbox.terminate()
         sandbox.wait(timeout=10)
         for f in tmp.iterdir():
             f.unlink()
         tmp.rmdir()
-        if "postgres" in results:
+        if created:
             with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(pg_db)))
+    return results
+
+
+TITLE = "executions carried by one process: spacing of each execution's samples (3 signals each)"
+
+
+def run(size: Size) -> list[Row]:
+    """The ``python -m bench`` part: p95 sample spacing at a fixed load, per backend, against the interval."""
+    executions = size.pick(smoke=10, full=1000)
+    every = size.pick(smoke=2, full=15)
+    seconds = size.pick(smoke=4, full=30)
+    args = _arguments(["--executions", str(executions), "--every", str(every), "--seconds", str(seconds)])
+    runs = [measure(args) for _ in range(size.repeats)]
+    rows = []
+    for backend, label in (("sqlite", "SQLite"), ("postgres", "PostgreSQL")):
+        got = [r[backend] for r in runs]
+        p95 = [g["p95"] for g in got]
+        rows.append(
+            Row(
+                figure=f"p95 spacing of one execution's samples, {executions:,} executions × 3 signals / {every} s, {label}",
+                unit="s",
+                stagehold=p95,
+                baseline=[float(every)] * len(got),
+                baseline_name="the interval",
+                goal=f"≤ interval + 1 s ({every + 1} s)",
+                met=statistics.median(p95) <= every + 1,
+                note=(
+                    f"samples taken / due {min(g['ratio'] for g in got):.2f}–{max(g['ratio'] for g in got):.2f}; "
+                    f"CPU per sample {statistics.median(g['cpu_ms'] for g in got):.1f} ms; "
+                    f"resident memory {statistics.median(g['rss_mib'] for g in got):.0f} MiB"
+                ),
+            )
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    try:
+        results = measure(args)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if "sqlite" in results and "postgres" in results:
+        s, p = results["sqlite"], results["postgres"]
+        print(f"postgres/sqlite: rate {p['ratio'] / s['ratio']:.2f}x, CPU per sample {p['cpu_ms'] / s['cpu_ms']:.2f}x")
     return 0
 
 
