@@ -43,80 +43,80 @@ def _who(who: Mapping[str, Sequence[str]]) -> str:
 
 
 def describe(entry: Entry) -> list[str]:
-    b = entry.body
     head = f"{entry.ts.strftime('%H:%M:%S')} #{entry.seq:<4}"
-    k = entry.kind
-    if k == ev.EXECUTION_STARTED:
-        return [
-            f"{head} started {b['change_id']} ({b['title']}) by {entry.actor}; plan sha256 {b['plan_sha256'][:12]}…, "
-            f"mode {b['mode']}"
-            + (f", speed x{b['speed']:g}" if b["mode"] != "live" else "")
-            + ("" if (b.get("approvals") or {}).get("approved") else ", UNSIGNED")
-        ]
-    if k == ev.EXECUTION_RESUMED:
-        rec = b.get("reconcile")
-        what = (
-            "nothing to reconcile"
-            if not rec
-            else f"{rec['stage']} {'matches' if rec['matches'] else 'DOES NOT MATCH'} the ledger"
-        )
-        return [f"{head} resumed by {b['owner']}: {what}"]
-    if k == ev.GATE_CHECKED:
-        what = "preflight and rollback readiness" if b["purpose"] == "enter" else "re-check before accepting"
-        return [
-            f"{head} {what} for {b['stage']}: {outcome_word(b['outcome'])}",
-            *_results_table(b["results"]),
-        ]
-    if k == ev.VERIFICATION_SAMPLED:
-        line = (
-            f"{head} verify {b['stage']}: {outcome_word(b['outcome'])} -> {b['reaction']} "
-            f"({b['consecutive']}/{b['required']} consecutive passes)"
-        )
-        if b.get("gap"):
-            line += f"; {gap_text(b['gap'])}"
-        return [line] if b["outcome"] == "pass" else [line, *_results_table(b["results"])]
-    if k == ev.HOLD_OPENED:
-        card = render("hold.txt.j2", hold={**b, "id": b["hold"]}, meaning=meaning(b["kind"]))
-        return [f"{head} HOLD {b['hold']} opened ({b['kind']}: {meaning(b['kind'])})", card.rstrip("\n")]
-    if k == ev.RELEASE_GRANTED:
-        return [f"{head} release of {b['hold']} by {entry.actor} ({b['count']} of {b['required']})"]
-    if k == ev.HOLD_RELEASED:
-        return [f"{head} hold {b['hold']} released by {', '.join(b['by'])}"]
-    if k in ev.NO_OP_KINDS:
-        return [f"{head} {k} ({entry.actor}): {b.get('reason')}"]
-    if k == ev.RELEASE_NOT_CARRIED:
-        return [f"{head} release not carried over: {b['why']}"]
-    if k == ev.ACTION_INTENDED:
-        return [f"{head} {b['direction']} {b['stage']} intended (key {b['key']})"]
-    if k == ev.ACTION_SENT:
-        return [f"{head} {b['direction']} {b['stage']} sent: {b['outcome']} ({b['detail']})"]
-    if k == ev.ACTION_READ_BACK:
-        verdict = {True: "matches", False: "does not match", None: "read failed"}[b.get("matches")]
-        observed = compact_json(b.get("observed")) if b.get("observed") is not None else "nothing"
-        return [f"{head} read-back {b['stage']}: {verdict} (expect {compact_json(b['expect'])}, observed {observed})"]
-    if k == ev.ACTION_RESEND_INTENDED:
-        return [f"{head} re-send {b['stage']} with the same key: {b['reason']}"]
-    if k == ev.ACTION_CONFIRMED:
-        return [f"{head} {b['direction']} {b['stage']} confirmed live"]
-    if k == ev.STAGE_PASSED:
-        return [f"{head} stage {b['stage']} passed ({b['basis']})"]
-    if k == ev.ROLLBACK_STARTED:
-        return [
-            f"{head} ROLLBACK ({b['scope']}) by {entry.actor}: {b['reason']}; undo {', '.join(b['undo']) or 'nothing'}"
-        ]
-    if k == ev.HOLD_ESCALATED:
-        return [f"{head} hold {b['hold']} expired: escalated to {_who(b.get('notify', {}))}; it stays held"]
-    if k == ev.HOLD_EVIDENCE_EXPIRED:
-        return [f"{head} hold {b['hold']}: evidence went stale (now v{b['evidence_version']}); a release re-checks it"]
-    if k == ev.EXECUTION_COMPLETED:
-        return [f"{head} COMPLETED"]
-    if k == ev.EXECUTION_ROLLED_BACK:
-        return [f"{head} ROLLED BACK: undone {', '.join(b['undone']) or 'nothing'}"]
-    if k == ev.EXECUTION_NEEDS_HUMAN:
-        return [f"{head} NEEDS HUMAN: {b['why']}"]
-    if k == ev.EXECUTION_ABANDONED:
-        return [f"{head} ABANDONED by {entry.actor}: {b['reason']}"]
-    return [f"{head} {k} {entry.actor}"]
+    match ev.event_of(entry):
+        case ev.ExecutionStarted() as e:
+            return [
+                f"{head} started {e.change_id} ({e.title}) by {entry.actor}; plan sha256 {e.plan_sha256[:12]}…, "
+                f"mode {e.mode}"
+                + (f", speed x{e.speed:g}" if e.mode != "live" else "")
+                + ("" if (e.approvals or {}).get("approved") else ", UNSIGNED")
+            ]
+        case ev.ExecutionResumed(owner=owner, reconcile=rec):
+            what = (
+                "nothing to reconcile"
+                if not rec
+                else f"{rec['stage']} {'matches' if rec['matches'] else 'DOES NOT MATCH'} the ledger"
+            )
+            return [f"{head} resumed by {owner}: {what}"]
+        case ev.GateChecked() as e:
+            what = "preflight and rollback readiness" if e.purpose == ev.Purpose.ENTER else "re-check before accepting"
+            return [f"{head} {what} for {e.stage}: {outcome_word(e.outcome)}", *_results_table(e.results)]
+        case ev.VerificationSampled() as e:
+            line = (
+                f"{head} verify {e.stage}: {outcome_word(e.outcome)} -> {e.reaction} "
+                f"({e.consecutive}/{e.required} consecutive passes)"
+            )
+            if e.gap:
+                line += f"; {gap_text(e.gap)}"
+            return [line] if e.outcome == "pass" else [line, *_results_table(e.results)]
+        case ev.HoldOpened() as e:
+            card = render("hold.txt.j2", hold={**entry.body, "id": e.hold}, meaning=meaning(e.hold_kind))
+            return [f"{head} HOLD {e.hold} opened ({e.hold_kind}: {meaning(e.hold_kind)})", card.rstrip("\n")]
+        case ev.ReleaseGranted() as e:
+            return [f"{head} release of {e.hold} by {entry.actor} ({e.count} of {e.required})"]
+        case ev.HoldReleased() as e:
+            return [f"{head} hold {e.hold} released by {', '.join(e.by)}"]
+        case (
+            ev.ReleaseDenied(reason=reason)
+            | ev.ReleaseIgnored(reason=reason)
+            | ev.RollbackDenied(reason=reason)
+            | ev.HoldIgnored(reason=reason)
+            | ev.HoldDenied(reason=reason)
+            | ev.AbandonDenied(reason=reason)
+        ):
+            return [f"{head} {entry.kind} ({entry.actor}): {reason}"]
+        case ev.ReleaseNotCarried(why=why):
+            return [f"{head} release not carried over: {why}"]
+        case ev.ActionIntended() as e:
+            return [f"{head} {e.direction} {e.stage} intended (key {e.key})"]
+        case ev.ActionSent() as e:
+            return [f"{head} {e.direction} {e.stage} sent: {e.outcome} ({e.detail})"]
+        case ev.ActionReadBack() as e:
+            verdict = {True: "matches", False: "does not match", None: "read failed"}[e.matches]
+            observed = compact_json(e.observed) if e.observed is not None else "nothing"
+            return [f"{head} read-back {e.stage}: {verdict} (expect {compact_json(e.expect)}, observed {observed})"]
+        case ev.ActionResendIntended() as e:
+            return [f"{head} re-send {e.stage} with the same key: {e.reason}"]
+        case ev.ActionConfirmed() as e:
+            return [f"{head} {e.direction} {e.stage} confirmed live"]
+        case ev.StagePassed() as e:
+            return [f"{head} stage {e.stage} passed ({e.basis})"]
+        case ev.RollbackStarted() as e:
+            return [f"{head} ROLLBACK ({e.scope}) by {entry.actor}: {e.reason}; undo {', '.join(e.undo) or 'nothing'}"]
+        case ev.HoldEscalated() as e:
+            return [f"{head} hold {e.hold} expired: escalated to {_who(e.notify)}; it stays held"]
+        case ev.HoldEvidenceExpired() as e:
+            return [f"{head} hold {e.hold}: evidence went stale (now v{e.evidence_version}); a release re-checks it"]
+        case ev.ExecutionCompleted():
+            return [f"{head} COMPLETED"]
+        case ev.ExecutionRolledBack(undone=undone):
+            return [f"{head} ROLLED BACK: undone {', '.join(undone) or 'nothing'}"]
+        case ev.ExecutionNeedsHuman(why=why):
+            return [f"{head} NEEDS HUMAN: {why}"]
+        case ev.ExecutionAbandoned(reason=reason):
+            return [f"{head} ABANDONED by {entry.actor}: {reason}"]
+    return [f"{head} {entry.kind} {entry.actor}"]
 
 
 # ---------------------------------------------------------------- watch
@@ -149,79 +149,80 @@ def progress(entry: Entry, state: State, *, history: bool = False) -> list[str]:
     Example: a ``verification.sampled`` with 5 of 10 passes -> ``12:00:05 canary-5   baking 5/10
     [#####-----]``; a hold -> its kind and meaning, why, and who may release or roll back.
     """
-    b = entry.body
-    k = entry.kind
     t = entry.ts.strftime("%H:%M:%S")
-    stage = f"{b.get('stage', '')!s:<14}" if b.get("stage") else ""
-    if k == ev.EXECUTION_STARTED:
-        stages = " → ".join(s.id for s in state.stages)
-        return [f"{t} started by {entry.actor} ({b['mode']}): {stages}"]
-    if k == ev.EXECUTION_RESUMED:
-        return [f"{t} resumed by {b['owner']}"]
-    if k == ev.GATE_CHECKED:
-        if b["outcome"] == "pass":
-            return []
-        return [f"{t} {stage} preflight and readiness: {outcome_word(b['outcome'])} — {_not_passing(b['results'])}"]
-    if k == ev.ACTION_INTENDED:
-        if b["direction"] == "rollback":
-            return [f"{t} {stage} undoing"]
-        radius = state.stage_def(int(b["index"])).blast_radius if state.plan is not None else None
-        return [f"{t} {stage} entering" + (f" (blast radius {format_value(radius)})" if radius is not None else "")]
-    if k == ev.ACTION_SENT and b["outcome"] != "ok":
-        return [f"{t} {stage} {b['direction']} sent: {b['outcome']} ({b['detail']})"]
-    if k == ev.ACTION_READ_BACK and b.get("matches") is not True:
-        verdict = "read-back failed" if b.get("matches") is None else "read-back does not match"
-        return [f"{t} {stage} {verdict} (expect {compact_json(b['expect'])})"]
-    if k == ev.ACTION_CONFIRMED:
-        return [f"{t} {stage} {'live, verifying' if b['direction'] == 'apply' else 'undone and confirmed'}"]
-    if k == ev.VERIFICATION_SAMPLED:
-        if b["outcome"] == "pass":
-            if history or b.get("during_hold") or not _milestone(int(b["consecutive"]), int(b["required"])):
+    event = ev.event_of(entry)
+    named = getattr(event, "stage", None)
+    stage = f"{named!s:<14}" if named else ""
+    match event:
+        case ev.ExecutionStarted() as e:
+            stages = " → ".join(s.id for s in state.stages)
+            return [f"{t} started by {entry.actor} ({e.mode}): {stages}"]
+        case ev.ExecutionResumed(owner=owner):
+            return [f"{t} resumed by {owner}"]
+        case ev.GateChecked() as e:
+            if e.outcome == "pass":
                 return []
-            done, required = int(b["consecutive"]), int(b["required"])
-            return [f"{t} {stage} baking {done}/{required} {_bar(done, required)}"]
-        return [f"{t} {stage} sample {outcome_word(b['outcome'])} -> {b['reaction']}: {_not_passing(b['results'])}"]
-    if k == ev.STAGE_PASSED:
-        basis = "verified" if b["basis"] == "verified" else f"accepted on the release of {b.get('hold')}"
-        return [f"{t} {stage} passed ({basis})"]
-    if k == ev.HOLD_OPENED:
-        at = f" at {b['stage']}" if b.get("stage") else ""
-        who = (
-            f"release: {b['required']} of {_who(b.get('releasers', {}))}"
-            if b.get("releasable", True)
-            else "cannot be released"
-        )
-        return [
-            f"{t} HOLD {b['hold']}{at} · {b['kind']} — {meaning(b['kind'])}",
-            f"         why: {b['reason']}",
-            f"         {who} · roll back: {_who(b.get('rollback_authority', {}))} · expires {format_time(b['expires_at'])}",
-        ]
-    if k == ev.RELEASE_GRANTED:
-        return [f"{t} {b['hold']} release {b['count']} of {b['required']} by {entry.actor}"]
-    if k == ev.HOLD_RELEASED:
-        return [f"{t} {b['hold']} released by {', '.join(b['by'])}"]
-    if k == ev.RELEASE_NOT_CARRIED:
-        return [f"{t} release of {b['hold']} not carried over: {b['why']}"]
-    if k == ev.HOLD_EVIDENCE_EXPIRED:
-        return [] if history else [f"{t} {b['hold']} evidence went stale (now v{b['evidence_version']})"]
-    if k == ev.HOLD_ESCALATED:
-        return [f"{t} {b['hold']} expired: escalated to {_who(b.get('notify', {}))}; it stays held"]
-    if k == ev.HOLD_REQUESTED:
-        return [f"{t} hold requested by {entry.actor}: {b.get('reason')} (opens once the action resolves)"]
-    if k == ev.ROLLBACK_STARTED:
-        return [
-            f"{t} ROLLBACK ({b['scope']}) by {entry.actor}: {b['reason']}; undo {' → '.join(b['undo']) or 'nothing'}"
-        ]
-    if k in ev.NO_OP_KINDS:
-        return [f"{t} refused {entry.actor} ({k}): {b.get('reason')}"]
-    if k == ev.EXECUTION_COMPLETED:
-        return [f"{t} COMPLETED"]
-    if k == ev.EXECUTION_ROLLED_BACK:
-        return [f"{t} ROLLED BACK: undone {', '.join(b['undone']) or 'nothing'}"]
-    if k == ev.EXECUTION_NEEDS_HUMAN:
-        return [f"{t} NEEDS HUMAN: {b['why']}"]
-    if k == ev.EXECUTION_ABANDONED:
-        return [f"{t} ABANDONED by {entry.actor}: {b['reason']}"]
+            return [f"{t} {stage} preflight and readiness: {outcome_word(e.outcome)} — {_not_passing(e.results)}"]
+        case ev.ActionIntended() as e:
+            if e.direction == ev.Direction.ROLLBACK:
+                return [f"{t} {stage} undoing"]
+            radius = state.stage_def(e.index).blast_radius if state.plan is not None else None
+            return [f"{t} {stage} entering" + (f" (blast radius {format_value(radius)})" if radius is not None else "")]
+        case ev.ActionSent() as e if e.outcome != ev.SendOutcome.OK:
+            return [f"{t} {stage} {e.direction} sent: {e.outcome} ({e.detail})"]
+        case ev.ActionReadBack() as e if e.matches is not True:
+            verdict = "read-back failed" if e.matches is None else "read-back does not match"
+            return [f"{t} {stage} {verdict} (expect {compact_json(e.expect)})"]
+        case ev.ActionConfirmed() as e:
+            return [f"{t} {stage} {'live, verifying' if e.direction == ev.Direction.APPLY else 'undone and confirmed'}"]
+        case ev.VerificationSampled() as e:
+            if e.outcome == "pass":
+                if history or e.during_hold or not _milestone(e.consecutive, e.required):
+                    return []
+                return [f"{t} {stage} baking {e.consecutive}/{e.required} {_bar(e.consecutive, e.required)}"]
+            return [f"{t} {stage} sample {outcome_word(e.outcome)} -> {e.reaction}: {_not_passing(e.results)}"]
+        case ev.StagePassed() as e:
+            basis = "verified" if e.basis == ev.Basis.VERIFIED else f"accepted on the release of {e.hold}"
+            return [f"{t} {stage} passed ({basis})"]
+        case ev.HoldOpened() as e:
+            at = f" at {e.stage}" if e.stage else ""
+            who = f"release: {e.required} of {_who(e.releasers)}" if e.releasable else "cannot be released"
+            return [
+                f"{t} HOLD {e.hold}{at} · {e.hold_kind} — {meaning(e.hold_kind)}",
+                f"         why: {e.reason}",
+                f"         {who} · roll back: {_who(e.rollback_authority or {})} · expires {format_time(e.expires_at)}",
+            ]
+        case ev.ReleaseGranted() as e:
+            return [f"{t} {e.hold} release {e.count} of {e.required} by {entry.actor}"]
+        case ev.HoldReleased() as e:
+            return [f"{t} {e.hold} released by {', '.join(e.by)}"]
+        case ev.ReleaseNotCarried() as e:
+            return [f"{t} release of {e.hold} not carried over: {e.why}"]
+        case ev.HoldEvidenceExpired() as e:
+            return [] if history else [f"{t} {e.hold} evidence went stale (now v{e.evidence_version})"]
+        case ev.HoldEscalated() as e:
+            return [f"{t} {e.hold} expired: escalated to {_who(e.notify)}; it stays held"]
+        case ev.HoldRequested(reason=reason):
+            return [f"{t} hold requested by {entry.actor}: {reason} (opens once the action resolves)"]
+        case ev.RollbackStarted() as e:
+            return [f"{t} ROLLBACK ({e.scope}) by {entry.actor}: {e.reason}; undo {' → '.join(e.undo) or 'nothing'}"]
+        case (
+            ev.ReleaseDenied(reason=reason)
+            | ev.ReleaseIgnored(reason=reason)
+            | ev.RollbackDenied(reason=reason)
+            | ev.HoldIgnored(reason=reason)
+            | ev.HoldDenied(reason=reason)
+            | ev.AbandonDenied(reason=reason)
+        ):
+            return [f"{t} refused {entry.actor} ({entry.kind}): {reason}"]
+        case ev.ExecutionCompleted():
+            return [f"{t} COMPLETED"]
+        case ev.ExecutionRolledBack(undone=undone):
+            return [f"{t} ROLLED BACK: undone {', '.join(undone) or 'nothing'}"]
+        case ev.ExecutionNeedsHuman(why=why):
+            return [f"{t} NEEDS HUMAN: {why}"]
+        case ev.ExecutionAbandoned(reason=reason):
+            return [f"{t} ABANDONED by {entry.actor}: {reason}"]
     return []
 
 

@@ -15,14 +15,15 @@ from datetime import datetime
 
 from execution import events as ev
 from execution.contract.models import Stage
+from execution.events import Direction, HoldKind, Resume
 from execution.holds import open_hold
 from execution.model import Role
 from execution.project import State
-from execution.protocol import Decision, Observations, SendAction, action_key, new_entry, timeout_seconds
+from execution.protocol import Decision, Observations, SendAction, action_key, timeout_seconds
 from ledger.entry import NewEntry
 
 
-def intend(state: State, index: int, direction: str, now: datetime) -> tuple[NewEntry, SendAction]:
+def intend(state: State, index: int, direction: Direction, now: datetime) -> tuple[NewEntry, SendAction]:
     """Record the intent of a forward action or a rollback step, and say what to send.
 
     The attempt number is part of the idempotency key: a new attempt is a new intended
@@ -30,29 +31,30 @@ def intend(state: State, index: int, direction: str, now: datetime) -> tuple[New
     """
     stage = state.stage_def(index)
     stage_state = state.stages[index]
-    if direction == "apply":
+    if direction == Direction.APPLY:
         action, role, attempt = stage.action, Role.EXECUTOR, stage_state.attempts + 1
     else:
         assert stage.rollback is not None
         action, role, attempt = stage.rollback.action, Role.ROLLBACK, stage_state.rollback_attempts + 1
     key = action_key(state, stage.id, direction, attempt)
-    intended = new_entry(
-        ev.ACTION_INTENDED,
+    intended = ev.record(
+        ev.ActionIntended(
+            stage=stage.id,
+            index=index,
+            direction=direction,
+            attempt=attempt,
+            key=key,
+            target=action.target,
+            action=action.model_dump(mode="json", by_alias=True, exclude_none=True),
+        ),
         role,
         now,
-        stage=stage.id,
-        index=index,
-        direction=direction,
-        attempt=attempt,
-        key=key,
-        target=action.target,
-        action=action.model_dump(mode="json", by_alias=True, exclude_none=True),
     )
     return intended, SendAction(index, stage.id, direction, key, role, action_timeout(state, stage, direction))
 
 
-def action_timeout(state: State, stage: Stage, direction: str) -> float:
-    if direction == "apply":
+def action_timeout(state: State, stage: Stage, direction: Direction) -> float:
+    if direction == Direction.APPLY:
         action = stage.action
     else:
         assert stage.rollback is not None
@@ -65,40 +67,38 @@ def resolve_pending(state: State, obs: Observations, now: datetime) -> Decision:
     p = state.pending
     assert p is not None
     stage = state.stage_def(p.index)
-    role = Role.ROLLBACK if p.direction == "rollback" else Role.EXECUTOR
-    confirm = stage.confirm if p.direction == "apply" else (stage.rollback.confirm if stage.rollback else None)
+    role = Role.ROLLBACK if p.direction == Direction.ROLLBACK else Role.EXECUTOR
+    confirm = stage.confirm if p.direction == Direction.APPLY else (stage.rollback.confirm if stage.rollback else None)
     if p.readback == "none":
         rb = obs.readback
         if rb is None or confirm is None:
             return Decision()
         return Decision(
             (
-                new_entry(
-                    ev.ACTION_READ_BACK,
+                ev.record(
+                    ev.ActionReadBack(
+                        stage=p.stage,
+                        direction=p.direction,
+                        key=p.key,
+                        matches=rb.matches,
+                        expect=confirm.expect,
+                        observed=rb.observed,
+                        detail=rb.detail,
+                    ),
                     role,
                     now,
-                    stage=p.stage,
-                    direction=p.direction,
-                    key=p.key,
-                    matches=rb.matches,
-                    expect=confirm.expect,
-                    observed=rb.observed,
-                    detail=rb.detail,
                 ),
             )
         )
     if p.readback == "match":
         return Decision(
             (
-                new_entry(
-                    ev.ACTION_CONFIRMED,
+                ev.record(
+                    ev.ActionConfirmed(
+                        stage=p.stage, index=p.index, direction=p.direction, key=p.key, observed=p.observed
+                    ),
                     role,
                     now,
-                    stage=p.stage,
-                    index=p.index,
-                    direction=p.direction,
-                    key=p.key,
-                    observed=p.observed,
                 ),
             )
         )
@@ -114,14 +114,8 @@ def resolve_pending(state: State, obs: Observations, now: datetime) -> Decision:
         timeout = action_timeout(state, stage, p.direction)
         return Decision(
             (
-                new_entry(
-                    ev.ACTION_RESEND_INTENDED,
-                    role,
-                    now,
-                    stage=p.stage,
-                    direction=p.direction,
-                    key=p.key,
-                    reason=why,
+                ev.record(
+                    ev.ActionResendIntended(stage=p.stage, direction=p.direction, key=p.key, reason=why), role, now
                 ),
             ),
             SendAction(p.index, p.stage, p.direction, p.key, role, timeout),
@@ -132,17 +126,9 @@ def resolve_pending(state: State, obs: Observations, now: datetime) -> Decision:
         what = f"the target rejected the {p.direction} of '{p.stage}' and still shows the previous state"
     else:
         what = f"the {p.direction} of '{p.stage}' was not applied: the read-back does not show the intended state (after {p.sends} send(s))"
-    if p.direction == "rollback":
+    if p.direction == Direction.ROLLBACK:
         return Decision(
-            (
-                new_entry(
-                    ev.EXECUTION_NEEDS_HUMAN,
-                    Role.ROLLBACK,
-                    now,
-                    why=f"rollback failed: {what}",
-                    stage=p.stage,
-                ),
-            )
+            (ev.record(ev.ExecutionNeedsHuman(why=f"rollback failed: {what}", stage=p.stage), Role.ROLLBACK, now),)
         )
     return Decision(
         (
@@ -150,11 +136,11 @@ def resolve_pending(state: State, obs: Observations, now: datetime) -> Decision:
                 state,
                 now,
                 Role.EXECUTOR,
-                kind="ambiguous" if p.readback == "failed" else "not_applied",
+                kind=HoldKind.AMBIGUOUS if p.readback == "failed" else HoldKind.NOT_APPLIED,
                 reason=what + "; release re-reads the target, rollback restores the previous tier",
                 index=p.index,
                 results=[],
-                resume="readback",
+                resume=Resume.READBACK,
             ),
         )
     )

@@ -19,6 +19,7 @@ from execution import events as ev
 from execution import policy
 from execution.contract.load import LoadedChange
 from execution.decide import open_hold, start_rollback
+from execution.events import HoldKind, Resume, Scope
 from execution.project import State
 from execution.transitions import Phase
 from ledger.chain import format_ts
@@ -28,10 +29,6 @@ from ledger.masking import mask
 
 class StartRefused(Exception):
     """The change may not start now; the message says why in one line."""
-
-
-def _entry(kind: str, actor: str, now: datetime, /, **body: Any) -> NewEntry:
-    return NewEntry(kind=kind, actor=actor, body=body, ts=now)
 
 
 def start(
@@ -72,24 +69,20 @@ def start(
             f"{pkg.id}: the plan contains values that look like secrets or account numbers; "
             "credentials belong in settings, not in plans"
         )
-    return [
-        _entry(
-            ev.EXECUTION_STARTED,
-            initiator,
-            now,
-            change_id=pkg.id,
-            title=pkg.title,
-            package=change.package_data(),
-            plan=plan_data,
-            plan_sha256=change.plan_sha256,
-            channel=pkg.channel,
-            mode=mode,
-            speed=speed,
-            window={"opens": format_ts(opens), "closes": format_ts(closes)},
-            initiator=initiator,
-            **({"approvals": dict(approvals)} if approvals is not None else {}),
-        )
-    ]
+    started = ev.ExecutionStarted(
+        change_id=pkg.id,
+        title=pkg.title,
+        package=change.package_data(),
+        plan=plan_data,
+        plan_sha256=change.plan_sha256,
+        channel=pkg.channel,
+        mode=mode,
+        speed=speed,
+        window={"opens": format_ts(opens), "closes": format_ts(closes)},
+        initiator=initiator,
+        approvals=dict(approvals) if approvals is not None else None,
+    )
+    return [ev.record(started, initiator, now)]
 
 
 def release(
@@ -98,70 +91,55 @@ def release(
     """A named authority releases one specific hold, bound to one evidence version (single use)."""
     groups = tuple(groups)
     hold = state.holds.get(hold_id)
-    base = {"hold": hold_id, "evidence_version": evidence_version}
+
+    def ignored(reason: str, **extra: Any) -> list[NewEntry]:
+        return [
+            ev.record(
+                ev.ReleaseIgnored(hold=hold_id, evidence_version=evidence_version, reason=reason, **extra), user, now
+            )
+        ]
+
+    def denied(reason: str) -> list[NewEntry]:
+        return [ev.record(ev.ReleaseDenied(hold=hold_id, evidence_version=evidence_version, reason=reason), user, now)]
+
     if state.plan is None:
-        return [_entry(ev.RELEASE_IGNORED, user, now, **base, reason="no such execution")]
+        return ignored("no such execution")
     refusal = policy.release_refusal(state, user, groups)
     if refusal:
-        return [_entry(ev.RELEASE_DENIED, user, now, **base, reason=refusal)]
+        return denied(refusal)
     if state.terminal:
-        return [_entry(ev.RELEASE_IGNORED, user, now, **base, reason=f"the execution is {state.status()}")]
+        return ignored(f"the execution is {state.status()}")
     if hold is None:
-        return [_entry(ev.RELEASE_IGNORED, user, now, **base, reason=f"no hold {hold_id} in this execution")]
+        return ignored(f"no hold {hold_id} in this execution")
     if hold.status == "released":
         when = format_ts(hold.released_at) if hold.released_at else "earlier"
-        return [
-            _entry(
-                ev.RELEASE_IGNORED,
-                user,
-                now,
-                **base,
-                reason=f"{hold_id} was already released by {', '.join(hold.released_by)} at {when}",
-                released_by=list(hold.released_by),
-                released_at=when,
-            )
-        ]
+        return ignored(
+            f"{hold_id} was already released by {', '.join(hold.released_by)} at {when}",
+            released_by=hold.released_by,
+            released_at=when,
+        )
     if hold.status != "open":
         current = f"; the current hold is {state.open_hold}" if state.open_hold else ""
-        return [_entry(ev.RELEASE_IGNORED, user, now, **base, reason=f"{hold_id} was {hold.status}{current}")]
+        return ignored(f"{hold_id} was {hold.status}{current}")
     if evidence_version != hold.evidence_version:
         why = "went stale" if hold.evidence_stale else "changed"
-        return [
-            _entry(
-                ev.RELEASE_IGNORED,
-                user,
-                now,
-                **base,
-                reason=f"the evidence of {hold_id} {why} since this button was shown (v{evidence_version} -> "
-                f"v{hold.evidence_version}); use the refreshed card",
-            )
-        ]
+        return ignored(
+            f"the evidence of {hold_id} {why} since this button was shown (v{evidence_version} -> "
+            f"v{hold.evidence_version}); use the refreshed card"
+        )
     if not hold.releasable:
-        return [
-            _entry(
-                ev.RELEASE_DENIED,
-                user,
-                now,
-                **base,
-                reason=f"a {hold.kind} hold cannot be released: {hold.reason}; roll back or let it stand",
-            )
-        ]
+        return denied(f"a {hold.kind} hold cannot be released: {hold.reason}; roll back or let it stand")
     given = hold.current_releases()
     if any(r.user == user for r in given):
-        return [
-            _entry(
-                ev.RELEASE_IGNORED,
-                user,
-                now,
-                **base,
-                reason=f"{user} already released {hold_id}; {hold.required - len(given)} more distinct releaser(s) needed",
-            )
-        ]
+        return ignored(
+            f"{user} already released {hold_id}; {hold.required - len(given)} more distinct releaser(s) needed"
+        )
     count = len(given) + 1
-    out = [_entry(ev.RELEASE_GRANTED, user, now, **base, count=count, required=hold.required)]
+    granted = ev.ReleaseGranted(hold=hold_id, evidence_version=evidence_version, count=count, required=hold.required)
+    out = [ev.record(granted, user, now)]
     if count >= hold.required:
-        by = [r.user for r in given] + [user]
-        out.append(_entry(ev.HOLD_RELEASED, user, now, hold=hold_id, by=by, resume=hold.resume))
+        by = (*(r.user for r in given), user)
+        out.append(ev.record(ev.HoldReleased(hold=hold_id, by=by, resume=hold.resume), user, now))
     return out
 
 
@@ -169,56 +147,50 @@ def rollback(state: State, user: str, groups: Iterable[str], reason: str, now: d
     """A rollback authority orders the way back; release authority alone is not enough."""
     groups = tuple(groups)
     if state.plan is None:
-        return [_entry(ev.ROLLBACK_DENIED, user, now, reason="no such execution")]
+        return [ev.record(ev.RollbackDenied(reason="no such execution"), user, now)]
     refusal = policy.rollback_refusal(state, user, groups)
     if refusal:
-        return [_entry(ev.ROLLBACK_DENIED, user, now, reason=refusal)]
+        return [ev.record(ev.RollbackDenied(reason=refusal), user, now)]
     if state.terminal:
-        return [_entry(ev.ROLLBACK_DENIED, user, now, reason=f"the execution is already {state.status()}")]
+        return [ev.record(ev.RollbackDenied(reason=f"the execution is already {state.status()}"), user, now)]
     if state.phase == Phase.ROLLING_BACK:
         assert state.rollback is not None
-        return [
-            _entry(
-                ev.ROLLBACK_DENIED,
-                user,
-                now,
-                reason=f"a rollback is already in progress (ordered by {state.rollback.requested_by})",
-            )
-        ]
-    return list(start_rollback(state, now, user, "manual", reason or "rollback ordered", "full"))
+        why = f"a rollback is already in progress (ordered by {state.rollback.requested_by})"
+        return [ev.record(ev.RollbackDenied(reason=why), user, now)]
+    return list(start_rollback(state, now, user, "manual", reason or "rollback ordered", Scope.FULL))
 
 
 def hold(state: State, user: str, groups: Iterable[str], reason: str, now: datetime) -> list[NewEntry]:
     """Any listed operator may stop progression at any time."""
     groups = tuple(groups)
     if state.plan is None:
-        return [_entry(ev.HOLD_DENIED, user, now, reason="no such execution")]
+        return [ev.record(ev.HoldDenied(reason="no such execution"), user, now)]
     if not policy.is_operator(state, user, groups):
         assert state.package is not None
-        return [_entry(ev.HOLD_DENIED, user, now, reason=f"{user} is not listed for {state.package.id}")]
+        return [ev.record(ev.HoldDenied(reason=f"{user} is not listed for {state.package.id}"), user, now)]
     reason = reason or "manual hold"
     if state.terminal:
-        return [_entry(ev.HOLD_IGNORED, user, now, reason=f"the execution is already {state.status()}")]
+        return [ev.record(ev.HoldIgnored(reason=f"the execution is already {state.status()}"), user, now)]
     if state.phase == Phase.HOLDING:
         held = state.hold
         assert held is not None
-        return [_entry(ev.HOLD_IGNORED, user, now, reason=f"already held at {held.id}: {held.reason}")]
+        return [ev.record(ev.HoldIgnored(reason=f"already held at {held.id}: {held.reason}"), user, now)]
     if state.phase == Phase.ROLLING_BACK:
-        return [_entry(ev.HOLD_IGNORED, user, now, reason="a rollback in progress is finished, not held")]
+        return [ev.record(ev.HoldIgnored(reason="a rollback in progress is finished, not held"), user, now)]
     if state.phase == Phase.APPLYING:
         # The action in flight is resolved first (read back); the hold opens right after.
-        return [_entry(ev.HOLD_REQUESTED, user, now, reason=reason)]
+        return [ev.record(ev.HoldRequested(reason=reason), user, now)]
     index = min(state.current, len(state.stages) - 1)
     return [
         open_hold(
             state,
             now,
             user,
-            kind="manual",
+            kind=HoldKind.MANUAL,
             reason=f"manual hold by {user}: {reason}",
             index=index,
             results=[],
-            resume="resume",
+            resume=Resume.RESUME,
         )
     ]
 
@@ -237,29 +209,17 @@ def abandon(state: State, user: str, groups: Iterable[str], reason: str, now: da
     """
     groups = tuple(groups)
     if state.plan is None or state.package is None:
-        return [_entry(ev.ABANDON_DENIED, user, now, reason="no such execution")]
+        return [ev.record(ev.AbandonDenied(reason="no such execution"), user, now)]
     auth = state.package.authorities
     if not (policy.is_member(user, groups, auth.initiate) or policy.is_member(user, groups, auth.rollback)):
-        return [
-            _entry(
-                ev.ABANDON_DENIED,
-                user,
-                now,
-                reason=f"{user} may not abandon {state.package.id}: only its initiate or rollback authority may",
-            )
-        ]
+        why = f"{user} may not abandon {state.package.id}: only its initiate or rollback authority may"
+        return [ev.record(ev.AbandonDenied(reason=why), user, now)]
     if state.terminal:
-        return [_entry(ev.ABANDON_DENIED, user, now, reason=f"the execution is already {state.status()}")]
+        return [ev.record(ev.AbandonDenied(reason=f"the execution is already {state.status()}"), user, now)]
     if not reason.strip():
-        return [_entry(ev.ABANDON_DENIED, user, now, reason="a reason is required to abandon an execution")]
+        return [ev.record(ev.AbandonDenied(reason="a reason is required to abandon an execution"), user, now)]
     held = state.hold
-    return [
-        _entry(
-            ev.EXECUTION_ABANDONED,
-            user,
-            now,
-            reason=reason.strip(),
-            phase=state.phase.value,
-            hold=held.id if held is not None else None,
-        )
-    ]
+    abandoned = ev.ExecutionAbandoned(
+        reason=reason.strip(), phase=state.phase.value, hold=held.id if held is not None else None
+    )
+    return [ev.record(abandoned, user, now)]

@@ -35,6 +35,7 @@ from execution import events as ev
 from execution import policy
 from execution.actions import intend, resolve_pending
 from execution.evaluate import Result, categories, changed, overall
+from execution.events import Direction, HoldKind, Purpose, Resume
 from execution.holds import manual_hold, open_hold
 from execution.model import Outcome, Role
 from execution.project import State
@@ -44,7 +45,6 @@ from execution.protocol import (
     ReadRequest,
     SendAction,
     action_key,
-    new_entry,
     scaled,
     timeout_seconds,
 )
@@ -88,7 +88,7 @@ def reads(state: State, now: datetime) -> ReadRequest | None:
         )
     if state.phase in (Phase.APPLYING, Phase.ROLLING_BACK) and state.pending is not None:
         if state.pending.readback == "none":
-            role = Role.ROLLBACK if state.pending.direction == "rollback" else Role.EXECUTOR
+            role = Role.ROLLBACK if state.pending.direction == Direction.ROLLBACK else Role.EXECUTOR
             return ReadRequest("readback", role, readback=(state.pending.index, state.pending.direction))
         return None
     if state.phase == Phase.VERIFYING:
@@ -134,7 +134,8 @@ def _ready(state: State, obs: Observations, now: datetime) -> Decision:
     assert state.plan is not None
     i = state.current
     if i >= len(state.stages):
-        return Decision((new_entry(ev.EXECUTION_COMPLETED, Role.EXECUTOR, now, stages=[s.id for s in state.stages]),))
+        completed = ev.ExecutionCompleted(stages=tuple(s.id for s in state.stages))
+        return Decision((ev.record(completed, Role.EXECUTOR, now),))
     if state.hold_requested:
         return manual_hold(state, now)
     stage = state.stage_def(i)
@@ -145,12 +146,12 @@ def _ready(state: State, obs: Observations, now: datetime) -> Decision:
                     state,
                     now,
                     Role.PREFLIGHT,
-                    kind="window_closed",
+                    kind=HoldKind.WINDOW_CLOSED,
                     reason=f"the change window closed at {format_ts(state.window_closes)}; "
                     f"nothing expands further (next stage '{stage.id}' not entered)",
                     index=i,
                     results=[],
-                    resume="enter",
+                    resume=Resume.ENTER,
                     releasable=False,
                 ),
             )
@@ -158,15 +159,10 @@ def _ready(state: State, obs: Observations, now: datetime) -> Decision:
     results = gate_results(state, stage, obs, now)
     outcome = overall(results)
     cats = categories(results)
-    checked = new_entry(
-        ev.GATE_CHECKED,
-        Role.PREFLIGHT,
-        now,
-        stage=stage.id,
-        purpose="enter",
-        results=[r.to_json() for r in results],
-        outcome=outcome.value,
+    gate = ev.GateChecked(
+        stage=stage.id, purpose=Purpose.ENTER, results=tuple(r.to_json() for r in results), outcome=outcome.value
     )
+    checked = ev.record(gate, Role.PREFLIGHT, now)
     entry_hold = state.holds.get(state.stages[i].entry_hold or "")
     required = policy.required_releases(state, i)
     if entry_hold is not None:
@@ -183,16 +179,18 @@ def _ready(state: State, obs: Observations, now: datetime) -> Decision:
             f"release of {entry_hold.id} by {who} on evidence v{entry_hold.evidence_version} does not carry over: "
             + "; ".join(diffs)
         )
-        not_carried = new_entry(ev.RELEASE_NOT_CARRIED, Role.PREFLIGHT, now, hold=entry_hold.id, why=why, changes=diffs)
+        not_carried = ev.record(
+            ev.ReleaseNotCarried(hold=entry_hold.id, why=why, changes=tuple(diffs)), Role.PREFLIGHT, now
+        )
         hold = open_hold(
             state,
             now,
             Role.PREFLIGHT,
-            kind="protected" if stage.hold_before else _gate_kind(results),
+            kind=HoldKind.PROTECTED if stage.hold_before else _gate_kind(results),
             reason=why,
             index=i,
             results=results,
-            resume="enter",
+            resume=Resume.ENTER,
             required=required if stage.hold_before else 1,
             supersedes=entry_hold.id,
         )
@@ -205,11 +203,11 @@ def _ready(state: State, obs: Observations, now: datetime) -> Decision:
             state,
             now,
             Role.PREFLIGHT,
-            kind="protected",
+            kind=HoldKind.PROTECTED,
             reason=reason,
             index=i,
             results=results,
-            resume="enter",
+            resume=Resume.ENTER,
             required=required,
         )
         return Decision((checked, hold))
@@ -222,16 +220,16 @@ def _ready(state: State, obs: Observations, now: datetime) -> Decision:
             reason=f"not entering '{stage.id}': {summary(results)}",
             index=i,
             results=results,
-            resume="enter",
+            resume=Resume.ENTER,
         )
         return Decision((checked, hold))
     return _intend_apply(state, i, now, checked)
 
 
-def _gate_kind(results: list[Result]) -> str:
+def _gate_kind(results: list[Result]) -> HoldKind:
     if any(r.kind == "readiness" and r.outcome != Outcome.PASS for r in results):
-        return "readiness_lost"
-    return "preflight"
+        return HoldKind.READINESS_LOST
+    return HoldKind.PREFLIGHT
 
 
 def _protection_reason(state: State, i: int) -> str:
@@ -250,7 +248,7 @@ def _protection_reason(state: State, i: int) -> str:
 
 
 def _intend_apply(state: State, i: int, now: datetime, checked: NewEntry) -> Decision:
-    intended, send = intend(state, i, "apply", now)
+    intended, send = intend(state, i, Direction.APPLY, now)
     return Decision((checked, intended), send)
 
 
@@ -265,36 +263,22 @@ def _holding(state: State, obs: Observations, now: datetime) -> Decision:
     if hold is None:  # pragma: no cover
         return Decision()
     if not hold.evidence_stale and hold.evidence_expires_at is not None and now >= hold.evidence_expires_at:
-        return Decision(
-            (
-                new_entry(
-                    ev.HOLD_EVIDENCE_EXPIRED,
-                    Role.SCHEDULER,
-                    now,
-                    hold=hold.id,
-                    evidence_version=hold.evidence_version + 1,
-                    note="evidence is stale: a release will re-check live evidence first",
-                ),
-            )
+        expired = ev.HoldEvidenceExpired(
+            hold=hold.id,
+            evidence_version=hold.evidence_version + 1,
+            note="evidence is stale: a release will re-check live evidence first",
         )
+        return Decision((ev.record(expired, Role.SCHEDULER, now),))
     if not hold.reminded and now >= hold.remind_at and now < hold.expires_at:
-        return Decision(
-            (new_entry(ev.HOLD_REMINDED, Role.SCHEDULER, now, hold=hold.id, expires_at=format_ts(hold.expires_at)),)
-        )
+        return Decision((ev.record(ev.HoldReminded(hold=hold.id, expires_at=hold.expires_at), Role.SCHEDULER, now),))
     if not hold.escalated and now >= hold.expires_at:
-        return Decision(
-            (
-                new_entry(
-                    ev.HOLD_ESCALATED,
-                    Role.SCHEDULER,
-                    now,
-                    hold=hold.id,
-                    expires_at=format_ts(hold.expires_at),
-                    notify=policy.rollback_authority(state),
-                    note="hold expired: escalated; it stays held",
-                ),
-            )
+        escalated = ev.HoldEscalated(
+            hold=hold.id,
+            expires_at=hold.expires_at,
+            notify=policy.rollback_authority(state),
+            note="hold expired: escalated; it stays held",
         )
+        return Decision((ev.record(escalated, Role.SCHEDULER, now),))
     watched = watched_stage(state)
     if watched is not None and obs.evidence:
         trigger = watch(state, watched, obs, now)

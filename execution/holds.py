@@ -12,11 +12,11 @@ from datetime import datetime, timedelta
 from execution import events as ev
 from execution import policy
 from execution.evaluate import Result, categories
+from execution.events import HoldKind, Resume
 from execution.project import State
-from execution.protocol import Decision, new_entry, scaled
+from execution.protocol import Decision, scaled
 from execution.readings import evidence_expiry
 from execution.transitions import Phase
-from ledger.chain import format_ts
 from ledger.entry import NewEntry
 
 
@@ -25,11 +25,11 @@ def open_hold(
     now: datetime,
     actor: str,
     *,
-    kind: str,
+    kind: HoldKind,
     reason: str,
     index: int,
     results: list[Result],
-    resume: str,
+    resume: Resume,
     resume_phase: Phase | None = None,
     releasable: bool = True,
     required: int = 1,
@@ -42,30 +42,28 @@ def open_hold(
     hold_id = f"H{len(state.holds) + 1}"
     stage = state.stage_def(index).id if 0 <= index < len(state.stages) else None
     evidence_expires = evidence_expiry(state, results)
-    return new_entry(
-        ev.HOLD_OPENED,
-        actor,
-        now,
+    opened = ev.HoldOpened(
         hold=hold_id,
         stage=stage,
         index=index,
-        kind=kind,
+        hold_kind=kind,
         reason=reason,
-        results=[r.to_json() for r in results],
+        results=tuple(r.to_json() for r in results),
         categories=categories(results),
         evidence_version=1,
-        evidence_expires_at=format_ts(evidence_expires) if evidence_expires else None,
+        evidence_expires_at=evidence_expires,
         releasers=policy.releasers(state),
         required=required,
         releasable=releasable,
         resume=resume,
         resume_phase=(resume_phase or state.phase).value,
-        expires_at=format_ts(expires),
-        remind_at=format_ts(expires - timedelta(seconds=remind)),
+        expires_at=expires,
+        remind_at=expires - timedelta(seconds=remind),
         rollback_path=policy.rollback_path(state),
         rollback_authority=policy.rollback_authority(state),
         supersedes=supersedes,
     )
+    return ev.record(opened, actor, now)
 
 
 def manual_hold(state: State, now: datetime) -> Decision:
@@ -77,11 +75,11 @@ def manual_hold(state: State, now: datetime) -> Decision:
                 state,
                 now,
                 user,
-                kind="manual",
+                kind=HoldKind.MANUAL,
                 reason=f"manual hold by {user}: {reason}",
                 index=state.current if state.current < len(state.stages) else len(state.stages) - 1,
                 results=[],
-                resume="resume",
+                resume=Resume.RESUME,
             ),
         )
     )

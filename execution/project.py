@@ -10,6 +10,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -17,6 +18,7 @@ from typing import Any
 
 from execution import events as ev
 from execution.contract.models import RECORDED, ChangePackage, Plan, Stage
+from execution.events import Direction, HoldKind, Resume, StageStatus
 from execution.transitions import TERMINAL, Phase, transition
 from ledger.chain import parse_ts
 from ledger.entry import Entry
@@ -34,7 +36,7 @@ class Hold:
     id: str
     stage: str | None
     index: int
-    kind: str
+    kind: HoldKind
     reason: str
     opened_at: datetime
     opened_by: str
@@ -45,7 +47,7 @@ class Hold:
     releasers: Mapping[str, list[str]]
     required: int
     releasable: bool
-    resume: str  # enter | accept | verify | readback | resume
+    resume: Resume
     resume_phase: str
     expires_at: datetime
     remind_at: datetime
@@ -67,14 +69,14 @@ class Hold:
 # A stage counts as live unless it never started or its undo was confirmed by read-back: an apply
 # in flight may have landed, and a rollback that is in flight, was rejected or is in doubt has
 # not been proved to take the stage away (DESIGN §3 rule 12: when in doubt, count it as live).
-LIVE_STATUSES = frozenset({"applying", "live", "passed", "rolling_back"})
+LIVE_STATUSES = frozenset({StageStatus.APPLYING, StageStatus.LIVE, StageStatus.PASSED, StageStatus.ROLLING_BACK})
 
 
 @dataclass(frozen=True)
 class StageState:
     id: str
     index: int
-    status: str = "pending"  # pending | applying | live | passed | rolling_back | rolled_back
+    status: StageStatus = StageStatus.PENDING
     attempts: int = 0
     rollback_attempts: int = 0
     consecutive: int = 0
@@ -82,7 +84,7 @@ class StageState:
     last_sample_at: datetime | None = None
     applied_at: datetime | None = None
     passed_at: datetime | None = None
-    passed_basis: str | None = None
+    passed_basis: ev.Basis | None = None
     passed_hold: str | None = None
     checkpoint: Any = None
     entry_hold: str | None = None  # the released hold that authorises entering this stage
@@ -97,10 +99,10 @@ class PendingAction:
 
     stage: str
     index: int
-    direction: str  # apply | rollback
+    direction: Direction
     attempt: int
     key: str
-    last_send: str | None = None  # ok | ambiguous | rejected | None = unknown (sent, no record)
+    last_send: ev.SendOutcome | None = None  # None: unknown (sent, no record)
     readback: str = "none"  # none | match | mismatch | failed  (since the latest send)
     ambiguous_resends: int = 0
     sends: int = 1
@@ -111,7 +113,7 @@ class PendingAction:
 class RollbackState:
     trigger: str
     reason: str
-    scope: str  # full | narrow
+    scope: ev.Scope
     requested_by: str
     undo: tuple[str, ...]
     done: tuple[str, ...] = ()
@@ -140,7 +142,7 @@ class State:
     rollback: RollbackState | None = None
     hold_requested: tuple[str, str] | None = None  # (user, reason) asked while an action resolves
     fallback_retired: bool = False
-    last_confirmed: tuple[int, str] | None = None  # (stage index, apply|rollback) of the latest confirmed effect
+    last_confirmed: tuple[int, Direction] | None = None  # (stage index, direction) of the latest confirmed effect
     narrowed: bool = False
     outcome_reason: str = ""
     outcome_stage: str | None = None  # the stage a needs_human outcome is about
@@ -212,10 +214,6 @@ def _with_hold(state: State, hold_id: str, **changes: Any) -> State:
     return replace(state, holds=holds)
 
 
-def _ts(text: str | None) -> datetime | None:
-    return parse_ts(text) if text else None
-
-
 def _go(state: State, target: Phase, cause: str) -> State:
     return replace(state, phase=transition(state.phase, target, cause))
 
@@ -225,116 +223,126 @@ def apply(state: State, entry: Entry) -> State:
     if entry.seq != state.seq + 1:
         raise ValueError(f"{state.execution_id}: entry seq {entry.seq} does not follow {state.seq}")
     state = replace(state, seq=entry.seq, last_ts=entry.ts)
-    handler = _HANDLERS.get(entry.kind)
-    if handler is None:
+    event = ev.event_of(entry)
+    if event is None:
         return state  # kinds the engine does not interpret (notes, notifier marks) are history only
-    return handler(state, entry, entry.body)
+    return _fold(event, state, entry)
 
 
-Body = Mapping[str, Any]
+@functools.singledispatch
+def _fold(event: ev.Event, state: State, e: Entry) -> State:
+    return state  # an event that records history only
 
 
-def _started(state: State, e: Entry, b: Body) -> State:
-    package = ChangePackage.model_validate(b["package"], context={RECORDED: True})
-    plan = Plan.model_validate(b["plan"], context={RECORDED: True})
-    window = b["window"]
+@_fold.register
+def _started(event: ev.ExecutionStarted, state: State, e: Entry) -> State:
+    package = ChangePackage.model_validate(event.package, context={RECORDED: True})
+    plan = Plan.model_validate(event.plan, context={RECORDED: True})
     state = replace(
         state,
         package=package,
         plan=plan,
-        plan_sha256=b["plan_sha256"],
-        mode=b.get("mode", "live"),
-        speed=float(b.get("speed", 1.0)),
-        window_opens=parse_ts(window["opens"]),
-        window_closes=parse_ts(window["closes"]),
+        plan_sha256=event.plan_sha256,
+        mode=event.mode,
+        speed=event.speed,
+        window_opens=parse_ts(event.window["opens"]),
+        window_closes=parse_ts(event.window["closes"]),
         initiator=e.actor,
         started_at=e.ts,
         stages=tuple(StageState(s.id, i) for i, s in enumerate(plan.stages)),
-        approvals=b.get("approvals"),
+        approvals=event.approvals,
     )
     return _go(state, Phase.READY, e.kind)
 
 
-def _hold_opened(state: State, e: Entry, b: Body) -> State:
+@_fold.register
+def _hold_opened(event: ev.HoldOpened, state: State, e: Entry) -> State:
     hold = Hold(
-        id=b["hold"],
-        stage=b.get("stage"),
-        index=int(b.get("index", state.current)),
-        kind=b["kind"],
-        reason=b["reason"],
+        id=event.hold,
+        stage=event.stage,
+        index=event.index if event.index is not None else state.current,
+        kind=event.hold_kind,
+        reason=event.reason,
         opened_at=e.ts,
         opened_by=e.actor,
-        results=tuple(b.get("results", ())),
-        categories=dict(b.get("categories", {})),
-        evidence_version=int(b.get("evidence_version", 1)),
-        evidence_expires_at=_ts(b.get("evidence_expires_at")),
-        releasers=dict(b.get("releasers", {})),
-        required=int(b.get("required", 1)),
-        releasable=bool(b.get("releasable", True)),
-        resume=b.get("resume", "resume"),
-        resume_phase=b.get("resume_phase", state.phase.value),
-        expires_at=parse_ts(b["expires_at"]),
-        remind_at=parse_ts(b["remind_at"]),
-        rollback_path=b.get("rollback_path", ""),
-        supersedes=b.get("supersedes"),
+        results=event.results,
+        categories=dict(event.categories),
+        evidence_version=event.evidence_version,
+        evidence_expires_at=event.evidence_expires_at,
+        releasers=dict(event.releasers),
+        required=event.required,
+        releasable=event.releasable,
+        resume=event.resume,
+        resume_phase=event.resume_phase or state.phase.value,
+        expires_at=event.expires_at,
+        remind_at=event.remind_at,
+        rollback_path=event.rollback_path,
+        supersedes=event.supersedes,
     )
     holds = dict(state.holds)
     if state.open_hold and state.open_hold in holds:
         holds[state.open_hold] = replace(holds[state.open_hold], status="superseded")
     holds[hold.id] = hold
-    narrowed = state.narrowed or hold.kind == "narrowed"
+    narrowed = state.narrowed or hold.kind == ev.HoldKind.NARROWED
     # A hold asked for while an action resolves opens once it has resolved. A hold that leaves
     # the action unresolved (its release re-reads the target) does not satisfy that request:
     # clearing it here would let the execution carry on after the read-back as if nobody asked.
-    requested = state.hold_requested if hold.resume == "readback" else None
+    requested = state.hold_requested if hold.resume == ev.Resume.READBACK else None
     state = replace(state, holds=holds, open_hold=hold.id, hold_requested=requested, narrowed=narrowed)
-    if hold.kind == "narrowed":
+    if hold.kind == ev.HoldKind.NARROWED:
         # Narrowing finished: the undone stage is where the execution now stands.
         state = replace(state, rollback=None, current=hold.index)
     return _go(state, Phase.HOLDING, e.kind)
 
 
-def _hold_requested(state: State, e: Entry, b: Body) -> State:
-    return replace(state, hold_requested=(e.actor, str(b.get("reason", ""))))
+@_fold.register
+def _hold_requested(event: ev.HoldRequested, state: State, e: Entry) -> State:
+    return replace(state, hold_requested=(e.actor, event.reason))
 
 
-def _evidence_expired(state: State, e: Entry, b: Body) -> State:
-    return _with_hold(state, b["hold"], evidence_stale=True, evidence_version=int(b["evidence_version"]))
+@_fold.register
+def _evidence_expired(event: ev.HoldEvidenceExpired, state: State, e: Entry) -> State:
+    return _with_hold(state, event.hold, evidence_stale=True, evidence_version=event.evidence_version)
 
 
-def _reminded(state: State, e: Entry, b: Body) -> State:
-    return _with_hold(state, b["hold"], reminded=True)
+@_fold.register
+def _reminded(event: ev.HoldReminded, state: State, e: Entry) -> State:
+    return _with_hold(state, event.hold, reminded=True)
 
 
-def _escalated(state: State, e: Entry, b: Body) -> State:
-    return _with_hold(state, b["hold"], escalated=True)
+@_fold.register
+def _escalated(event: ev.HoldEscalated, state: State, e: Entry) -> State:
+    return _with_hold(state, event.hold, escalated=True)
 
 
-def _release_granted(state: State, e: Entry, b: Body) -> State:
-    hold = state.holds[b["hold"]]
-    release = Release(e.actor, e.ts, int(b["evidence_version"]))
+@_fold.register
+def _release_granted(event: ev.ReleaseGranted, state: State, e: Entry) -> State:
+    hold = state.holds[event.hold]
+    release = Release(e.actor, e.ts, event.evidence_version)
     return _with_hold(state, hold.id, releases=(*hold.releases, release))
 
 
-def _denied(state: State, e: Entry, b: Body) -> State:
+@_fold.register
+def _denied(event: ev.NoOp, state: State, e: Entry) -> State:
     return replace(state, denied=state.denied + 1)
 
 
-def _hold_released(state: State, e: Entry, b: Body) -> State:
-    hold = state.holds[b["hold"]]
-    state = _with_hold(state, hold.id, status="released", released_by=tuple(b["by"]), released_at=e.ts)
+@_fold.register
+def _hold_released(event: ev.HoldReleased, state: State, e: Entry) -> State:
+    hold = state.holds[event.hold]
+    state = _with_hold(state, hold.id, status="released", released_by=event.by, released_at=e.ts)
     state = replace(state, open_hold=None)
-    if hold.resume == "enter":
+    if hold.resume == ev.Resume.ENTER:
         state = _with_stage(state, hold.index, entry_hold=hold.id)
         state = replace(state, current=hold.index, narrowed=False)
         return _go(state, Phase.READY, e.kind)
-    if hold.resume == "accept":
+    if hold.resume == ev.Resume.ACCEPT:
         state = _with_stage(state, hold.index, accept_hold=hold.id)
         return _go(state, Phase.VERIFYING, e.kind)
-    if hold.resume == "verify":
+    if hold.resume == ev.Resume.VERIFY:
         state = _with_stage(state, hold.index, consecutive=0, verify_since=e.ts, last_sample_at=None)
         return _go(state, Phase.VERIFYING, e.kind)
-    if hold.resume == "readback":
+    if hold.resume == ev.Resume.READBACK:
         assert state.pending is not None
         state = replace(state, pending=replace(state.pending, readback="none"))
         return _go(state, Phase.APPLYING, e.kind)
@@ -344,46 +352,50 @@ def _hold_released(state: State, e: Entry, b: Body) -> State:
     return _go(state, target, e.kind)
 
 
-def _not_carried(state: State, e: Entry, b: Body) -> State:
+@_fold.register
+def _not_carried(event: ev.ReleaseNotCarried, state: State, e: Entry) -> State:
     # The release that authorised entry no longer counts; clear it so the stage needs a new one.
-    hold = state.holds.get(b["hold"])
+    hold = state.holds.get(event.hold)
     if hold is not None and 0 <= hold.index < len(state.stages):
         state = _with_stage(state, hold.index, entry_hold=None, accept_hold=None)
     return state
 
 
-def _intended(state: State, e: Entry, b: Body) -> State:
-    index = int(b["index"])
-    direction = b["direction"]
-    pending = PendingAction(stage=b["stage"], index=index, direction=direction, attempt=int(b["attempt"]), key=b["key"])
+@_fold.register
+def _intended(event: ev.ActionIntended, state: State, e: Entry) -> State:
+    index = event.index
+    pending = PendingAction(
+        stage=event.stage, index=index, direction=event.direction, attempt=event.attempt, key=event.key
+    )
     state = replace(state, pending=pending)
-    if direction == "apply":
-        state = _with_stage(state, index, status="applying", attempts=int(b["attempt"]), consecutive=0)
+    if event.direction == ev.Direction.APPLY:
+        state = _with_stage(state, index, status=StageStatus.APPLYING, attempts=event.attempt, consecutive=0)
         state = replace(state, current=index, narrowed=False)
         return _go(state, Phase.APPLYING, e.kind)
-    state = _with_stage(state, index, status="rolling_back", rollback_attempts=int(b["attempt"]))
-    return state
+    return _with_stage(state, index, status=StageStatus.ROLLING_BACK, rollback_attempts=event.attempt)
 
 
-def _sent(state: State, e: Entry, b: Body) -> State:
-    if state.pending is None or state.pending.key != b["key"]:
+@_fold.register
+def _sent(event: ev.ActionSent, state: State, e: Entry) -> State:
+    if state.pending is None or state.pending.key != event.key:
         return state
-    return replace(state, pending=replace(state.pending, last_send=b["outcome"], readback="none"))
+    return replace(state, pending=replace(state.pending, last_send=event.outcome, readback="none"))
 
 
-def _read_back(state: State, e: Entry, b: Body) -> State:
-    if state.pending is None or state.pending.key != b["key"]:
+@_fold.register
+def _read_back(event: ev.ActionReadBack, state: State, e: Entry) -> State:
+    if state.pending is None or state.pending.key != event.key:
         return state
-    matches = b.get("matches")
-    result = "match" if matches is True else "mismatch" if matches is False else "failed"
-    return replace(state, pending=replace(state.pending, readback=result, observed=b.get("observed")))
+    result = "match" if event.matches is True else "mismatch" if event.matches is False else "failed"
+    return replace(state, pending=replace(state.pending, readback=result, observed=event.observed))
 
 
-def _resend(state: State, e: Entry, b: Body) -> State:
+@_fold.register
+def _resend(event: ev.ActionResendIntended, state: State, e: Entry) -> State:
     p = state.pending
-    if p is None or p.key != b["key"]:
+    if p is None or p.key != event.key:
         return state
-    charged = 1 if p.last_send == "ambiguous" else 0
+    charged = 1 if p.last_send == ev.SendOutcome.AMBIGUOUS else 0
     return replace(
         state,
         pending=replace(
@@ -396,20 +408,21 @@ def _resend(state: State, e: Entry, b: Body) -> State:
     )
 
 
-def _confirmed(state: State, e: Entry, b: Body) -> State:
-    index = int(b["index"])
-    state = replace(state, pending=None, last_confirmed=(index, str(b["direction"])))
-    if b["direction"] == "apply":
+@_fold.register
+def _confirmed(event: ev.ActionConfirmed, state: State, e: Entry) -> State:
+    index = event.index
+    state = replace(state, pending=None, last_confirmed=(index, event.direction))
+    if event.direction == ev.Direction.APPLY:
         stage_def = state.stage_def(index)
         state = _with_stage(
             state,
             index,
-            status="live",
+            status=StageStatus.LIVE,
             applied_at=e.ts,
             verify_since=e.ts,
             last_sample_at=None,
             consecutive=0,
-            checkpoint=b.get("observed"),
+            checkpoint=event.observed,
             accept_hold=None,
             failing={},
             watched_at=None,
@@ -418,47 +431,47 @@ def _confirmed(state: State, e: Entry, b: Body) -> State:
             state = replace(state, fallback_retired=True)
         return _go(state, Phase.VERIFYING, e.kind)
     assert state.rollback is not None
-    rb = replace(state.rollback, done=(*state.rollback.done, b["stage"]))
-    state = _with_stage(state, index, status="rolled_back", checkpoint=b.get("observed"), entry_hold=None)
+    rb = replace(state.rollback, done=(*state.rollback.done, event.stage))
+    state = _with_stage(state, index, status=StageStatus.ROLLED_BACK, checkpoint=event.observed, entry_hold=None)
     return replace(state, rollback=rb)
 
 
-def _sampled(state: State, e: Entry, b: Body) -> State:
-    # [[check key, consecutive failing samples], ...]: pairs, not an object, so that a signal whose
-    # name looks secret (masking works by key) cannot hide its streak in the ledger.
-    failing = {str(key): int(count) for key, count in b.get("failing") or []}
-    if b.get("during_hold"):
+@_fold.register
+def _sampled(event: ev.VerificationSampled, state: State, e: Entry) -> State:
+    failing = dict(event.failing or ())
+    if event.during_hold:
         # A watch sample taken while held: the bake is not touched, the failing streaks are.
-        index = next((s.index for s in state.stages if s.id == b.get("stage")), None)
+        index = next((s.index for s in state.stages if s.id == event.stage), None)
         if index is None:
             return state
         return _with_stage(state, index, failing=failing, watched_at=e.ts)
-    index = state.current
-    return _with_stage(state, index, consecutive=int(b["consecutive"]), last_sample_at=e.ts, failing=failing)
+    return _with_stage(state, state.current, consecutive=event.consecutive, last_sample_at=e.ts, failing=failing)
 
 
-def _passed(state: State, e: Entry, b: Body) -> State:
-    index = int(b["index"])
+@_fold.register
+def _passed(event: ev.StagePassed, state: State, e: Entry) -> State:
+    index = event.index
     state = _with_stage(
         state,
         index,
-        status="passed",
+        status=StageStatus.PASSED,
         passed_at=e.ts,
-        passed_basis=b["basis"],
-        passed_hold=b.get("hold"),
-        consecutive=int(b.get("consecutive", 0)),
+        passed_basis=event.basis,
+        passed_hold=event.hold,
+        consecutive=event.consecutive,
     )
     state = replace(state, current=index + 1)
     return _go(state, Phase.READY, e.kind)
 
 
-def _rollback_started(state: State, e: Entry, b: Body) -> State:
+@_fold.register
+def _rollback_started(event: ev.RollbackStarted, state: State, e: Entry) -> State:
     rb = RollbackState(
-        trigger=b["trigger"],
-        reason=b.get("reason", ""),
-        scope=b.get("scope", "full"),
+        trigger=event.trigger,
+        reason=event.reason,
+        scope=event.scope,
         requested_by=e.actor,
-        undo=tuple(b["undo"]),
+        undo=event.undo,
         started_at=e.ts,
     )
     holds = state.holds
@@ -471,11 +484,13 @@ def _rollback_started(state: State, e: Entry, b: Body) -> State:
     return _go(state, Phase.ROLLING_BACK, e.kind)
 
 
-def _completed(state: State, e: Entry, b: Body) -> State:
+@_fold.register
+def _completed(event: ev.ExecutionCompleted, state: State, e: Entry) -> State:
     return _go(state, Phase.COMPLETED, e.kind)
 
 
-def _rolled_back(state: State, e: Entry, b: Body) -> State:
+@_fold.register
+def _rolled_back(event: ev.ExecutionRolledBack, state: State, e: Entry) -> State:
     return _go(state, Phase.ROLLED_BACK, e.kind)
 
 
@@ -487,48 +502,14 @@ def _close_open_hold(state: State) -> State:
     return replace(state, holds=holds, open_hold=None)
 
 
-def _needs_human(state: State, e: Entry, b: Body) -> State:
-    stage = b.get("stage")
-    state = replace(
-        _close_open_hold(state),
-        outcome_reason=str(b.get("why", "")),
-        outcome_stage=str(stage) if stage is not None else None,
-    )
+@_fold.register
+def _needs_human(event: ev.ExecutionNeedsHuman, state: State, e: Entry) -> State:
+    state = replace(_close_open_hold(state), outcome_reason=event.why, outcome_stage=event.stage)
     return _go(state, Phase.NEEDS_HUMAN, e.kind)
 
 
-def _abandoned(state: State, e: Entry, b: Body) -> State:
+@_fold.register
+def _abandoned(event: ev.ExecutionAbandoned, state: State, e: Entry) -> State:
     # Nothing is undone: what the last read-back showed stays as it was (the record says so).
-    state = replace(_close_open_hold(state), outcome_reason=f"abandoned by {e.actor}: {b.get('reason', '')}")
+    state = replace(_close_open_hold(state), outcome_reason=f"abandoned by {e.actor}: {event.reason}")
     return _go(state, Phase.ABANDONED, e.kind)
-
-
-_HANDLERS = {
-    ev.EXECUTION_STARTED: _started,
-    ev.HOLD_OPENED: _hold_opened,
-    ev.HOLD_REQUESTED: _hold_requested,
-    ev.HOLD_EVIDENCE_EXPIRED: _evidence_expired,
-    ev.HOLD_REMINDED: _reminded,
-    ev.HOLD_ESCALATED: _escalated,
-    ev.RELEASE_GRANTED: _release_granted,
-    ev.RELEASE_DENIED: _denied,
-    ev.RELEASE_IGNORED: _denied,
-    ev.ROLLBACK_DENIED: _denied,
-    ev.HOLD_IGNORED: _denied,
-    ev.HOLD_DENIED: _denied,
-    ev.ABANDON_DENIED: _denied,
-    ev.HOLD_RELEASED: _hold_released,
-    ev.RELEASE_NOT_CARRIED: _not_carried,
-    ev.ACTION_INTENDED: _intended,
-    ev.ACTION_SENT: _sent,
-    ev.ACTION_READ_BACK: _read_back,
-    ev.ACTION_RESEND_INTENDED: _resend,
-    ev.ACTION_CONFIRMED: _confirmed,
-    ev.VERIFICATION_SAMPLED: _sampled,
-    ev.STAGE_PASSED: _passed,
-    ev.ROLLBACK_STARTED: _rollback_started,
-    ev.EXECUTION_COMPLETED: _completed,
-    ev.EXECUTION_ROLLED_BACK: _rolled_back,
-    ev.EXECUTION_NEEDS_HUMAN: _needs_human,
-    ev.EXECUTION_ABANDONED: _abandoned,
-}

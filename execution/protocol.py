@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from execution.conditions import parse_duration
+from execution.events import Direction
 from execution.model import Evidence, ReadbackResult, Role
 from execution.project import State
 from ledger.entry import NewEntry
@@ -25,7 +25,7 @@ class ReadRequest:
     preflight: tuple[str, ...] = ()
     checks: tuple[str, ...] = ()
     readiness: tuple[str, ...] = ()
-    readback: tuple[int, str] | None = None  # (stage index, direction)
+    readback: tuple[int, Direction] | None = None  # (stage index, direction)
 
     @property
     def signals(self) -> tuple[str, ...]:
@@ -42,7 +42,7 @@ class Observations:
 class SendAction:
     index: int
     stage: str
-    direction: str  # apply | rollback
+    direction: Direction
     key: str
     role: Role
     timeout_s: float
@@ -105,7 +105,3 @@ def streak_gap_limit(state: State, every: str) -> float:
 
 def action_key(state: State, stage: str, direction: str, attempt: int) -> str:
     return f"{state.execution_id}:{stage}:{direction}:{attempt}"
-
-
-def new_entry(kind: str, actor: str, now: datetime, /, **body: Any) -> NewEntry:
-    return NewEntry(kind=kind, actor=actor, body=body, ts=now)

@@ -16,6 +16,7 @@ from datetime import datetime
 from execution import events as ev
 from execution.contract.models import Confirm
 from execution.decide import open_hold
+from execution.events import Direction, HoldKind, Resume
 from execution.model import ReadbackResult, Role
 from execution.project import State
 from execution.transitions import Phase
@@ -25,7 +26,7 @@ from ledger.entry import NewEntry
 @dataclass(frozen=True)
 class ReconcileTarget:
     index: int
-    direction: str  # apply | rollback
+    direction: Direction
     confirm: Confirm
 
 
@@ -39,29 +40,28 @@ def target(state: State) -> ReconcileTarget | None:
         return None
     index, direction = state.last_confirmed
     stage = state.stage_def(index)
-    if direction == "apply":
-        return ReconcileTarget(index, "apply", stage.confirm)
+    if direction == Direction.APPLY:
+        return ReconcileTarget(index, Direction.APPLY, stage.confirm)
     if stage.rollback is None:  # pragma: no cover - a confirmed rollback implies one exists
         return None
-    return ReconcileTarget(index, "rollback", stage.rollback.confirm)
+    return ReconcileTarget(index, Direction.ROLLBACK, stage.rollback.confirm)
 
 
 def reconcile(
     state: State, owner: str, checked: ReconcileTarget | None, readback: ReadbackResult | None, now: datetime
 ) -> list[NewEntry]:
-    body: dict[str, object] = {"owner": owner, "reconcile": None}
     if checked is None or readback is None:
-        return [NewEntry(ev.EXECUTION_RESUMED, Role.SCHEDULER, body, now)]
+        return [ev.record(ev.ExecutionResumed(owner=owner), Role.SCHEDULER, now)]
     stage = state.stage_def(checked.index)
-    body["reconcile"] = {
+    compared = {
         "stage": stage.id,
-        "direction": checked.direction,
+        "direction": checked.direction.value,
         "expect": checked.confirm.expect,
         "observed": readback.observed,
         "matches": readback.matches,
         "detail": readback.detail,
     }
-    out = [NewEntry(ev.EXECUTION_RESUMED, Role.SCHEDULER, body, now)]
+    out = [ev.record(ev.ExecutionResumed(owner=owner, reconcile=compared), Role.SCHEDULER, now)]
     if readback.matches is True:
         return out
     what = "could not be read" if readback.matches is None else "does not match the ledger"
@@ -77,11 +77,11 @@ def reconcile(
             state,
             now,
             Role.SCHEDULER,
-            kind="reconcile_mismatch",
+            kind=HoldKind.RECONCILE_MISMATCH,
             reason=reason,
             index=checked.index,
             results=[],
-            resume="resume",
+            resume=Resume.RESUME,
             resume_phase=resume_phase,
         )
     )

@@ -12,46 +12,30 @@ from datetime import datetime
 from execution import events as ev
 from execution import policy
 from execution.actions import intend, resolve_pending
+from execution.events import Direction, HoldKind, Resume, Scope
 from execution.holds import open_hold
 from execution.model import Role
 from execution.project import State
-from execution.protocol import Decision, Observations, new_entry
+from execution.protocol import Decision, Observations
 from execution.transitions import Phase
 from ledger.entry import NewEntry
 
 
 def start_rollback(
-    state: State, now: datetime, actor: str, trigger: str, reason: str, scope: str
+    state: State, now: datetime, actor: str, trigger: str, reason: str, scope: Scope
 ) -> tuple[NewEntry, ...]:
     plan = policy.undo_plan(state, scope)
     if plan.blocked_by is not None:
-        return (
-            new_entry(
-                ev.EXECUTION_NEEDS_HUMAN,
-                actor,
-                now,
-                why=f"rollback requested ({reason}) but stage '{plan.blocked_by}' is irreversible: no automated way back",
-                stage=plan.blocked_by,
-            ),
-        )
-    return (
-        new_entry(
-            ev.ROLLBACK_STARTED,
-            actor,
-            now,
-            trigger=trigger,
-            reason=reason,
-            scope=scope,
-            undo=list(plan.undo),
-            requested_by=actor,
-        ),
-    )
+        why = f"rollback requested ({reason}) but stage '{plan.blocked_by}' is irreversible: no automated way back"
+        return (ev.record(ev.ExecutionNeedsHuman(why=why, stage=plan.blocked_by), actor, now),)
+    started = ev.RollbackStarted(trigger=trigger, reason=reason, scope=scope, undo=tuple(plan.undo), requested_by=actor)
+    return (ev.record(started, actor, now),)
 
 
 def rolling_back(state: State, obs: Observations, now: datetime) -> Decision:
     rb = state.rollback
     assert rb is not None
-    if state.pending is not None and state.pending.direction == "rollback":
+    if state.pending is not None and state.pending.direction == Direction.ROLLBACK:
         return resolve_pending(state, obs, now)
     remaining = [s for s in rb.undo if s not in rb.done]
     if remaining:
@@ -59,20 +43,11 @@ def rolling_back(state: State, obs: Observations, now: datetime) -> Decision:
         index = next(s.index for s in state.stages if s.id == name)
         stage = state.stage_def(index)
         if stage.rollback is None:
-            return Decision(
-                (
-                    new_entry(
-                        ev.EXECUTION_NEEDS_HUMAN,
-                        Role.ROLLBACK,
-                        now,
-                        why=f"stage '{name}' has no rollback",
-                        stage=name,
-                    ),
-                )
-            )
-        intended, send = intend(state, index, "rollback", now)
+            no_way_back = ev.ExecutionNeedsHuman(why=f"stage '{name}' has no rollback", stage=name)
+            return Decision((ev.record(no_way_back, Role.ROLLBACK, now),))
+        intended, send = intend(state, index, Direction.ROLLBACK, now)
         return Decision((intended,), send)
-    if rb.scope == "narrow" and rb.undo:
+    if rb.scope == Scope.NARROW and rb.undo:
         index = next(s.index for s in state.stages if s.id == rb.undo[0])
         return Decision(
             (
@@ -80,14 +55,14 @@ def rolling_back(state: State, obs: Observations, now: datetime) -> Decision:
                     state,
                     now,
                     Role.ROLLBACK,
-                    kind="narrowed",
+                    kind=HoldKind.NARROWED,
                     reason=f"narrowed: '{rb.undo[0]}' was undone after {rb.reason}; release re-enters it (a protected "
                     "stage then needs its own release), rollback undoes the rest",
                     index=index,
                     results=[],
-                    resume="resume",
+                    resume=Resume.RESUME,
                     resume_phase=Phase.READY,
                 ),
             )
         )
-    return Decision((new_entry(ev.EXECUTION_ROLLED_BACK, Role.ROLLBACK, now, undone=list(rb.done), reason=rb.reason),))
+    return Decision((ev.record(ev.ExecutionRolledBack(undone=rb.done, reason=rb.reason), Role.ROLLBACK, now),))

@@ -367,18 +367,17 @@ class Engine:
             assert stage.rollback is not None
             action = stage.rollback.action
         result = self._safe_apply(state, action, effect.key, effect.role, effect.timeout_s)
-        sent = NewEntry(
-            ev.ACTION_SENT,
+        sent = ev.record(
+            ev.ActionSent(
+                stage=effect.stage,
+                direction=effect.direction,
+                key=effect.key,
+                outcome=ev.SendOutcome(result.outcome),
+                status=result.status,
+                detail=result.detail,
+                response=result.response,
+            ),
             effect.role,
-            {
-                "stage": effect.stage,
-                "direction": effect.direction,
-                "key": effect.key,
-                "outcome": result.outcome,
-                "status": result.status,
-                "detail": result.detail,
-                "response": result.response,
-            },
             self.clock(),
         )
         self._append_fact(execution_id, [sent], lease)

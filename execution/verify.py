@@ -29,10 +29,11 @@ from execution import events as ev
 from execution import policy
 from execution.contract.models import Stage
 from execution.evaluate import Result, categories, changed, overall
+from execution.events import Basis, HoldKind, Purpose, Resume, Scope, StageStatus
 from execution.holds import manual_hold, open_hold
 from execution.model import Outcome, Role
 from execution.project import Hold, State
-from execution.protocol import Decision, Observations, new_entry, scaled, streak_gap_limit
+from execution.protocol import Decision, Observations, scaled, streak_gap_limit
 from execution.readings import check_results, readiness_results, summary
 from execution.rollback import start_rollback
 from execution.transitions import Phase
@@ -142,33 +143,23 @@ def verifying(state: State, obs: Observations, now: datetime) -> Decision:
     reaction = check_reaction
     if not readiness_ok and reaction in ("continue", "hold"):
         reaction = "hold"
-    sampled = new_entry(
-        ev.VERIFICATION_SAMPLED,
-        Role.VERIFIER,
-        now,
+    sample = ev.VerificationSampled(
         stage=stage.id,
-        results=[r.to_json() for r in results],
+        results=tuple(r.to_json() for r in results),
         outcome=outcome.value,
         reaction=reaction,
         consecutive=consecutive,
         required=required,
-        **({"gap": gap} if gap is not None else {}),
-        failing=[[key, n] for key, n in sorted(streaks.items())],
-        tolerated=sorted(tolerated),
-        predates_change=early,
+        gap=gap,
+        failing=tuple(sorted(streaks.items())),
+        tolerated=tuple(sorted(tolerated)),
+        predates_change=tuple(early),
     )
+    sampled = ev.record(sample, Role.VERIFIER, now)
     if reaction == "continue":
         if consecutive >= required:
-            passed = new_entry(
-                ev.STAGE_PASSED,
-                Role.VERIFIER,
-                now,
-                stage=stage.id,
-                index=i,
-                basis="verified",
-                hold=None,
-                consecutive=consecutive,
-            )
+            verified = ev.StagePassed(stage=stage.id, index=i, basis=Basis.VERIFIED, consecutive=consecutive)
+            passed = ev.record(verified, Role.VERIFIER, now)
             return Decision((sampled, passed))
         return Decision((sampled,), wake_at=now + timedelta(seconds=every))
     if reaction in ("rollback", "narrow") and not readiness_ok:
@@ -176,35 +167,36 @@ def verifying(state: State, obs: Observations, now: datetime) -> Decision:
             state,
             now,
             Role.VERIFIER,
-            kind="rollback_unsafe",
+            kind=HoldKind.ROLLBACK_UNSAFE,
             reason=f"checks call for {reaction} ({summary(checks)}) but the way back is not ready "
             f"({summary(ready)}): the rollback authority must decide",
             index=i,
             results=results,
-            resume="verify",
+            resume=Resume.VERIFY,
         )
         return Decision((sampled, hold))
     if reaction in ("rollback", "narrow"):
-        scope = "narrow" if reaction == "narrow" else "full"
+        scope = Scope.NARROW if reaction == "narrow" else Scope.FULL
         return Decision((sampled, *start_rollback(state, now, Role.ROLLBACK, "verification", summary(checks), scope)))
     # hold
     non_pass = {r.outcome for r in results if r.outcome != Outcome.PASS}
+    kind: HoldKind
     if not readiness_ok:
-        kind, resume = "readiness_lost", "verify"
+        kind, resume = HoldKind.READINESS_LOST, Resume.VERIFY
         reason = f"rollback readiness lost while '{stage.id}' is live: {summary(ready)}"
     elif non_pass == {Outcome.HOLD}:
-        kind, resume = "degraded", "accept"
+        kind, resume = HoldKind.DEGRADED, Resume.ACCEPT
         reason = f"degraded but tolerable evidence at '{stage.id}': {summary(checks)}; release accepts this checkpoint"
     elif any(r.outcome == Outcome.FAIL for r in checks):
         # The plan maps fail to hold here (e.g. past the point of no return). A failing check is a
         # fail even when another check passes: calling it "conflicting" or "not conclusive" would
         # tell the human to reconcile signals instead of deciding on a failure.
-        kind, resume = "fail", "verify"
+        kind, resume = HoldKind.FAIL, Resume.VERIFY
         reason = f"checks at '{stage.id}' fail and the plan says hold: {summary(checks)}; release resumes verification"
     else:
         passing = any(r.outcome == Outcome.PASS for r in checks)
-        kind = "conflicting" if passing else overall(results).value
-        resume = "verify"
+        kind = HoldKind.CONFLICTING if passing else HoldKind(overall(results).value)
+        resume = Resume.VERIFY
         reason = f"verification of '{stage.id}' is not conclusive: {summary(checks)}; release resumes verification"
     hold = open_hold(state, now, Role.VERIFIER, kind=kind, reason=reason, index=i, results=results, resume=resume)
     return Decision((sampled, hold))
@@ -216,41 +208,33 @@ def accept(state: State, hold: Hold, obs: Observations, now: datetime) -> Decisi
     stage = state.stage_def(i)
     results = check_results(state, stage, obs, now) + readiness_results(state, obs, now)
     cats = categories(results)
-    checked = new_entry(
-        ev.GATE_CHECKED,
-        Role.VERIFIER,
-        now,
+    gate = ev.GateChecked(
         stage=stage.id,
-        purpose="release",
-        results=[r.to_json() for r in results],
+        purpose=Purpose.RELEASE,
+        results=tuple(r.to_json() for r in results),
         outcome=overall(results).value,
     )
+    checked = ev.record(gate, Role.VERIFIER, now)
     if cats == dict(hold.categories):
-        passed = new_entry(
-            ev.STAGE_PASSED,
-            Role.VERIFIER,
-            now,
-            stage=stage.id,
-            index=i,
-            basis="released",
-            hold=hold.id,
-            consecutive=state.stages[i].consecutive,
+        accepted = ev.StagePassed(
+            stage=stage.id, index=i, basis=Basis.RELEASED, hold=hold.id, consecutive=state.stages[i].consecutive
         )
-        return Decision((checked, passed))
+        return Decision((checked, ev.record(accepted, Role.VERIFIER, now)))
     diffs = changed(hold.categories, cats)
     why = (
         f"release of {hold.id} by {', '.join(hold.released_by)} does not carry over: "
         + "; ".join(diffs)
         + "; verification resumes"
     )
-    return Decision(
-        (checked, new_entry(ev.RELEASE_NOT_CARRIED, Role.VERIFIER, now, hold=hold.id, why=why, changes=diffs))
-    )
+    not_carried = ev.ReleaseNotCarried(hold=hold.id, why=why, changes=tuple(diffs))
+    return Decision((checked, ev.record(not_carried, Role.VERIFIER, now)))
 
 
 # Holds during which the live tier is not watched: an action's outcome is in doubt, the ledger and
 # the target disagree, or the rollback authority has already been asked to decide.
-_UNWATCHED_HOLDS = frozenset({"ambiguous", "not_applied", "reconcile_mismatch", "rollback_unsafe"})
+_UNWATCHED_HOLDS = frozenset(
+    {HoldKind.AMBIGUOUS, HoldKind.NOT_APPLIED, HoldKind.RECONCILE_MISMATCH, HoldKind.ROLLBACK_UNSAFE}
+)
 
 
 def watched_stage(state: State) -> int | None:
@@ -258,7 +242,7 @@ def watched_stage(state: State) -> int | None:
     hold = state.hold
     if hold is None or hold.kind in _UNWATCHED_HOLDS or state.pending is not None:
         return None
-    live = [s.index for s in state.stages if s.status in ("live", "passed")]
+    live = [s.index for s in state.stages if s.status in (StageStatus.LIVE, StageStatus.PASSED)]
     if not live:
         return None
     stage = state.stage_def(live[-1])
@@ -280,54 +264,46 @@ def watch(state: State, index: int, obs: Observations, now: datetime) -> Decisio
     if reaction not in ("rollback", "narrow"):
         if streaks != dict(state.stages[index].failing):
             # Record the streak, so the next watch sample counts on from it.
-            return Decision(
-                (
-                    new_entry(
-                        ev.VERIFICATION_SAMPLED,
-                        Role.VERIFIER,
-                        now,
-                        stage=stage.id,
-                        results=[r.to_json() for r in checks + ready],
-                        outcome=overall(checks + ready).value,
-                        reaction="continue",
-                        consecutive=0,
-                        required=0,
-                        during_hold=state.open_hold,
-                        failing=[[key, n] for key, n in sorted(streaks.items())],
-                        tolerated=sorted(tolerated),
-                    ),
-                )
+            streak = ev.VerificationSampled(
+                stage=stage.id,
+                results=tuple(r.to_json() for r in checks + ready),
+                outcome=overall(checks + ready).value,
+                reaction="continue",
+                consecutive=0,
+                required=0,
+                during_hold=state.open_hold,
+                failing=tuple(sorted(streaks.items())),
+                tolerated=tuple(sorted(tolerated)),
             )
+            return Decision((ev.record(streak, Role.VERIFIER, now),))
         return None
     results = checks + ready
-    sampled = new_entry(
-        ev.VERIFICATION_SAMPLED,
-        Role.VERIFIER,
-        now,
+    watched = ev.VerificationSampled(
         stage=stage.id,
-        results=[r.to_json() for r in results],
+        results=tuple(r.to_json() for r in results),
         outcome=overall(results).value,
         reaction=reaction,
         consecutive=0,
         required=0,
         during_hold=state.open_hold,
-        failing=[[key, n] for key, n in sorted(streaks.items())],
-        tolerated=sorted(tolerated),
+        failing=tuple(sorted(streaks.items())),
+        tolerated=tuple(sorted(tolerated)),
     )
+    sampled = ev.record(watched, Role.VERIFIER, now)
     if not all(r.outcome == Outcome.PASS for r in ready):
         hold = open_hold(
             state,
             now,
             Role.VERIFIER,
-            kind="rollback_unsafe",
+            kind=HoldKind.ROLLBACK_UNSAFE,
             reason=f"while held, '{stage.id}' calls for {reaction} ({summary(checks)}) but the way back is not "
             f"ready ({summary(ready)}): the rollback authority must decide",
             index=index,
             results=results,
-            resume="resume",
+            resume=Resume.RESUME,
             resume_phase=Phase(state.hold.resume_phase) if state.hold else None,
         )
         return Decision((sampled, hold))
-    scope = "narrow" if reaction == "narrow" else "full"
+    scope = Scope.NARROW if reaction == "narrow" else Scope.FULL
     reason = f"while held at {state.open_hold}: {summary(checks)}"
     return Decision((sampled, *start_rollback(state, now, Role.ROLLBACK, "verification", reason, scope)))

@@ -12,59 +12,58 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from execution import events as ev
 from execution.service import CommandOutcome
-from handlers.cards import Card, md, notice, slack_date
+from handlers.cards import Card, md, slack_date
 
 log = logging.getLogger("stagehold.slack.answers")
+_E = TypeVar("_E", bound=ev.Event)
 
 
 def describe(outcome: CommandOutcome) -> str:
     """One mrkdwn paragraph saying what a human command did."""
-    by_kind = {e.kind: e for e in outcome.entries}
-    if ev.RELEASE_GRANTED in by_kind:
-        b = by_kind[ev.RELEASE_GRANTED].body
-        count, required = int(b.get("count", 1)), int(b.get("required", 1))
-        if ev.HOLD_RELEASED in by_kind:
+    events = [e for e in map(ev.event_of, outcome.entries) if e is not None]
+
+    def first(cls: type[_E]) -> _E | None:
+        return next((e for e in events if isinstance(e, cls)), None)
+
+    if (granted := first(ev.ReleaseGranted)) is not None:
+        hold, count, required = md(granted.hold, 20), granted.count, granted.required
+        if first(ev.HoldReleased) is not None:
             return (
-                f":white_check_mark: You released {md(b['hold'], 20)} ({count} of {required}). stagehold re-checks "
+                f":white_check_mark: You released {hold} ({count} of {required}). stagehold re-checks "
                 "live evidence before it moves on; the thread follows."
             )
         return (
-            f":white_check_mark: Your release of {md(b['hold'], 20)} is recorded ({count} of {required}); "
+            f":white_check_mark: Your release of {hold} is recorded ({count} of {required}); "
             f"{required - count} more distinct releaser(s) needed."
         )
-    for kind in (ev.RELEASE_DENIED, ev.ROLLBACK_DENIED, ev.HOLD_DENIED):
-        if kind in by_kind:
-            return f":no_entry: Refused: {md(by_kind[kind].body.get('reason', ''), 1500)}. The attempt is recorded in the ledger."
-    if ev.RELEASE_IGNORED in by_kind:
-        b = by_kind[ev.RELEASE_IGNORED].body
-        text = f":information_source: Nothing changed: {md(b.get('reason', ''), 1500)}."
-        if b.get("released_at"):
-            text += f" (released {slack_date(b['released_at'])})"
+    refused = first(ev.ReleaseDenied) or first(ev.RollbackDenied) or first(ev.HoldDenied)
+    if refused is not None:
+        return f":no_entry: Refused: {md(refused.reason, 1500)}. The attempt is recorded in the ledger."
+    if (ignored := first(ev.ReleaseIgnored)) is not None:
+        text = f":information_source: Nothing changed: {md(ignored.reason, 1500)}."
+        if ignored.released_at:
+            text += f" (released {slack_date(ignored.released_at)})"
         return text
-    if ev.HOLD_IGNORED in by_kind:
-        return f":information_source: Nothing changed: {md(by_kind[ev.HOLD_IGNORED].body.get('reason', ''), 1500)}."
-    if ev.HOLD_OPENED in by_kind:
-        b = by_kind[ev.HOLD_OPENED].body
-        return (
-            f":raised_hand: Held at {md(b['hold'], 20)}"
-            + (f" (stage `{md(b['stage'], 80)}`)" if b.get("stage") else "")
-            + "."
+    if (not_placed := first(ev.HoldIgnored)) is not None:
+        return f":information_source: Nothing changed: {md(not_placed.reason, 1500)}."
+    if (opened := first(ev.HoldOpened)) is not None:
+        return f":raised_hand: Held at {md(opened.hold, 20)}" + (
+            f" (stage `{md(opened.stage, 80)}`)." if opened.stage else "."
         )
-    if ev.HOLD_REQUESTED in by_kind:
+    if first(ev.HoldRequested) is not None:
         return ":raised_hand: Hold requested: the action in flight is resolved first, then the hold opens."
-    if ev.ROLLBACK_STARTED in by_kind:
-        b = by_kind[ev.ROLLBACK_STARTED].body
-        undo = " → ".join(f"`{md(s, 80)}`" for s in b.get("undo", [])) or "nothing to undo"
+    if (rollback := first(ev.RollbackStarted)) is not None:
+        undo = " → ".join(f"`{md(s, 80)}`" for s in rollback.undo) or "nothing to undo"
         return f":rewind: Rollback ordered: {undo}. The thread follows each step."
-    if ev.EXECUTION_NEEDS_HUMAN in by_kind:
-        return f":sos: {md(by_kind[ev.EXECUTION_NEEDS_HUMAN].body.get('why', ''), 1500)}"
+    if (stuck := first(ev.ExecutionNeedsHuman)) is not None:
+        return f":sos: {md(stuck.why, 1500)}"
     return "Recorded: " + ", ".join(outcome.kinds)
 
 
@@ -90,7 +89,3 @@ def ephemeral(
             respond(text=card.text, blocks=card.blocks, response_type="ephemeral", replace_original=False)
         except Exception as exc:  # the ledger holds the record; an answer lost is only an answer lost
             log.warning("response_url answer to %s failed: %s", user, exc)
-
-
-def text_card(text: str) -> Card:
-    return notice(text)

@@ -115,20 +115,24 @@ class Timeline:
         before = self.state
         after = apply(before, entry)
         self.state = after
-        self._remember(entry)
-        steps = [] if quiet else self._steps(before, after, entry, following)
-        if not quiet and self.witness is not None and entry.kind in ev.WITNESSED:
+        event = ev.event_of(entry)
+        self._remember(entry, event)
+        steps = [] if quiet or event is None else self._steps(before, after, entry, event, following)
+        if not quiet and self.witness is not None and isinstance(event, ev.Witnessed):
             steps.append(self._witnessed(entry, self.witness))
         if after.rollback is not None and self._rollback_ref is not None:
             self.rollbacks[self._rollback_ref] = after.rollback
         return steps
 
-    def _remember(self, entry: Entry) -> None:
-        b = entry.body
-        if entry.kind == ev.VERIFICATION_SAMPLED or (entry.kind == ev.GATE_CHECKED and b.get("purpose") == "release"):
-            self.last_results[str(b.get("stage"))] = list(b.get("results", []))
-        elif entry.kind == ev.ROLLBACK_STARTED:
-            self._rollback_ref = f"rollback:{entry.seq}"
+    def _remember(self, entry: Entry, event: ev.Event | None) -> None:
+        match event:
+            case (
+                ev.VerificationSampled(stage=stage, results=results)
+                | ev.GateChecked(stage=stage, results=results, purpose=ev.Purpose.RELEASE)
+            ):
+                self.last_results[stage] = list(results)
+            case ev.RollbackStarted():
+                self._rollback_ref = f"rollback:{entry.seq}"
 
     def _reply(self, entry: Entry, card: Card, n: int = 0) -> Reply:
         return Reply(f"entry:{entry.seq}:{n}", cards.marked(self.state, card))
@@ -145,166 +149,147 @@ class Timeline:
     def _notice(self, entry: Entry, text: str, n: int = 0) -> Reply:
         return self._reply(entry, cards.notice(text, context=slack_date(entry.ts)), n)
 
-    def _steps(self, before: State, after: State, entry: Entry, following: Entry | None) -> list[Step]:
-        k, b, who = entry.kind, entry.body, entry.actor
+    def _steps(self, before: State, after: State, entry: Entry, event: ev.Event, following: Entry | None) -> list[Step]:
+        who = entry.actor
         folded_into_hold = following is not None and following.kind == ev.HOLD_OPENED
-        if k == ev.EXECUTION_STARTED:
-            return [Refresh(ROOT)]
-        if k == ev.EXECUTION_RESUMED:
-            rec = b.get("reconcile")
-            what = (
-                "nothing to reconcile"
-                if not rec
-                else f"the live state of `{md(rec.get('stage'), 80)}` "
-                + ("matches the ledger" if rec.get("matches") else "*does not match* the ledger")
-            )
-            return [
-                self._notice(entry, f":arrows_counterclockwise: Resumed by {code(b.get('owner', '?'), 120)}: {what}"),
-                Refresh(ROOT),
-            ]
-        if k == ev.GATE_CHECKED:
-            stage = str(b.get("stage"))
-            if folded_into_hold:
-                return []
-            return [
-                self._reply(
-                    entry,
-                    cards.preflight_card(stage, str(b.get("purpose")), str(b.get("outcome")), b.get("results", [])),
+        match event:
+            case ev.ExecutionStarted():
+                return [Refresh(ROOT)]
+            case ev.ExecutionResumed(owner=owner, reconcile=rec):
+                what = (
+                    "nothing to reconcile"
+                    if not rec
+                    else f"the live state of `{md(rec.get('stage'), 80)}` "
+                    + ("matches the ledger" if rec.get("matches") else "*does not match* the ledger")
                 )
-            ]
-        if k == ev.VERIFICATION_SAMPLED:
-            stage = str(b.get("stage"))
-            # Passing samples stay out of the thread, and a hold card carries its own evidence;
-            # a gap that restarted the bake is always shown.
-            if not b.get("gap") and (b.get("outcome") == "pass" or folded_into_hold):
-                return []
-            card = cards.checkpoint_card(
-                stage,
-                b.get("results", []),
-                passed=False,
-                outcome=str(b.get("outcome")),
-                consecutive=b.get("consecutive"),
-                required=b.get("required"),
-                reaction=b.get("reaction"),
-                gap=b.get("gap"),
-            )
-            return [self._reply(entry, card)]
-        if k == ev.STAGE_PASSED:
-            stage = str(b.get("stage"))
-            card = cards.checkpoint_card(
-                stage,
-                self.last_results.get(stage, []),
-                passed=True,
-                outcome="pass",
-                basis=b.get("basis"),
-                hold=b.get("hold"),
-                consecutive=b.get("consecutive"),
-            )
-            return [self._reply(entry, card), Refresh(ROOT)]
-        if k == ev.HOLD_OPENED:
-            steps: list[Step] = []
-            if before.open_hold:
-                steps.append(Refresh(f"hold:{before.open_hold}"))
-            return [*steps, Refresh(f"hold:{b['hold']}"), Refresh(ROOT)]
-        if k == ev.HOLD_EVIDENCE_EXPIRED:
-            return [Refresh(f"hold:{b['hold']}")]
-        if k == ev.HOLD_REQUESTED:
-            return [
-                self._notice(
-                    entry,
-                    f":raised_hand: {mention(who)} asked to hold: {md(b.get('reason', ''), 600)}. "
-                    "The action in flight is resolved first; the hold opens right after.",
+                return [
+                    self._notice(entry, f":arrows_counterclockwise: Resumed by {code(owner, 120)}: {what}"),
+                    Refresh(ROOT),
+                ]
+            case ev.GateChecked() as e:
+                if folded_into_hold:
+                    return []
+                return [self._reply(entry, cards.preflight_card(e.stage, e.purpose, e.outcome, list(e.results)))]
+            case ev.VerificationSampled() as e:
+                # Passing samples stay out of the thread, and a hold card carries its own evidence;
+                # a gap that restarted the bake is always shown.
+                if not e.gap and (e.outcome == "pass" or folded_into_hold):
+                    return []
+                card = cards.checkpoint_card(
+                    e.stage,
+                    list(e.results),
+                    passed=False,
+                    outcome=e.outcome,
+                    consecutive=e.consecutive,
+                    required=e.required,
+                    reaction=e.reaction,
+                    gap=e.gap,
                 )
-            ]
-        if k == ev.HOLD_REMINDED:
-            return [self._notice(entry, f":alarm_clock: Reminder: {self._who_may_act(after, str(b['hold']))}")]
-        if k == ev.HOLD_ESCALATED:
-            notify = b.get("notify") or {}
-            text = (
-                f":rotating_light: Hold {md(b['hold'], 20)} expired {slack_date(b.get('expires_at'))} and stays held; "
-                f"escalating to {mentions(notify.get('users', ()), notify.get('groups', ()))}. "
-                + self._who_may_act(after, str(b["hold"]), expiry=False)
-            )
-            steps = [self._notice(entry, text)]
-            packet = intervention_packet(after, self.history(entry.seq))
-            if packet is not None:
-                steps.append(self._reply(entry, cards.packet_card(packet), 1))
-            return [*steps, Refresh(f"hold:{b['hold']}"), Refresh(ROOT)]
-        if k == ev.RELEASE_GRANTED:
-            count, required = int(b.get("count", 1)), int(b.get("required", 1))
-            more = "" if count >= required else f" — {required - count} more distinct releaser(s) needed"
-            text = f":white_check_mark: {mention(who)} released {md(b['hold'], 20)} ({count} of {required}){more}"
-            return [Refresh(f"hold:{b['hold']}"), self._notice(entry, text), Refresh(ROOT)]
-        if k == ev.HOLD_RELEASED:
-            return [Refresh(f"hold:{b['hold']}"), Refresh(ROOT)]
-        if k == ev.RELEASE_DENIED:
-            return [
-                self._notice(
-                    entry,
-                    f":no_entry: Release of {md(b.get('hold', '?'), 20)} by {mention(who)} refused: {md(b.get('reason', ''), 1000)}",
+                return [self._reply(entry, card)]
+            case ev.StagePassed() as e:
+                card = cards.checkpoint_card(
+                    e.stage,
+                    self.last_results.get(e.stage, []),
+                    passed=True,
+                    outcome="pass",
+                    basis=e.basis,
+                    hold=e.hold,
+                    consecutive=e.consecutive,
                 )
-            ]
-        if k == ev.ROLLBACK_DENIED:
-            return [
-                self._notice(entry, f":no_entry: Rollback by {mention(who)} refused: {md(b.get('reason', ''), 1000)}")
-            ]
-        if k == ev.HOLD_DENIED:
-            return [self._notice(entry, f":no_entry: Hold by {mention(who)} refused: {md(b.get('reason', ''), 1000)}")]
-        if k in (ev.RELEASE_IGNORED, ev.HOLD_IGNORED):
-            return []  # repeated or stale clicks: the clicker is answered; the ledger keeps the record
-        if k == ev.RELEASE_NOT_CARRIED:
-            return [
-                self._notice(entry, f":arrows_counterclockwise: {md(b.get('why', ''), 2000)}"),
-                Refresh(f"hold:{b['hold']}"),
-            ]
-        if k == ev.ACTION_INTENDED:
-            return [Refresh(ROOT)]
-        if k == ev.ACTION_SENT and b.get("outcome") != "ok":
-            text = (
-                f":warning: {md(b.get('direction'), 20)} `{md(b.get('stage'), 80)}` sent: *{md(b.get('outcome'), 20)}* "
-                f"({md(b.get('detail', ''), 800)}). It is resolved by reading the target back, never by a blind retry."
-            )
-            return [self._notice(entry, text)]
-        if k == ev.ACTION_READ_BACK and b.get("matches") is not True:
-            if b.get("matches") is False:
+                return [self._reply(entry, card), Refresh(ROOT)]
+            case ev.HoldOpened(hold=hold):
+                superseded = [Refresh(f"hold:{before.open_hold}")] if before.open_hold else []
+                return [*superseded, Refresh(f"hold:{hold}"), Refresh(ROOT)]
+            case ev.HoldEvidenceExpired(hold=hold):
+                return [Refresh(f"hold:{hold}")]
+            case ev.HoldRequested(reason=reason):
+                return [
+                    self._notice(
+                        entry,
+                        f":raised_hand: {mention(who)} asked to hold: {md(reason, 600)}. "
+                        "The action in flight is resolved first; the hold opens right after.",
+                    )
+                ]
+            case ev.HoldReminded(hold=hold):
+                return [self._notice(entry, f":alarm_clock: Reminder: {self._who_may_act(after, hold)}")]
+            case ev.HoldEscalated() as e:
                 text = (
-                    f":warning: Read-back of `{md(b.get('stage'), 80)}` does not match: expected "
-                    f"{code(b.get('expect'), 400)}, observed {code(b.get('observed'), 400)}"
+                    f":rotating_light: Hold {md(e.hold, 20)} expired {slack_date(e.expires_at)} and stays held; "
+                    f"escalating to {mentions(e.notify.get('users', ()), e.notify.get('groups', ()))}. "
+                    + self._who_may_act(after, e.hold, expiry=False)
                 )
-            else:
-                text = f":warning: Read-back of `{md(b.get('stage'), 80)}` failed: {md(b.get('detail', ''), 800)}"
-            return [self._notice(entry, text)]
-        if k == ev.ACTION_RESEND_INTENDED:
-            return [
-                self._notice(
-                    entry,
-                    f":repeat: Re-sending `{md(b.get('stage'), 80)}` once with the same idempotency key: "
-                    f"{md(b.get('reason', ''), 800)}",
-                )
-            ]
-        if k == ev.ACTION_CONFIRMED:
-            stage = md(b.get("stage"), 80)
-            if b.get("direction") == "apply":
-                index = int(b.get("index", 0))
-                radius = after.stage_def(index).blast_radius if after.plan else None
+                steps: list[Step] = [self._notice(entry, text)]
+                packet = intervention_packet(after, self.history(entry.seq))
+                if packet is not None:
+                    steps.append(self._reply(entry, cards.packet_card(packet), 1))
+                return [*steps, Refresh(f"hold:{e.hold}"), Refresh(ROOT)]
+            case ev.ReleaseGranted() as e:
+                more = "" if e.count >= e.required else f" — {e.required - e.count} more distinct releaser(s) needed"
+                text = f":white_check_mark: {mention(who)} released {md(e.hold, 20)} ({e.count} of {e.required}){more}"
+                return [Refresh(f"hold:{e.hold}"), self._notice(entry, text), Refresh(ROOT)]
+            case ev.HoldReleased(hold=hold):
+                return [Refresh(f"hold:{hold}"), Refresh(ROOT)]
+            case ev.ReleaseDenied() as e:
+                text = f":no_entry: Release of {md(e.hold or '?', 20)} by {mention(who)} refused: {md(e.reason, 1000)}"
+                return [self._notice(entry, text)]
+            case ev.RollbackDenied(reason=reason):
+                return [self._notice(entry, f":no_entry: Rollback by {mention(who)} refused: {md(reason, 1000)}")]
+            case ev.HoldDenied(reason=reason):
+                return [self._notice(entry, f":no_entry: Hold by {mention(who)} refused: {md(reason, 1000)}")]
+            case ev.ReleaseNotCarried() as e:
+                return [
+                    self._notice(entry, f":arrows_counterclockwise: {md(e.why, 2000)}"),
+                    Refresh(f"hold:{e.hold}"),
+                ]
+            case ev.ActionIntended():
+                return [Refresh(ROOT)]
+            case ev.ActionSent() as e if e.outcome != ev.SendOutcome.OK:
                 text = (
-                    f":large_blue_circle: `{stage}` is live (blast radius {format_value(radius)}); "
-                    f"read back {code(b.get('observed'), 400)}. Verifying."
+                    f":warning: {md(e.direction, 20)} `{md(e.stage, 80)}` sent: *{md(e.outcome, 20)}* "
+                    f"({md(e.detail, 800)}). It is resolved by reading the target back, never by a blind retry."
                 )
-                return [self._notice(entry, text), Refresh(ROOT)]
-            text = (
-                f":leftwards_arrow_with_hook: `{stage}` undone and confirmed; read back {code(b.get('observed'), 400)}"
-            )
-            steps = [self._notice(entry, text)]
-            if self._rollback_ref:
-                steps.append(Refresh(self._rollback_ref))
-            return [*steps, Refresh(ROOT)]
-        if k == ev.ROLLBACK_STARTED:
-            steps = [Refresh(f"hold:{before.open_hold}")] if before.open_hold else []
-            return [*steps, Refresh(f"rollback:{entry.seq}"), Refresh(ROOT)]
-        if k in (ev.EXECUTION_COMPLETED, ev.EXECUTION_ROLLED_BACK, ev.EXECUTION_NEEDS_HUMAN, ev.EXECUTION_ABANDONED):
-            return self._final(before, after, entry)
+                return [self._notice(entry, text)]
+            case ev.ActionReadBack() as e if e.matches is not True:
+                if e.matches is False:
+                    text = (
+                        f":warning: Read-back of `{md(e.stage, 80)}` does not match: expected "
+                        f"{code(e.expect, 400)}, observed {code(e.observed, 400)}"
+                    )
+                else:
+                    text = f":warning: Read-back of `{md(e.stage, 80)}` failed: {md(e.detail, 800)}"
+                return [self._notice(entry, text)]
+            case ev.ActionResendIntended() as e:
+                text = (
+                    f":repeat: Re-sending `{md(e.stage, 80)}` once with the same idempotency key: {md(e.reason, 800)}"
+                )
+                return [self._notice(entry, text)]
+            case ev.ActionConfirmed() as e:
+                return self._confirmed(after, entry, e)
+            case ev.RollbackStarted():
+                closed = [Refresh(f"hold:{before.open_hold}")] if before.open_hold else []
+                return [*closed, Refresh(f"rollback:{entry.seq}"), Refresh(ROOT)]
+            case (
+                ev.ExecutionCompleted() | ev.ExecutionRolledBack() | ev.ExecutionNeedsHuman() | ev.ExecutionAbandoned()
+            ):
+                return self._final(before, after, entry)
+        # Repeated or stale clicks (release.ignored, hold.ignored) are answered to the clicker;
+        # the ledger keeps the record. Other events change nothing people follow.
         return []
+
+    def _confirmed(self, after: State, entry: Entry, e: ev.ActionConfirmed) -> list[Step]:
+        stage = md(e.stage, 80)
+        if e.direction == ev.Direction.APPLY:
+            radius = after.stage_def(e.index).blast_radius if after.plan else None
+            text = (
+                f":large_blue_circle: `{stage}` is live (blast radius {format_value(radius)}); "
+                f"read back {code(e.observed, 400)}. Verifying."
+            )
+            return [self._notice(entry, text), Refresh(ROOT)]
+        text = f":leftwards_arrow_with_hook: `{stage}` undone and confirmed; read back {code(e.observed, 400)}"
+        steps: list[Step] = [self._notice(entry, text)]
+        if self._rollback_ref:
+            steps.append(Refresh(self._rollback_ref))
+        return [*steps, Refresh(ROOT)]
 
     def _final(self, before: State, after: State, entry: Entry) -> list[Step]:
         steps: list[Step] = []
@@ -426,11 +411,6 @@ class Notifier:
             self._planner = None
         self.outbox.stop(timeout=timeout)
 
-    def sweep_soon(self) -> None:
-        self._sweep_now = True
-        self._idle.clear()
-        self._wake.set()
-
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """For tests and shutdown: wait until everything known is planned and delivered."""
         deadline = time.monotonic() + timeout
@@ -501,7 +481,8 @@ class Notifier:
 
     def _open(self, execution_id: str) -> tuple[_Thread, list[Entry]] | None:
         entries = self.store.read(execution_id)
-        if not entries or entries[0].kind != ev.EXECUTION_STARTED:
+        started = ev.event_of(entries[0]) if entries else None
+        if not isinstance(started, ev.ExecutionStarted):
             return None
         info = self.slack.thread(execution_id)
         if info is None:
@@ -509,7 +490,7 @@ class Notifier:
                 # It finished before this bot knew of it (e.g. a command-line rehearsal): no thread.
                 self._ignored.add(execution_id)
                 return None
-            info = self.slack.create_thread(execution_id, str(entries[0].body["channel"]))
+            info = self.slack.create_thread(execution_id, started.channel)
         timeline = Timeline(execution_id, self._history(execution_id), self.witness)
         for entry in entries[: info.posted_seq]:
             timeline.advance(entry, None, quiet=True)
