@@ -42,9 +42,20 @@ def _who(who: Mapping[str, Sequence[str]]) -> str:
     return ", ".join([*who.get("users", ()), *who.get("groups", ())]) or "nobody"
 
 
+def _ending(event: ev.Event, actor: str) -> str:
+    match event:
+        case ev.ExecutionRolledBack(undone=undone):
+            return f"ROLLED BACK: undone {', '.join(undone) or 'nothing'}"
+        case ev.ExecutionNeedsHuman(why=why):
+            return f"NEEDS HUMAN: {why}"
+        case ev.ExecutionAbandoned(reason=reason):
+            return f"ABANDONED by {actor}: {reason}"
+    return "COMPLETED"
+
+
 def describe(entry: Entry) -> list[str]:
     head = f"{entry.ts.strftime('%H:%M:%S')} #{entry.seq:<4}"
-    match ev.event_of(entry):
+    match event := ev.event_of(entry):
         case ev.ExecutionStarted() as e:
             return [
                 f"{head} started {e.change_id} ({e.title}) by {entry.actor}; plan sha256 {e.plan_sha256[:12]}…, "
@@ -77,14 +88,7 @@ def describe(entry: Entry) -> list[str]:
             return [f"{head} release of {e.hold} by {entry.actor} ({e.count} of {e.required})"]
         case ev.HoldReleased() as e:
             return [f"{head} hold {e.hold} released by {', '.join(e.by)}"]
-        case (
-            ev.ReleaseDenied(reason=reason)
-            | ev.ReleaseIgnored(reason=reason)
-            | ev.RollbackDenied(reason=reason)
-            | ev.HoldIgnored(reason=reason)
-            | ev.HoldDenied(reason=reason)
-            | ev.AbandonDenied(reason=reason)
-        ):
+        case ev.Attempt(reason=reason):
             return [f"{head} {entry.kind} ({entry.actor}): {reason}"]
         case ev.ReleaseNotCarried(why=why):
             return [f"{head} release not carried over: {why}"]
@@ -108,14 +112,8 @@ def describe(entry: Entry) -> list[str]:
             return [f"{head} hold {e.hold} expired: escalated to {_who(e.notify)}; it stays held"]
         case ev.HoldEvidenceExpired() as e:
             return [f"{head} hold {e.hold}: evidence went stale (now v{e.evidence_version}); a release re-checks it"]
-        case ev.ExecutionCompleted():
-            return [f"{head} COMPLETED"]
-        case ev.ExecutionRolledBack(undone=undone):
-            return [f"{head} ROLLED BACK: undone {', '.join(undone) or 'nothing'}"]
-        case ev.ExecutionNeedsHuman(why=why):
-            return [f"{head} NEEDS HUMAN: {why}"]
-        case ev.ExecutionAbandoned(reason=reason):
-            return [f"{head} ABANDONED by {entry.actor}: {reason}"]
+        case ev.ExecutionCompleted() | ev.ExecutionRolledBack() | ev.ExecutionNeedsHuman() | ev.ExecutionAbandoned():
+            return [f"{head} {_ending(event, entry.actor)}"]
     return [f"{head} {entry.kind} {entry.actor}"]
 
 
@@ -206,23 +204,10 @@ def progress(entry: Entry, state: State, *, history: bool = False) -> list[str]:
             return [f"{t} hold requested by {entry.actor}: {reason} (opens once the action resolves)"]
         case ev.RollbackStarted() as e:
             return [f"{t} ROLLBACK ({e.scope}) by {entry.actor}: {e.reason}; undo {' → '.join(e.undo) or 'nothing'}"]
-        case (
-            ev.ReleaseDenied(reason=reason)
-            | ev.ReleaseIgnored(reason=reason)
-            | ev.RollbackDenied(reason=reason)
-            | ev.HoldIgnored(reason=reason)
-            | ev.HoldDenied(reason=reason)
-            | ev.AbandonDenied(reason=reason)
-        ):
+        case ev.Attempt(reason=reason):
             return [f"{t} refused {entry.actor} ({entry.kind}): {reason}"]
-        case ev.ExecutionCompleted():
-            return [f"{t} COMPLETED"]
-        case ev.ExecutionRolledBack(undone=undone):
-            return [f"{t} ROLLED BACK: undone {', '.join(undone) or 'nothing'}"]
-        case ev.ExecutionNeedsHuman(why=why):
-            return [f"{t} NEEDS HUMAN: {why}"]
-        case ev.ExecutionAbandoned(reason=reason):
-            return [f"{t} ABANDONED by {entry.actor}: {reason}"]
+        case ev.ExecutionCompleted() | ev.ExecutionRolledBack() | ev.ExecutionNeedsHuman() | ev.ExecutionAbandoned():
+            return [f"{t} {_ending(event, entry.actor)}"]
     return []
 
 

@@ -306,53 +306,55 @@ class ReleaseNotCarried(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ReleaseDenied(Event):
+class Attempt(Event):
+    """A person's attempt that changed nothing (refused or ignored); recorded so the ledger shows
+    who tried what. ``reason`` says why it did not count."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseDenied(Attempt):
     """Not an authority, the initiator under two-person control, a hold that cannot be released."""
 
     kind: ClassVar[str] = "release.denied"
     hold: str | None = field(default=None, metadata=_OMIT_NONE)
     evidence_version: int | None = field(default=None, metadata=_OMIT_NONE)
-    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ReleaseIgnored(Event):
+class ReleaseIgnored(Attempt):
     """A stale, repeated or superseded click."""
 
     kind: ClassVar[str] = "release.ignored"
     hold: str | None = field(default=None, metadata=_OMIT_NONE)
     evidence_version: int | None = field(default=None, metadata=_OMIT_NONE)
-    reason: str = ""
     released_by: tuple[str, ...] | None = field(default=None, metadata=_OMIT_NONE)
     released_at: str | None = field(default=None, metadata=_OMIT_NONE)  # a time, or "earlier"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RollbackDenied(Event):
+class RollbackDenied(Attempt):
     kind: ClassVar[str] = "rollback.denied"
-    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class HoldIgnored(Event):
+class HoldIgnored(Attempt):
     """A manual hold that could not be placed now."""
 
     kind: ClassVar[str] = "hold.ignored"
-    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class HoldDenied(Event):
+class HoldDenied(Attempt):
     """The person is not a listed operator."""
 
     kind: ClassVar[str] = "hold.denied"
-    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AbandonDenied(Event):
+class AbandonDenied(Attempt):
     kind: ClassVar[str] = "abandon.denied"
-    reason: str = ""
 
 
 # ---------------------------------------------------------------- actions
@@ -457,8 +459,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
 BY_KIND: Mapping[str, type[Event]] = {t.kind: t for t in EVENT_TYPES}
 
 # Attempts that only record a human's try and never change where the execution is.
-NoOp = ReleaseDenied | ReleaseIgnored | RollbackDenied | HoldIgnored | HoldDenied | AbandonDenied
-NO_OP_KINDS = frozenset(t.kind for t in typing.get_args(NoOp))
+NO_OP_KINDS = frozenset(t.kind for t in EVENT_TYPES if issubclass(t, Attempt))
 
 # The moments the bot signs a checkpoint of the chain's head (ledger.witness) and posts it in the thread.
 Witnessed = (

@@ -323,7 +323,7 @@ def _release_granted(event: ev.ReleaseGranted, state: State, e: Entry) -> State:
 
 
 @_fold.register
-def _denied(event: ev.NoOp, state: State, e: Entry) -> State:
+def _denied(event: ev.Attempt, state: State, e: Entry) -> State:
     return replace(state, denied=state.denied + 1)
 
 
