@@ -16,11 +16,13 @@ that does not start with a ledger entry (empty, binary, another format) is the w
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import re
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +30,16 @@ from typing import TYPE_CHECKING
 from bot import exits
 from bot.commands.arguments import db_option, execution_argument
 from bot.keys import KeyProblem, witness_signer, witness_verifier
-from ledger.chain import EXPORT_KEYS, export_line, format_ts, parse_ts, verify_chain
+from ledger.chain import (
+    EXPORT_KEYS,
+    Canonical,
+    export_line,
+    format_ts,
+    hashed_bytes,
+    parse_ts,
+    verify_canonical,
+    verify_chain,
+)
 from ledger.entry import Entry
 from ledger.store import CorruptEntry, VerifyResult
 from ledger.witness import Witness, append_checkpoint, check_against_witness, read_witness, sign_checkpoint
@@ -45,7 +56,7 @@ class _Usage(Exception):
 class _Damaged(Exception):
     """An export whose later lines are not ledger entries: truncated or edited, exit 1."""
 
-    def __init__(self, path: Path, lineno: int, message: str, after: Entry | None) -> None:
+    def __init__(self, path: Path, lineno: int, message: str, after: tuple[str, int] | None) -> None:
         super().__init__(f"{path}:{lineno}: {message}")
         self.path = path
         self.lineno = lineno
@@ -211,20 +222,27 @@ def _export(args: argparse.Namespace) -> int:
 def _verify_file(args: argparse.Namespace) -> int:
     path = Path(args.file)
     try:
-        entries = _read_export(path)
-    except _Damaged as exc:
-        if exc.after is None:
-            print(f"{path}: TAMPERED at line {exc.lineno}: {exc.message}")
-        else:
-            print(
-                f"{exc.after.execution_id}: TAMPERED at {path}:{exc.lineno} (after seq {exc.after.seq}): {exc.message}"
-            )
-        return exits.TAMPERED
-    if not entries:
-        raise _Usage(f"{path}: no ledger entries in the file")
-    execution = entries[0].execution_id
-    head = _read_head(args.head, execution) if args.head else None
-    result = verify_chain(entries, execution, head)
+        fh = path.open("rb")
+    except OSError as exc:
+        raise _Usage(f"{path}: cannot read: {exc.strerror or exc}") from None
+    with fh:
+        export = _Export(path, fh)
+        try:
+            items = export.items()
+            first = next(items, None)
+            if first is None:
+                raise _Usage(f"{path}: no ledger entries in the file")
+            execution = first[0]
+            head = _read_head(args.head, execution) if args.head else None
+            result = verify_canonical(itertools.chain([first], items), execution, head, export.decode)
+        except _Damaged as exc:
+            if exc.after is None:
+                print(f"{path}: TAMPERED at line {exc.lineno}: {exc.message}")
+            else:
+                print(f"{exc.after[0]}: TAMPERED at {path}:{exc.lineno} (after seq {exc.after[1]}): {exc.message}")
+            return exits.TAMPERED
+        except OSError as exc:
+            raise _Usage(f"{path}: cannot read: {exc.strerror or exc}") from None
     print(_describe(execution, result))
     return exits.OK if result.ok else exits.TAMPERED
 
@@ -283,11 +301,7 @@ def _require_known(store: SqlLedgerStore, execution: str) -> None:
 
 
 def _verify_stored(store: SqlLedgerStore, execution: str, head: tuple[int, str] | None) -> VerifyResult:
-    try:
-        entries = store.read(execution)
-    except CorruptEntry as exc:
-        return _corrupt(exc)
-    return verify_chain(entries, execution, head)
+    return store.verify(execution, head)
 
 
 def _verify_witnessed(store: SqlLedgerStore, execution: str, witness: Witness) -> VerifyResult:
@@ -387,33 +401,92 @@ def _refuse_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _read_export(path: Path) -> list[Entry]:
+# The start of an export line exactly as ``ledger export`` writes it, up to the body; the line then
+# ends with ,"prev":"<64>","hash":"<64>"} (_TAIL bytes). Such a line's hashed bytes are assembled
+# from its own text (see ledger.chain, "streaming verification"); any other line is parsed as JSON.
+_TOKEN = rb'("[^"\\]*(?:\\.[^"\\]*)*")'
+_EXPORT_HEAD = re.compile(
+    rb'\{"execution":'
+    + _TOKEN
+    + rb',"seq":(0|[1-9][0-9]*),"ts":"([^"]{27})","kind":'
+    + _TOKEN
+    + rb',"actor":'
+    + _TOKEN
+    + rb',"body":'
+)
+_TAIL = len(b',"prev":"') + 64 + len(b'","hash":"') + 64 + len(b'"}')
+
+
+def _as_exported(line: bytes) -> Canonical | None:
+    """A line in exactly the exported layout as a ``verify_canonical`` item (source: the line), else None."""
+    head = _EXPORT_HEAD.match(line)
+    end = len(line) - line.endswith(b"\n") - _TAIL  # where the body ends
+    if (
+        head is None
+        or end <= head.end()
+        or not line.startswith(b',"prev":"', end)
+        or not line.startswith(b'","hash":"', end + 73)
+        or not line.startswith(b'"}', end + 147)
+    ):
+        return None
+    execution, seq, ts, kind, actor = head.groups()
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise _Usage(f"{path}: cannot read: {exc.strerror or exc}") from None
-    entries: list[Entry] = []
-    lines = raw.split(b"\n")
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        cut = lineno == len(lines) and line.lstrip().startswith(b"{")  # every exported line ends with \n
+        eid = json.loads(execution) if b"\\" in execution else execution[1:-1].decode("utf-8")
+        prev, digest = line[end + 9 : end + 73].decode("ascii"), line[end + 83 : end + 147].decode("ascii")
+        canonical = hashed_bytes(int(seq), ts.decode("ascii"), kind, actor, line[head.end() : end], execution, prev)
+    except ValueError:
+        return None
+    return eid, int(seq), prev, digest, canonical, line
+
+
+class _Export:
+    """An export file read line by line (one line in memory at a time), as ``verify_canonical`` items.
+
+    For verify-file the line between 1 and 2 is whether the file is an export at all: once a line
+    was a ledger entry, a later line that is not one (cut off, edited into something else) is damage.
+    """
+
+    def __init__(self, path: Path, lines: Iterable[bytes]) -> None:
+        self.path = path
+        self.lines = lines
+        self.lineno = 0
+        self.previous: tuple[str, int] | None = None  # (execution, seq) of the line before the current one
+        self.current: tuple[str, int] | None = None
+
+    def items(self) -> Iterator[Canonical]:
+        for lineno, line in enumerate(self.lines, start=1):
+            if not line.strip():
+                continue
+            self.lineno = lineno
+            self.previous = self.current
+            item = _as_exported(line)
+            if item is None:
+                entry = self.decode(line)
+                item = (entry.execution_id, entry.seq, entry.prev_hash, entry.hash, None, entry)
+            self.current = (item[0], item[1])
+            yield item
+
+    def decode(self, line: bytes | Entry) -> Entry:
+        """The entry on the current line, read as JSON; a line that is none is damage or wrong input."""
+        if isinstance(line, Entry):
+            return line
+        where = f"{self.path}:{self.lineno}"
+        cut = not line.endswith(b"\n") and line.lstrip().startswith(b"{")  # every exported line ends with \n
         try:
             try:
                 text = line.decode("utf-8")
             except UnicodeDecodeError:
                 raise _Usage(f"{where}: not UTF-8 text") from None
-            entries.append(_parse_line(text, where))
+            return _parse_line(text.removesuffix("\n"), where)
         except _Usage as exc:
             message = str(exc).removeprefix(f"{where}: ")
             if cut and message.startswith("not a JSON line"):
-                last = entries[-1] if entries else None
-                raise _Damaged(path, lineno, "truncated: the last line ends mid-entry", last) from None
-            if entries:
-                raise _Damaged(path, lineno, message, entries[-1]) from None
+                raise _Damaged(
+                    self.path, self.lineno, "truncated: the last line ends mid-entry", self.previous
+                ) from None
+            if self.previous is not None:
+                raise _Damaged(self.path, self.lineno, message, self.previous) from None
             raise
-    return entries
 
 
 def _parse_line(line: str, where: str) -> Entry:

@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+import ledger.sql
 from ledger.chain import GENESIS_HASH, entry_hash, format_ts, verify_chain
 from ledger.entry import Entry, NewEntry
 from ledger.sql import SqlLedgerStore, normalise_url
-from ledger.store import AppendConflict, CorruptEntry, FencedOut, Lease
+from ledger.store import AppendConflict, CorruptEntry, FencedOut, Lease, VerifyResult
 
 T0 = datetime(2026, 11, 28, 22, 0, 0, 123456, tzinfo=UTC)
 EXEC = "CHG-2041-r1"
@@ -327,8 +328,17 @@ def test_lease_seen_from_a_second_store_instance(open_store: Callable[[], SqlLed
 
 
 def _verify(store: SqlLedgerStore, head: tuple[int, str] | None = None) -> tuple[bool, int | None, str]:
-    result = verify_chain(store.read(EXEC), EXEC, head)
-    return result.ok, result.first_bad_seq, result.reason
+    """What ``ledger verify`` runs (the chain streamed from the database, checked on its stored
+    text first) must say exactly what ``verify_chain`` says over the decoded entries."""
+    streamed = store.verify(EXEC, head)
+    try:
+        listed = verify_chain(store.read(EXEC), EXEC, head)
+    except CorruptEntry as exc:
+        listed = VerifyResult(False, exc.seq, exc.reason, 0, "")
+    assert (streamed.ok, streamed.first_bad_seq, streamed.reason) == (listed.ok, listed.first_bad_seq, listed.reason)
+    if streamed.ok:
+        assert (streamed.checked, streamed.head_hash) == (listed.checked, listed.head_hash)
+    return streamed.ok, streamed.first_bad_seq, streamed.reason
 
 
 def test_untouched_chain_verifies(store: SqlLedgerStore) -> None:
@@ -364,6 +374,51 @@ def test_undecodable_body_is_named(store: SqlLedgerStore, ledger_url: str, body:
         ok, seq, reason = False, exc.seq, exc.reason
     assert (ok, seq) == (False, 4)
     assert why in reason
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("body", '{ "n" : 3 }'),  # the same values, spelled with whitespace
+        ("body", '{"\\u006e":3}'),  # a key spelled with an escape
+        ("ts", "2026-11-28T22:00:03.123456+00:00"),  # not the canonical form: read, then normalised
+    ],
+)
+def test_the_same_values_in_another_spelling_verify_as_before(
+    store: SqlLedgerStore, ledger_url: str, column: str, value: str
+) -> None:
+    """Text that is not canonical is decided by decoding it, as verify_chain always has."""
+    fill(store, 5)
+    raw_sql(
+        ledger_url, f"UPDATE stagehold_ledger SET {column} = :v WHERE execution_id = :e AND seq = 3", v=value, e=EXEC
+    )
+    _verify(store)  # agreement is the assertion; the verdict is whatever decoding the values gives
+
+
+def test_tricky_text_in_every_field_verifies_streamed(store: SqlLedgerStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    tricky = 'q"b\\s/\b\f\n\r\t\x1f\x7f\u2028é✓🚦'
+    store.append(
+        EXEC,
+        1,
+        [
+            # PostgreSQL text holds no NUL, so kind and actor go without it; the body's JSON escapes it.
+            new(
+                1,
+                body={"x": tricky + "\x00", tricky: [1.0, 1e-05, 10**30, None, True]},
+                kind="k" + tricky,
+                actor="a" + tricky,
+            ),
+            new(2, body={}),
+        ],
+    )
+    assert _verify(store) == (True, None, "ok")
+    # The stored text alone settled every entry: nothing needed decoding.
+    monkeypatch.setattr(ledger.sql, "_decode", _must_not_decode)
+    assert store.verify(EXEC).ok
+
+
+def _must_not_decode(*row: Any) -> Entry:
+    raise AssertionError(f"decoded {row!r}")
 
 
 def test_deleted_middle_row_is_named(store: SqlLedgerStore, ledger_url: str) -> None:

@@ -5,15 +5,28 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ledger.chain import GENESIS_HASH, canonical_json, entry_hash, format_ts, parse_ts, seal, verify_chain
+from ledger.chain import (
+    GENESIS_HASH,
+    canonical_json,
+    entry_hash,
+    format_ts,
+    hashed_bytes,
+    parse_ts,
+    seal,
+    string_token,
+    verify_canonical,
+    verify_chain,
+)
 from ledger.entry import Entry, NewEntry
 
 T0 = datetime(2026, 11, 28, 22, 0, 0, tzinfo=UTC)
@@ -281,3 +294,111 @@ def test_independent_verifier_rejects_a_dropped_line(independent_verifier: Verif
     lines = export_lines(chain(5))
     del lines[1]
     assert independent_verifier(lines) == (False, 2)
+
+
+# ---------------------------------------------------------------- streamed verification
+
+
+def _items(entries: list[Entry]) -> list[tuple[str, int, str, str, bytes | None, Entry]]:
+    return [
+        (
+            e.execution_id,
+            e.seq,
+            e.prev_hash,
+            e.hash,
+            hashed_bytes(
+                e.seq,
+                format_ts(e.ts),
+                string_token(e.kind),
+                string_token(e.actor),
+                canonical_json(dict(e.body)),
+                string_token(e.execution_id),
+                e.prev_hash,
+            ),
+            e,
+        )
+        for e in entries
+    ]
+
+
+def _never(source: object) -> Entry:
+    raise AssertionError(f"decoded {source!r}: the stored text should have been enough")
+
+
+def test_stored_text_that_matches_is_not_decoded() -> None:
+    entries = chain(5)
+    result = verify_canonical(_items(entries), EXEC, (3, entries[2].hash), _never)
+    assert (result.ok, result.checked, result.head_hash) == (True, 5, entries[-1].hash)
+
+
+def test_stored_text_that_does_not_match_is_decided_by_the_entry() -> None:
+    entries = chain(4)
+    items = _items(entries)
+    decoded: list[int] = []
+
+    def decode(entry: Entry) -> Entry:
+        decoded.append(entry.seq)
+        return entry
+
+    # Text spliced differently (as a non-canonical spelling would be): the decoded entry decides, and passes.
+    items[1] = (*items[1][:4], b"{}", items[1][5])
+    assert verify_canonical(items, EXEC, None, decode).ok
+    assert decoded == [2]
+    # A body changed behind the hash fails on the decoded entry, with verify_chain's reason.
+    forged = replace(entries[2], body={"n": 99})
+    items[2] = (*items[2][:4], None, forged)
+    result = verify_canonical(items, EXEC, None, decode)
+    assert (result.ok, result.first_bad_seq, result.reason) == (False, 3, "hash does not match content")
+
+
+def test_verification_streams_and_stops_at_the_first_bad_entry() -> None:
+    """Entries are taken one at a time: a chain that never ends is still judged at its first fault."""
+    good = _items(chain(3))
+
+    def endless() -> Iterator[tuple[str, int, str, str, bytes | None, Entry]]:
+        yield from good
+        while True:  # past seq 3 every entry is out of sequence
+            yield good[0]
+
+    result = verify_canonical(endless(), EXEC, None, _never)
+    assert (result.ok, result.first_bad_seq, result.checked) == (False, 4, 3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(
+        min_value=datetime(1001, 1, 1),  # strftime writes earlier years without four digits
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))]),
+    )
+)
+def test_timestamps_read_and_write_as_strptime_and_strftime_do(ts: datetime) -> None:
+    utc = ts.astimezone(UTC)
+    text = format_ts(ts)
+    assert text == utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert parse_ts(text) == datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC) == utc
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-02-30T00:00:00.000000Z",
+        "2026-13-01T00:00:00.000000Z",
+        "2026-01-01T24:00:00.000000Z",
+        "2026-01-01T00:00:60.000000Z",
+        "0000-01-01T00:00:00.000000Z",
+        "2026-1-5T1:2:3.5Z",
+        "2026-01-01T00:00:00Z",
+        "2026-01-01 00:00:00.000000Z",
+    ],
+)
+def test_odd_timestamps_are_read_or_refused_as_strptime_does(text: str) -> None:
+    try:
+        expected: datetime | None = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        expected = None
+    try:
+        got: datetime | None = parse_ts(text)
+    except ValueError:
+        got = None
+    assert got == expected

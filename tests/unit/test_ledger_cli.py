@@ -227,6 +227,21 @@ def test_modified_export_is_rejected(
     assert code == 1 and "TAMPERED at seq 2: sequence gap" in out
 
 
+def test_verify_file_accepts_any_json_spelling_of_the_entries(
+    capsys: pytest.CaptureFixture[str], db: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, _ = db
+    out_file = tmp_path / "export.jsonl"
+    assert run(capsys, "ledger", "export", EXEC, "--out", str(out_file), "--db", url)[0] == 0
+    lines = out_file.read_text(encoding="utf-8").splitlines()
+    # Spaces after separators, sorted keys, \u escapes: the same values, none of the exported bytes.
+    respelled = [json.dumps(json.loads(line), sort_keys=True) for line in lines]
+    for mixed in (respelled, [lines[0], respelled[1], *lines[2:]]):
+        out_file.write_text("\n".join(mixed) + "\n", encoding="utf-8")
+        code, out, _ = run(capsys, "ledger", "verify-file", str(out_file))
+        assert (code, out.split(", head ")[0]) == (0, f"{EXEC}: ok, 5 entries")
+
+
 def test_verify_file_with_a_head(capsys: pytest.CaptureFixture[str], db: tuple[str, Path], tmp_path: Path) -> None:
     url, _ = db
     head_file = tmp_path / "head.json"

@@ -15,7 +15,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bot.cli import main
-from ledger.chain import GENESIS_HASH, canonical_json, export_line, seal
+from ledger.chain import GENESIS_HASH, canonical_json, export_line, hashed_bytes, seal, string_token
 from ledger.entry import NewEntry
 from tests import ledger_spec
 from tests.fakes import Rig
@@ -111,6 +111,25 @@ def test_sealed_hashes_and_export_lines_follow_the_spec(e: dict[str, Any]) -> No
     assert ledger_spec.TS_PATTERN.fullmatch(fields["ts"])
     assert ledger_spec.entry_hash(fields) == sealed.hash
     assert ledger_spec.export_line(fields) == export_line(sealed)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_ENTRIES)
+def test_hashed_bytes_from_stored_text_are_the_canonical_bytes(e: dict[str, Any]) -> None:
+    """Verification's shortcut (the hashed bytes spliced from the stored text, no parsing) builds
+    exactly the bytes the spec says the hash covers."""
+    sealed = seal(e["execution"], e["seq"], NewEntry(e["kind"], e["actor"], e["body"], e["ts"]), e["prev"])
+    fields = sealed.to_json()
+    spliced = hashed_bytes(
+        sealed.seq,
+        fields["ts"],
+        string_token(sealed.kind),
+        string_token(sealed.actor),
+        canonical_json(sealed.body),
+        string_token(sealed.execution_id),
+        sealed.prev_hash,
+    )
+    assert spliced == ledger_spec.canonical({k: fields[k] for k in ledger_spec.HASHED_KEYS}).encode("utf-8")
 
 
 def test_a_lone_surrogate_has_no_canonical_form() -> None:
