@@ -493,21 +493,24 @@ def cmd_resume(args: argparse.Namespace) -> int:
         print(f"stagehold: {exc}", file=sys.stderr)
         return exits.INVALID
     client = http_client(10.0)
-    if url and state.plan is not None and (refused := teach(client, url, state.plan)) is not None:
-        print(f"stagehold: the sandbox at {url} did not take the plan: {refused}", file=sys.stderr)
-        return exits.INVALID
-    add_fault = _post_fault(url, client) if url else (lambda name: None)
-    for name in sorted(now_faults):
-        add_fault(name)
-    schedule = FaultSchedule(add_fault, later, stages)
-    schedule.catch_up(state)
-    listeners: list[Any] = [schedule]
-    if not args.quiet:
-        listeners.insert(0, ConsolePrinter())
-    engine = build_engine(engine.store, live_connector(creds, client, utc_now, url), listeners=listeners)  # type: ignore[arg-type]
-    engine.resume(state.execution_id)
-    state = drive(engine, state.execution_id, auto_release=args.auto_release)
-    return _finish(engine, state, args.out)
+    try:  # closed at the end: its kept-alive connections would otherwise outlive the command
+        if url and state.plan is not None and (refused := teach(client, url, state.plan)) is not None:
+            print(f"stagehold: the sandbox at {url} did not take the plan: {refused}", file=sys.stderr)
+            return exits.INVALID
+        add_fault = _post_fault(url, client) if url else (lambda name: None)
+        for name in sorted(now_faults):
+            add_fault(name)
+        schedule = FaultSchedule(add_fault, later, stages)
+        schedule.catch_up(state)
+        listeners: list[Any] = [schedule]
+        if not args.quiet:
+            listeners.insert(0, ConsolePrinter())
+        engine = build_engine(engine.store, live_connector(creds, client, utc_now, url), listeners=listeners)  # type: ignore[arg-type]
+        engine.resume(state.execution_id)
+        state = drive(engine, state.execution_id, auto_release=args.auto_release)
+        return _finish(engine, state, args.out)
+    finally:
+        client.close()
 
 
 def _rehearsal_only(state: State, why: str = LIVE_ONLY) -> bool:
