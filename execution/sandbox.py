@@ -31,11 +31,13 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hmac
 import json
 import random
 import re
+import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -81,6 +83,7 @@ ROLES = ("executor", "rollback", "preflight", "verifier")
 # How long a write under ``apply-timeout`` withholds its answer (any client gives up sooner).
 HANG_SECONDS = 30.0
 MAX_BODY_BYTES = 1024 * 1024
+IDLE_CONNECTION_S = 60.0
 
 _SEED: dict[str, dict[str, Any]] = {
     "/weights": {"tokenizer": 0, "legacy": 100},
@@ -245,6 +248,7 @@ class Sandbox:
         self._stopping.set()  # releases handlers held by apply-timeout
         server.shutdown()
         server.server_close()
+        server.close_connections()
         if thread is not None:
             thread.join(timeout=5)
         self._server = self._thread = None
@@ -717,6 +721,29 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     sandbox: Sandbox
 
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """End every kept-alive connection: a stopped sandbox answers nothing, not even on them."""
+        with self._open_lock:
+            open_now = list(self._open)
+        for sock in open_now:
+            with contextlib.suppress(OSError):  # the client closed it meanwhile
+                sock.shutdown(socket.SHUT_RDWR)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that gave up (apply-timeout) breaks the pipe; that is expected, not news.
         pass
@@ -725,6 +752,12 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server_version = "stagehold-sandbox"
     sys_version = ""
+    # HTTP/1.1 keeps connections alive, so polling clients reuse one instead of connecting for every
+    # read. Every answer carries Content-Length, which keep-alive needs. Without TCP_NODELAY the body
+    # (a second write after the headers) would wait for the client's delayed ACK, ~40 ms a request.
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    timeout = IDLE_CONNECTION_S  # an idle kept-alive connection is closed, freeing its thread
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -736,6 +769,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             length = -1
         if length < 0 or length > MAX_BODY_BYTES:
+            self.close_connection = True  # the body was not read, so the connection cannot go on
             self._send(_error(413 if length > 0 else 400, "bad or oversized Content-Length"))
             return
         raw = self.rfile.read(length) if length else b""

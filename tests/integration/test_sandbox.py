@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -346,6 +347,29 @@ def test_context_manager_serves_then_stops(clock: FakeClock) -> None:
         httpx.get(f"{url}/healthz", timeout=2)
     with pytest.raises(RuntimeError):
         _ = box.url
+
+
+def test_one_connection_carries_many_requests_without_nagle_and_stop_ends_it(clock: FakeClock) -> None:
+    box = Sandbox(clock=clock).start()
+    url = box.url
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        reader = conn.makefile("rb")
+        for path in ("/healthz", "/parity", "/weights"):
+            conn.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            status = reader.readline()
+            assert status.startswith(b"HTTP/1.1 200"), status
+            headers = list(iter(reader.readline, b"\r\n"))
+            length = next(int(h.split(b":")[1]) for h in headers if h.lower().startswith(b"content-length"))
+            assert reader.read(length)
+        # The server's side of this same connection answers without Nagle's delay.
+        accepted = list(box._server._open) if box._server is not None else []
+        assert len(accepted) == 1
+        assert accepted[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        box.stop()
+        assert reader.read() == b""  # a stopped sandbox closed the kept-alive connection too
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/healthz", timeout=2)
 
 
 # ---------------------------------------------------------------- metrics and the query API
