@@ -56,6 +56,8 @@ from execution.project import State
 from handlers import actions, commands
 from handlers.directory import Directory
 from handlers.notifier import Notifier
+from handlers.repeats import WINDOW_S as REPEAT_WINDOW_S
+from handlers.repeats import RepeatedClicks, Repeats
 from handlers.review import ReportSettings
 from handlers.services import Services
 from ledger.note import Signer
@@ -344,6 +346,7 @@ class SlackBot:
         approvals: Callable[[LoadedChange], ApprovalReport | None] | None = None,
         witness: Signer | None = None,
         witness_file: str | None = None,
+        repeat_window_s: float = REPEAT_WINDOW_S,
     ) -> None:
         self.store = store
         self.signing_secret = signing_secret
@@ -356,6 +359,7 @@ class SlackBot:
         self.engine = build_engine(store, connect, listeners=listeners, clock=clock, owner=owner)
         self.driver = Driver(self.engine, clock, sweep_seconds=driver_sweep_s)
         client = listener_client(bot_token, api_url)
+        self.repeats = RepeatedClicks(self._record_repeats, clock, repeat_window_s)
         self.services = Services(
             engine=self.engine,
             wake=self.driver.wake,
@@ -365,6 +369,7 @@ class SlackBot:
             start_mode=start_mode,
             start_speed=start_speed,
             report=report or ReportSettings(),
+            repeats=self.repeats,
             **({"approvals": approvals} if approvals is not None else {}),
         )
         self.listeners = ThreadPoolExecutor(LISTENER_WORKERS, thread_name_prefix="stagehold-listener")
@@ -387,11 +392,18 @@ class SlackBot:
     def stop(self) -> None:
         """Stop after the HTTP server: finish clicks in hand, stop ticking, hand leases back, stop posting."""
         self.listeners.shutdown(wait=True)
+        self.repeats.close()
         self.driver.stop()
         for execution_id in self.engine.active():
             # Another process (or this one restarted) may then take over at once, not after the lease lapses.
             self.engine.let_go(execution_id)
         self.notifier.stop()
+
+    def _record_repeats(self, repeats: Repeats) -> None:
+        k = repeats.key
+        self.engine.record_repeated_release(
+            k.execution, k.hold, k.version, k.user, repeats.count, repeats.first_at, repeats.last_at
+        )
 
     def endpoint(self) -> SlackEndpoint:
         return SlackEndpoint(self.app, self.signing_secret, self.health)

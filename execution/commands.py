@@ -143,6 +143,24 @@ def release(
     return out
 
 
+def repeated_release(
+    hold_id: str, evidence_version: int, user: str, repeats: int, first_at: datetime, last_at: datetime, now: datetime
+) -> list[NewEntry]:
+    """A person's repeated clicks on one Release button, counted after a first click that already
+    decided them (released or ignored): one record of them all, changing nothing."""
+    first, last = format_ts(first_at), format_ts(last_at)
+    counted = ev.ReleaseIgnored(
+        hold=hold_id,
+        evidence_version=evidence_version,
+        reason=f"{repeats} repeated click(s) on the same Release button between {first} and {last}; "
+        "the first click's outcome stands",
+        repeats=repeats,
+        first_at=first,
+        last_at=last,
+    )
+    return [ev.record(counted, user, now)]
+
+
 def rollback(state: State, user: str, groups: Iterable[str], reason: str, now: datetime) -> list[NewEntry]:
     """A rollback authority orders the way back; release authority alone is not enough."""
     groups = tuple(groups)

@@ -331,6 +331,11 @@ class ReleaseIgnored(Attempt):
     evidence_version: int | None = field(default=None, metadata=_OMIT_NONE)
     released_by: tuple[str, ...] | None = field(default=None, metadata=_OMIT_NONE)
     released_at: str | None = field(default=None, metadata=_OMIT_NONE)  # a time, or "earlier"
+    # One person's further clicks on the same button, counted after a first click that decided
+    # them, recorded together: how many, the first and the last (times).
+    repeats: int | None = field(default=None, metadata=_OMIT_NONE)
+    first_at: str | None = field(default=None, metadata=_OMIT_NONE)
+    last_at: str | None = field(default=None, metadata=_OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -259,6 +259,15 @@ class Engine:
         g = tuple(groups)
         return self._command(execution_id, lambda s: cmd.release(s, hold_id, version, user, g, self.clock()))
 
+    def record_repeated_release(
+        self, execution_id: str, hold_id: str, version: int, user: str, repeats: int, first_at: datetime, last: datetime
+    ) -> CommandOutcome:
+        """Record repeats of one person's Release click that were counted, not decided one by one."""
+        return self._command(
+            execution_id,
+            lambda _s: cmd.repeated_release(hold_id, version, user, repeats, first_at, last, self.clock()),
+        )
+
     def rollback(self, execution_id: str, user: str, reason: str, groups: Iterable[str] = ()) -> CommandOutcome:
         g = tuple(groups)
         return self._command(execution_id, lambda s: cmd.rollback(s, user, g, reason, self.clock()))

@@ -8,6 +8,8 @@ Rules:
   (users and the user groups Slack says the person is in), two-person control, staleness, single
   use. Denied and ignored clicks are recorded by the engine and answered to the person only.
   Duplicate deliveries and double clicks reach the engine twice; the second is a recorded no-op.
+  A person's further clicks on the same Release button shortly after are counted, not decided
+  again, and recorded together in one entry (``handlers.repeats``), with no ephemeral each.
 * A button value stagehold did not issue, or one naming an execution the ledger does not hold,
   is answered and goes no further: there is nothing to record it against.
 * After any effect the execution is woken (``Driver.wake``); the thread and the hold card are
@@ -24,11 +26,13 @@ from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from execution import events as ev
 from execution.project import State
 from handlers import cards, ids
 from handlers.answers import describe, ephemeral
 from handlers.cards import md, notice
 from handlers.parse import Click, MalformedPayload, parse_click, parse_rollback_submission
+from handlers.repeats import ClickKey
 from handlers.services import Services
 
 log = logging.getLogger("stagehold.slack.actions")
@@ -104,9 +108,20 @@ def handle_release(services: Services, body: Mapping[str, Any], client: WebClien
         return
     click, state = clicked
     assert click.ref is not None and state.package is not None
-    groups = services.groups_of(click.user, state.package)
     ref = click.ref
-    outcome = services.engine.release(ref.execution, ref.hold, ref.version, click.user, groups)
+    first = None
+    if services.repeats is not None:
+        first = services.repeats.arrive(ClickKey(click.user, ref.execution, ref.hold, ref.version))
+        if first is None:
+            return  # counted into the window its first click opened
+    collapsible = False
+    try:
+        groups = services.groups_of(click.user, state.package)
+        outcome = services.engine.release(ref.execution, ref.hold, ref.version, click.user, groups)
+        collapsible = bool({ev.RELEASE_GRANTED, ev.RELEASE_IGNORED} & set(outcome.kinds))
+    finally:
+        if first is not None:
+            first.decided(collapsible)
     if outcome.effective:
         services.wake(ref.execution)
     _answer(client, respond, click, describe(outcome))

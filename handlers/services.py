@@ -15,6 +15,7 @@ from execution.contract.models import ChangePackage
 from execution.project import State
 from execution.service import Engine
 from handlers.directory import Directory
+from handlers.repeats import RepeatedClicks
 from handlers.review import ReportSettings
 from handlers.storage import SlackStore
 
@@ -31,6 +32,8 @@ class Services:
     report: ReportSettings = field(default_factory=ReportSettings)
     # The signed approvals of a package (bot.keys.approvals_checker); None: no keyring configured.
     approvals: Callable[[LoadedChange], ApprovalReport | None] = lambda _change: None
+    # Collapses a person's repeated Release clicks on one button; None: every click is decided.
+    repeats: RepeatedClicks | None = None
 
     def groups_of(self, user: str, package: ChangePackage) -> tuple[str, ...]:
         """The package's user groups ``user`` belongs to; the engine decides what they allow."""

@@ -231,6 +231,11 @@ class Harness:
         }
         return urlencode({"payload": json.dumps(payload)})
 
+    def settle(self) -> None:
+        """Every acknowledged click handled and its repeats recorded, as a clean shutdown does."""
+        self.bot.listeners.shutdown(wait=True)
+        self.bot.repeats.close()
+
     # ------------------------------------------------------------ what the bot did
 
     def execution(self) -> State:
