@@ -7,12 +7,15 @@ Rules:
   the shared client closes them too, so a process owns exactly one thing to close.
 * A TLS file that cannot be read is an error when the target is first used, not a fallback to
   the system's trust store or to no client certificate.
+* No cookie is ever kept: a cookie one role's request was given would otherwise ride along on
+  every later request to that host, whichever role sends it.
 """
 
 from __future__ import annotations
 
 import ssl
 import threading
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -23,6 +26,7 @@ class TargetTransport(httpx.Client):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        _keep_no_cookies(self)
         self._settings = kwargs
         self._tls: dict[tuple[str | None, str | None, str | None], httpx.Client] = {}
         self._tls_lock = threading.Lock()
@@ -33,6 +37,7 @@ class TargetTransport(httpx.Client):
             client = self._tls.get(key)
             if client is None:
                 client = httpx.Client(**{**self._settings, "verify": _context(ca_bundle, client_cert, client_key)})
+                _keep_no_cookies(client)
                 self._tls[key] = client
             return client
 
@@ -42,6 +47,11 @@ class TargetTransport(httpx.Client):
         for client in clients:
             client.close()
         super().close()
+
+
+def _keep_no_cookies(client: httpx.Client) -> None:
+    # An empty list of allowed domains refuses every cookie a response sets.
+    client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
 
 
 def _context(ca_bundle: str | None, client_cert: str | None, client_key: str | None) -> ssl.SSLContext:

@@ -17,6 +17,7 @@ from execution.adapters.command import CommandRunner
 from execution.adapters.http import HttpTargets, parse_sample_time, same_value, select_field
 from execution.adapters.live import LiveTargets
 from execution.adapters.prometheus import PrometheusReader
+from execution.adapters.transport import TargetTransport
 from execution.contract.models import Action, Confirm, Signal, Target
 from execution.model import Credentials, Role, TargetAuth
 
@@ -142,6 +143,22 @@ def test_http_read_sends_only_its_own_role_credential() -> None:
     assert first.headers["x-stagehold-role"] == "preflight"
     assert "authorization" not in second.headers  # the verifier has no credential here
     assert second.headers["x-stagehold-role"] == "verifier"
+
+
+def test_no_cookie_a_target_sets_is_sent_again() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        cookie = {"set-cookie": "session=exec-only; Path=/"}
+        return httpx.Response(200, json={"ok": True, "cookie": request.headers.get("cookie")}, headers=cookie)
+
+    recorder = Recorder(answer)
+    client = TargetTransport(transport=httpx.MockTransport(recorder))
+    targets = HttpTargets(TARGETS, CREDS, client, Clock())
+    signal = Signal.model_validate({"http": {"target": "router", "path": "/health", "field": "ok"}, "max_age": "60s"})
+    targets.read("ok", signal, Role.EXECUTOR)
+    targets.read("ok", signal, Role.ROLLBACK)
+    assert len(recorder.requests) == 2
+    assert [r.headers.get("cookie") for r in recorder.requests] == [None, None]
+    assert not client.cookies
 
 
 def test_http_read_time_field_drives_sampled_at() -> None:
