@@ -2,7 +2,8 @@
 
 Rules:
 * Pure: the same entries always give the same state; no clock, no I/O.
-* Every phase change goes through ``transitions.transition`` (illegal ones raise).
+* Every phase change is looked up in ``transitions.TABLE`` by the event that causes it (an event
+  with no row for the current phase raises).
 * ``apply(state, entry)`` folds one more entry, so callers may cache a state and fold only what
   was appended since (``state.seq`` says how far it has read).
 * Entries that only record an attempt (denied or ignored clicks) never change the phase.
@@ -19,7 +20,7 @@ from typing import Any
 from execution import events as ev
 from execution.contract.models import RECORDED, ChangePackage, Plan, Stage
 from execution.events import Direction, HoldKind, Resume, StageStatus
-from execution.transitions import TERMINAL, Phase, transition
+from execution.transitions import TERMINAL, Phase, Via, next_phase
 from ledger.chain import parse_ts
 from ledger.entry import Entry
 
@@ -214,8 +215,9 @@ def _with_hold(state: State, hold_id: str, **changes: Any) -> State:
     return replace(state, holds=holds)
 
 
-def _go(state: State, target: Phase, cause: str) -> State:
-    return replace(state, phase=transition(state.phase, target, cause))
+def _go(state: State, event: ev.Event, via: Via = None) -> State:
+    """Move to the phase the transition table gives for ``event`` (``via``: its resume target or direction)."""
+    return replace(state, phase=next_phase(state.phase, event, via))
 
 
 def apply(state: State, entry: Entry) -> State:
@@ -252,7 +254,7 @@ def _started(event: ev.ExecutionStarted, state: State, e: Entry) -> State:
         stages=tuple(StageState(s.id, i) for i, s in enumerate(plan.stages)),
         approvals=event.approvals,
     )
-    return _go(state, Phase.READY, e.kind)
+    return _go(state, event)
 
 
 @_fold.register
@@ -292,7 +294,7 @@ def _hold_opened(event: ev.HoldOpened, state: State, e: Entry) -> State:
     if hold.kind == ev.HoldKind.NARROWED:
         # Narrowing finished: the undone stage is where the execution now stands.
         state = replace(state, rollback=None, current=hold.index)
-    return _go(state, Phase.HOLDING, e.kind)
+    return _go(state, event)
 
 
 @_fold.register
@@ -332,24 +334,19 @@ def _hold_released(event: ev.HoldReleased, state: State, e: Entry) -> State:
     hold = state.holds[event.hold]
     state = _with_hold(state, hold.id, status="released", released_by=event.by, released_at=e.ts)
     state = replace(state, open_hold=None)
-    if hold.resume == ev.Resume.ENTER:
+    # Where the release leads is the table's to say; what the release authorises is kept here.
+    via = hold.resume if hold.resume != Resume.RESUME else Phase(hold.resume_phase)
+    if via == Resume.ENTER:
         state = _with_stage(state, hold.index, entry_hold=hold.id)
         state = replace(state, current=hold.index, narrowed=False)
-        return _go(state, Phase.READY, e.kind)
-    if hold.resume == ev.Resume.ACCEPT:
+    elif via == Resume.ACCEPT:
         state = _with_stage(state, hold.index, accept_hold=hold.id)
-        return _go(state, Phase.VERIFYING, e.kind)
-    if hold.resume == ev.Resume.VERIFY:
+    elif via in (Resume.VERIFY, Phase.VERIFYING):
         state = _with_stage(state, hold.index, consecutive=0, verify_since=e.ts, last_sample_at=None)
-        return _go(state, Phase.VERIFYING, e.kind)
-    if hold.resume == ev.Resume.READBACK:
+    elif via == Resume.READBACK:
         assert state.pending is not None
         state = replace(state, pending=replace(state.pending, readback="none"))
-        return _go(state, Phase.APPLYING, e.kind)
-    target = Phase(hold.resume_phase)
-    if target == Phase.VERIFYING:
-        state = _with_stage(state, hold.index, consecutive=0, verify_since=e.ts, last_sample_at=None)
-    return _go(state, target, e.kind)
+    return _go(state, event, via)
 
 
 @_fold.register
@@ -371,8 +368,9 @@ def _intended(event: ev.ActionIntended, state: State, e: Entry) -> State:
     if event.direction == ev.Direction.APPLY:
         state = _with_stage(state, index, status=StageStatus.APPLYING, attempts=event.attempt, consecutive=0)
         state = replace(state, current=index, narrowed=False)
-        return _go(state, Phase.APPLYING, e.kind)
-    return _with_stage(state, index, status=StageStatus.ROLLING_BACK, rollback_attempts=event.attempt)
+    else:
+        state = _with_stage(state, index, status=StageStatus.ROLLING_BACK, rollback_attempts=event.attempt)
+    return _go(state, event, event.direction)
 
 
 @_fold.register
@@ -429,11 +427,12 @@ def _confirmed(event: ev.ActionConfirmed, state: State, e: Entry) -> State:
         )
         if stage_def.retires_fallback:
             state = replace(state, fallback_retired=True)
-        return _go(state, Phase.VERIFYING, e.kind)
-    assert state.rollback is not None
-    rb = replace(state.rollback, done=(*state.rollback.done, event.stage))
-    state = _with_stage(state, index, status=StageStatus.ROLLED_BACK, checkpoint=event.observed, entry_hold=None)
-    return replace(state, rollback=rb)
+    else:
+        assert state.rollback is not None
+        rb = replace(state.rollback, done=(*state.rollback.done, event.stage))
+        state = _with_stage(state, index, status=StageStatus.ROLLED_BACK, checkpoint=event.observed, entry_hold=None)
+        state = replace(state, rollback=rb)
+    return _go(state, event, event.direction)
 
 
 @_fold.register
@@ -461,7 +460,7 @@ def _passed(event: ev.StagePassed, state: State, e: Entry) -> State:
         consecutive=event.consecutive,
     )
     state = replace(state, current=index + 1)
-    return _go(state, Phase.READY, e.kind)
+    return _go(state, event)
 
 
 @_fold.register
@@ -481,17 +480,17 @@ def _rollback_started(event: ev.RollbackStarted, state: State, e: Entry) -> Stat
     # A forward action still resolving is abandoned: its stage is in the undo list, and undoing
     # restores the previous tier whether or not the forward action landed.
     state = replace(state, rollback=rb, holds=holds, open_hold=None, hold_requested=None, pending=None)
-    return _go(state, Phase.ROLLING_BACK, e.kind)
+    return _go(state, event)
 
 
 @_fold.register
 def _completed(event: ev.ExecutionCompleted, state: State, e: Entry) -> State:
-    return _go(state, Phase.COMPLETED, e.kind)
+    return _go(state, event)
 
 
 @_fold.register
 def _rolled_back(event: ev.ExecutionRolledBack, state: State, e: Entry) -> State:
-    return _go(state, Phase.ROLLED_BACK, e.kind)
+    return _go(state, event)
 
 
 def _close_open_hold(state: State) -> State:
@@ -505,11 +504,11 @@ def _close_open_hold(state: State) -> State:
 @_fold.register
 def _needs_human(event: ev.ExecutionNeedsHuman, state: State, e: Entry) -> State:
     state = replace(_close_open_hold(state), outcome_reason=event.why, outcome_stage=event.stage)
-    return _go(state, Phase.NEEDS_HUMAN, e.kind)
+    return _go(state, event)
 
 
 @_fold.register
 def _abandoned(event: ev.ExecutionAbandoned, state: State, e: Entry) -> State:
     # Nothing is undone: what the last read-back showed stays as it was (the record says so).
     state = replace(_close_open_hold(state), outcome_reason=f"abandoned by {e.actor}: {event.reason}")
-    return _go(state, Phase.ABANDONED, e.kind)
+    return _go(state, event)

@@ -1,5 +1,6 @@
 """``stagehold schema package|plan`` (JSON Schema for editors) and ``stagehold schema docs``
-(regenerate ``docs/reference.md`` and ``docs/schema/*.json`` in a checkout)."""
+(regenerate ``docs/reference.md``, ``docs/schema/*.json`` and the README's phase diagram in a
+checkout)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ from pathlib import Path
 from bot import exits
 from execution.contract.reference import EXAMPLE_DIR, field_count, render
 from execution.contract.schema import FILE_NAMES, json_schema
+from execution.transitions import diagram
+
+# The README's phase diagram sits between these lines, generated from the transition table.
+PHASES_BEGIN = "<!-- phases: generated from execution/transitions.py by `stagehold schema docs` -->"
+PHASES_END = "<!-- end of phases -->"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,7 +24,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "schema",
         help="print the JSON Schema of a package or plan (for editors), or regenerate the reference docs",
         description="package|plan: print the JSON Schema for yaml-language-server. "
-        "docs: regenerate docs/reference.md and docs/schema/*.json from the models (run in a checkout).",
+        "docs: regenerate docs/reference.md and docs/schema/*.json from the models, and the README's phase "
+        "diagram from the transition table (run in a checkout).",
     )
     p.add_argument(
         "what",
@@ -41,6 +48,12 @@ def reference_text(root: Path) -> str:
     )
 
 
+def readme_with_phases(readme: str) -> str:
+    """``readme`` with the text between the phase markers replaced by the current diagram."""
+    begin, end = readme.index(PHASES_BEGIN) + len(PHASES_BEGIN), readme.index(PHASES_END)
+    return readme[:begin] + "\n```mermaid\n" + diagram() + "```\n" + readme[end:]
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     if args.what != "docs":
         sys.stdout.write(schema_text(args.what))
@@ -52,6 +65,10 @@ def cmd_schema(args: argparse.Namespace) -> int:
         (root / "docs" / "reference.md").write_text(text, encoding="utf-8")
         for which, name in FILE_NAMES.items():
             (root / "docs" / "schema" / name).write_text(schema_text(which), encoding="utf-8")
+        readme = root / "README.md"
+        current = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+        if PHASES_BEGIN in current and PHASES_END in current:
+            readme.write_text(readme_with_phases(current), encoding="utf-8")
     except OSError as exc:
         where = exc.filename or root
         print(f"stagehold: schema docs: {where}: {exc.strerror or exc} (run it in a checkout)", file=sys.stderr)

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from bot.commands.schema import readme_with_phases
 from execution import commands as cmd
 from execution import events as ev
 from execution.project import project
-from execution.transitions import TERMINAL, TRANSITIONS, IllegalTransition, Phase, transition
+from execution.transitions import (
+    TABLE,
+    TERMINAL,
+    TRANSITIONS,
+    IllegalTransition,
+    Phase,
+    Via,
+    diagram,
+    next_phase,
+    transition,
+)
 from ledger.chain import GENESIS_HASH, seal
 from ledger.entry import Entry, NewEntry
 from tests.fakes import INITIATOR, FakeClock, MemoryLedger, Rig, example
@@ -181,3 +193,50 @@ def test_attempt_only_entries_never_change_the_phase() -> None:
         ledger.append([NewEntry(kind, "U9ANY", {"hold": "H9", "reason": "denied"}, ledger.entries[-1].ts)])
         assert ledger.state.phase == phase
     assert ledger.state.denied == len(ev.NO_OP_KINDS)
+
+
+# ---------------------------------------------------------------- the table is keyed by event
+
+
+def test_the_readme_phase_diagram_is_generated_from_the_table() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert readme_with_phases(readme) == readme, "README phases are stale: run `.venv/bin/stagehold schema docs`"
+    assert diagram() in readme
+
+
+def _example(event_type: type[ev.Event]) -> ev.Event:
+    """Some ``event_type``: the table looks at the class (and ``via``), never at the fields."""
+    fields = dataclasses.fields(event_type)
+    required = {
+        f.name: None for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    return event_type(**required)
+
+
+@pytest.mark.parametrize(("key", "target"), sorted(TABLE.items(), key=str), ids=str)
+def test_every_row_moves_its_phase_where_the_table_says(key: tuple[Phase, type[ev.Event], Via], target: Phase) -> None:
+    phase, event_type, via = key
+    assert next_phase(phase, _example(event_type), via) is target
+
+
+@pytest.mark.parametrize("phase", list(Phase))
+def test_an_event_that_moves_the_phase_elsewhere_but_not_from_here_raises(phase: Phase) -> None:
+    movers = {(event_type, via) for (_, event_type, via) in TABLE}
+    for event_type, via in movers:
+        if (phase, event_type, via) in TABLE:
+            continue
+        with pytest.raises(IllegalTransition) as caught:
+            next_phase(phase, _example(event_type), via)
+        assert caught.value.current is phase
+
+
+def test_events_without_a_row_never_change_the_phase() -> None:
+    movers = {event_type for (_, event_type, _) in TABLE}
+    for event_type in ev.EVENT_TYPES:
+        if event_type in movers:
+            continue
+        for phase in Phase:
+            assert next_phase(phase, _example(event_type)) is phase
+    # A rollback step's intent and confirmation leave the phase at ROLLING_BACK.
+    for event_type in (ev.ActionIntended, ev.ActionConfirmed):
+        assert next_phase(Phase.ROLLING_BACK, _example(event_type), ev.Direction.ROLLBACK) is Phase.ROLLING_BACK
