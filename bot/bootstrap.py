@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 import httpx
 
 from bot.clock import utc_now
-from bot.settings import Settings, SettingsError
+from bot.settings import SettingsError
 from execution.adapters.base import Connection
 from execution.adapters.live import LiveTargets
 from execution.adapters.sandboxed import SandboxTargets, teach
@@ -92,11 +92,3 @@ def build_engine(
     owner: str | None = None,
 ) -> Engine:
     return Engine(store, connect, clock, owner or process_owner(), listeners=listeners)
-
-
-def live_engine(settings: Settings, listeners: Iterable[Listener] = ()) -> tuple[Engine, httpx.Client]:
-    store = open_store(settings.database_url)
-    client = http_client(settings.http_timeout_s)
-    connect = live_connector(settings.credentials(), client, utc_now, read_timeout_s=settings.http_timeout_s)
-    engine = build_engine(store, connect, listeners=listeners)
-    return engine, client

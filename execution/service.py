@@ -29,7 +29,7 @@ from execution.adapters.base import Connection
 from execution.contract.load import LoadedChange
 from execution.decide import Decision, Observations, ReadRequest, SendAction, decide, reads, timeout_seconds
 from execution.model import ActionResult, Clock, Evidence, ReadbackResult, Role
-from execution.project import State, apply, project
+from execution.project import State, apply
 from execution.reconcile import reconcile, target
 from ledger.entry import Entry, NewEntry
 from ledger.masking import mask
@@ -426,8 +426,3 @@ class Engine:
             timeout = timeout_seconds(state, confirm.spec.timeout)
             readback = self._safe_read_back(state, confirm, request.role, timeout)
         return Observations(evidence, readback)
-
-
-def fold(execution_id: str, entries: Iterable[Entry]) -> State:
-    """Re-export of the pure fold for callers that hold entries already."""
-    return project(execution_id, entries)

@@ -54,7 +54,8 @@ def test_forged_stale_replayed_and_malformed_requests_are_refused(harness: Harne
     }
     for what, response in cases.items():
         assert response.status_code == 401, what
-    time.sleep(0.3)
+    # Bolt answers 401 before it starts any listener: once the answer is here, nothing of the
+    # request is still running that could write or call Slack later.
     assert ledger_size(h) == before_ledger
     assert listener_calls(h) == before_calls
 
@@ -65,7 +66,6 @@ def test_forged_stale_replayed_and_malformed_requests_are_refused(harness: Harne
     after_ledger = ledger_size(h)
     replay = h.post(click, ts=ts)
     assert replay.status_code == 401
-    time.sleep(0.3)
     assert ledger_size(h) == after_ledger
     assert len(h.fake.ephemerals(RELEASERS[0])) == 1
     assert SECRET not in replay.text
