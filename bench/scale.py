@@ -37,7 +37,7 @@ import psycopg
 from psycopg import sql
 
 from bench import Row, Size
-from bot.bootstrap import build_engine, http_client, live_connector, open_store
+from bot.bootstrap import open_runtime
 from bot.clock import utc_now
 from bot.scheduler import Driver
 from execution.commands import start as start_entries
@@ -115,8 +115,7 @@ def _pct(values: Sequence[float], q: float) -> float:
 
 
 def run_backend(label: str, url: str, change: LoadedChange, args: argparse.Namespace) -> dict[str, float]:
-    store = open_store(url)
-    client = http_client(10.0)
+    runtime = open_runtime(url)
     samples: dict[str, list[float]] = defaultdict(list)
     lock = threading.Lock()
     measuring = threading.Event()
@@ -129,7 +128,7 @@ def run_backend(label: str, url: str, change: LoadedChange, args: argparse.Names
                 with lock:
                     samples[execution_id].append(time.monotonic())
 
-    engine = build_engine(store, live_connector(Credentials({}), client, utc_now), listeners=[count])
+    engine = runtime.engine(runtime.connector(Credentials({})), listeners=[count])
     first = start_entries(change, "U0OPS", (), utc_now())
     ids = []
     t0 = time.monotonic()
@@ -137,7 +136,7 @@ def run_backend(label: str, url: str, change: LoadedChange, args: argparse.Names
         # One change may have one running execution; the benchmark writes the same approved
         # start entry under many execution ids instead of approving a thousand packages.
         eid = f"BENCH-{i:05d}"
-        store.append(eid, 1, first)
+        runtime.store.append(eid, 1, first)
         ids.append(eid)
     setup = time.monotonic() - t0
     driver = Driver(engine, utc_now, workers=args.workers, sweep_seconds=30)
@@ -158,8 +157,7 @@ def run_backend(label: str, url: str, change: LoadedChange, args: argparse.Names
         gaps = [b - a for v in samples.values() for a, b in itertools.pairwise(v)]
     due = args.executions * (m1 - m0) / args.every
     rss = _rss_mib()
-    client.close()
-    store.close()
+    runtime.close()
     print(f"[{label}] executions {args.executions} (setup {setup:.1f}s), {args.workers} workers, {threads} threads")
     print(
         f"[{label}] samples {done} taken / {due:.0f} due = {done / due:.2f} of the target rate ({done / (m1 - m0):.1f}/s)"

@@ -1,4 +1,9 @@
-"""The one composition root: settings in, wired objects out. Nothing else builds adapters."""
+"""The one composition root: settings in, wired objects out. Nothing else builds adapters.
+
+``serve``, every command-line command that drives or changes an execution, and the benchmarks
+open a ``Runtime`` (the ledger store and the one HTTP client for targets), build their engine
+from it, and close both together when they are done.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
 
 import httpx
 
@@ -92,3 +99,50 @@ def build_engine(
     owner: str | None = None,
 ) -> Engine:
     return Engine(store, connect, clock, owner or process_owner(), listeners=listeners)
+
+
+@dataclass
+class Runtime:
+    """What a process drives executions with: the ledger store and the HTTP client its target
+    adapters share. ``close`` (or leaving the ``with`` block) closes both."""
+
+    store: SqlLedgerStore
+    client: httpx.Client
+
+    def connector(
+        self,
+        credentials: Credentials,
+        sandbox_url: str | None = None,
+        *,
+        clock: Clock = utc_now,
+        read_timeout_s: float = 10.0,
+    ) -> Callable[[State], Connection]:
+        """Adapters for an execution's targets (every kind sent to ``sandbox_url`` when given)."""
+        return live_connector(credentials, self.client, clock, sandbox_url, read_timeout_s=read_timeout_s)
+
+    def engine(
+        self,
+        connect: Callable[[State], Connection],
+        *,
+        listeners: Iterable[Listener] = (),
+        clock: Clock = utc_now,
+        owner: str | None = None,
+    ) -> Engine:
+        return build_engine(self.store, connect, listeners=listeners, clock=clock, owner=owner)
+
+    def close(self) -> None:
+        self.client.close()
+        self.store.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def open_runtime(database_url: str, http_timeout_s: float = 10.0) -> Runtime:
+    """Open the ledger (``SettingsError`` naming the database when it cannot be opened) and the client."""
+    return Runtime(open_store(database_url), http_client(http_timeout_s))

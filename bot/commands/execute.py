@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import exits
-from bot.bootstrap import build_engine, http_client, live_connector, open_store
+from bot.bootstrap import Runtime, open_runtime
 from bot.clock import utc_now
 from bot.commands.arguments import db_option, execution_argument, reason_text, user_id
 from bot.commands.reading import Tampered, database_url, read_execution
@@ -339,13 +339,14 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
     stages = [s.id for s in change.plan.stages]
     try:
         now_faults, later = _parse_faults(args.fault, stages, change.plan)
-        store = open_store(database_url(args))
+        runtime = open_runtime(database_url(args))
     except (ValueError, SettingsError) as exc:
         print(f"stagehold: {exc}", file=sys.stderr)
         return exits.INVALID
     try:
         report = _approvals(change, load_settings().keyring)
     except (InvalidChange, SettingsError) as exc:
+        runtime.close()
         print(f"stagehold: {exc}", file=sys.stderr)
         return exits.INVALID
     initiator = args.as_user or (change.package.authorities.initiate.users or ["U0REHEARSAL"])[0]
@@ -354,43 +355,37 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         if args.as_user or change.package.authorities.initiate.users
         else tuple(change.package.authorities.initiate.groups[:1])
     )
-    client = http_client(10.0)
-    try:
-        with _rehearsal_target(args.sandbox) as (url, creds, sandbox):
-            if sandbox is not None:
-                sandbox.learn(change.plan)
-            elif (refused := teach(client, url, change.plan)) is not None:
-                print(f"stagehold: the sandbox at {url} did not take the plan: {refused}", file=sys.stderr)
-                return exits.INVALID
-            add_fault = sandbox.add_fault if sandbox is not None else _post_fault(url, client)
-            for name in sorted(now_faults):
-                add_fault(name)
-            listeners: list[Any] = [FaultSchedule(add_fault, later, stages)]
-            if not args.quiet:
-                listeners.insert(0, ConsolePrinter())
-            engine = build_engine(store, live_connector(creds, client, utc_now, url), listeners=listeners)
-            print(
-                f"rehearsal of {change.package.id} against the sandbox at {url} (durations compressed x{args.speed:g})"
+    with runtime, _rehearsal_target(args.sandbox) as (url, creds, sandbox):
+        client = runtime.client
+        if sandbox is not None:
+            sandbox.learn(change.plan)
+        elif (refused := teach(client, url, change.plan)) is not None:
+            print(f"stagehold: the sandbox at {url} did not take the plan: {refused}", file=sys.stderr)
+            return exits.INVALID
+        add_fault = sandbox.add_fault if sandbox is not None else _post_fault(url, client)
+        for name in sorted(now_faults):
+            add_fault(name)
+        listeners: list[Any] = [FaultSchedule(add_fault, later, stages)]
+        if not args.quiet:
+            listeners.insert(0, ConsolePrinter())
+        engine = runtime.engine(runtime.connector(creds, url), listeners=listeners)
+        print(f"rehearsal of {change.package.id} against the sandbox at {url} (durations compressed x{args.speed:g})")
+        try:
+            state = engine.start(
+                change,
+                initiator,
+                groups,
+                mode="rehearsal",
+                speed=args.speed,
+                execution_id=args.execution_id,
+                exclusive=sandbox is None,  # a private sandbox shares nothing with other rehearsals
+                approvals=report.record() if report is not None else None,
             )
-            try:
-                state = engine.start(
-                    change,
-                    initiator,
-                    groups,
-                    mode="rehearsal",
-                    speed=args.speed,
-                    execution_id=args.execution_id,
-                    exclusive=sandbox is None,  # a private sandbox shares nothing with other rehearsals
-                    approvals=report.record() if report is not None else None,
-                )
-            except StartRefused as exc:
-                print(f"stagehold: refused: {exc}", file=sys.stderr)
-                return exits.INVALID
-            state = drive(engine, state.execution_id, auto_release=args.auto_release)
-            return _finish(engine, state, args.out)
-    finally:
-        client.close()
-        store.close()
+        except StartRefused as exc:
+            print(f"stagehold: refused: {exc}", file=sys.stderr)
+            return exits.INVALID
+        state = drive(engine, state.execution_id, auto_release=args.auto_release)
+        return _finish(engine, state, args.out)
 
 
 def _finish(engine: Engine, state: State, out: str | None) -> int:
@@ -418,15 +413,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         report = _approvals(change, settings.keyring)
         if _refused_unapproved(change, report):
             return exits.INVALID
-        store = open_store(args.db or settings.database_url)
+        runtime = open_runtime(args.db or settings.database_url, settings.http_timeout_s)
     except (SettingsError, InvalidChange) as exc:
         print(f"stagehold: {exc}", file=sys.stderr)
         return exits.INVALID
-    client = http_client(settings.http_timeout_s)
-    try:
-        engine = build_engine(
-            store,
-            live_connector(settings.credentials(), client, utc_now, read_timeout_s=settings.http_timeout_s),
+    with runtime:
+        engine = runtime.engine(
+            runtime.connector(settings.credentials(), read_timeout_s=settings.http_timeout_s),
             listeners=[ConsolePrinter()],
         )
         try:
@@ -437,21 +430,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             return exits.INVALID
         state = drive(engine, state.execution_id)
         return _finish(engine, state, args.out)
-    finally:
-        client.close()
-        store.close()
 
 
-def _open(args: argparse.Namespace) -> tuple[Engine, State] | int:
-    """The engine over the ledger and the execution's state, verified; or the exit code why not."""
+def _open(args: argparse.Namespace) -> tuple[Runtime, Engine, State] | int:
+    """The runtime, an engine over its ledger and the execution's state, verified; or the exit
+    code why not (and then nothing is left open). The caller closes the runtime."""
     try:
-        store = open_store(database_url(args))
+        runtime = open_runtime(database_url(args))
     except SettingsError as exc:
         print(f"stagehold: {exc}", file=sys.stderr)
         return exits.INVALID
-    read = read_execution(store, args.execution)
+    read = read_execution(runtime.store, args.execution)
     if isinstance(read, Tampered):
-        store.close()
+        runtime.close()
         print(
             f"stagehold: refused: the ledger of {args.execution} does not verify at {read.where}; "
             "nothing was appended ('stagehold status' says more)",
@@ -459,19 +450,23 @@ def _open(args: argparse.Namespace) -> tuple[Engine, State] | int:
         )
         return exits.TAMPERED
     if read.state.plan is None:
-        store.close()
+        runtime.close()
         print(f"stagehold: no execution {args.execution!r} in the ledger (see 'stagehold list')", file=sys.stderr)
         return exits.INVALID
-    client = http_client(10.0)
-    engine = build_engine(store, live_connector(Credentials({}), client, utc_now))
-    return engine, engine.load(args.execution)
+    engine = runtime.engine(runtime.connector(Credentials({})))
+    return runtime, engine, engine.load(args.execution)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     opened = _open(args)
     if isinstance(opened, int):
         return opened
-    engine, state = opened
+    runtime, engine, state = opened
+    with runtime:
+        return _resume(args, runtime, engine, state)
+
+
+def _resume(args: argparse.Namespace, runtime: Runtime, engine: Engine, state: State) -> int:
     if state.terminal:
         return _finish(engine, state, args.out)
     try:
@@ -492,25 +487,22 @@ def cmd_resume(args: argparse.Namespace) -> int:
     except (SettingsError, ValueError) as exc:
         print(f"stagehold: {exc}", file=sys.stderr)
         return exits.INVALID
-    client = http_client(10.0)
-    try:  # closed at the end: its kept-alive connections would otherwise outlive the command
-        if url and state.plan is not None and (refused := teach(client, url, state.plan)) is not None:
-            print(f"stagehold: the sandbox at {url} did not take the plan: {refused}", file=sys.stderr)
-            return exits.INVALID
-        add_fault = _post_fault(url, client) if url else (lambda name: None)
-        for name in sorted(now_faults):
-            add_fault(name)
-        schedule = FaultSchedule(add_fault, later, stages)
-        schedule.catch_up(state)
-        listeners: list[Any] = [schedule]
-        if not args.quiet:
-            listeners.insert(0, ConsolePrinter())
-        engine = build_engine(engine.store, live_connector(creds, client, utc_now, url), listeners=listeners)  # type: ignore[arg-type]
-        engine.resume(state.execution_id)
-        state = drive(engine, state.execution_id, auto_release=args.auto_release)
-        return _finish(engine, state, args.out)
-    finally:
-        client.close()
+    client = runtime.client
+    if url and state.plan is not None and (refused := teach(client, url, state.plan)) is not None:
+        print(f"stagehold: the sandbox at {url} did not take the plan: {refused}", file=sys.stderr)
+        return exits.INVALID
+    add_fault = _post_fault(url, client) if url else (lambda name: None)
+    for name in sorted(now_faults):
+        add_fault(name)
+    schedule = FaultSchedule(add_fault, later, stages)
+    schedule.catch_up(state)
+    listeners: list[Any] = [schedule]
+    if not args.quiet:
+        listeners.insert(0, ConsolePrinter())
+    engine = runtime.engine(runtime.connector(creds, url), listeners=listeners)
+    engine.resume(state.execution_id)
+    state = drive(engine, state.execution_id, auto_release=args.auto_release)
+    return _finish(engine, state, args.out)
 
 
 def _rehearsal_only(state: State, why: str = LIVE_ONLY) -> bool:
@@ -542,7 +534,12 @@ def cmd_release(args: argparse.Namespace) -> int:
     opened = _open(args)
     if isinstance(opened, int):
         return opened
-    engine, state = opened
+    runtime, engine, state = opened
+    with runtime:
+        return _release(args, engine, state)
+
+
+def _release(args: argparse.Namespace, engine: Engine, state: State) -> int:
     if not _rehearsal_only(state):
         return exits.INVALID
     hold_id = args.hold or state.open_hold
@@ -565,14 +562,12 @@ def _rehearsal_command(
     opened = _open(args)
     if isinstance(opened, int):
         return opened
-    engine, state = opened
-    try:
+    runtime, engine, state = opened
+    with runtime:
         if not _rehearsal_only(state, why):
             return exits.INVALID
         outcome = act(engine, state)
         return outcome if isinstance(outcome, int) else _report(engine, outcome)
-    finally:
-        engine.store.close()  # type: ignore[attr-defined]
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:

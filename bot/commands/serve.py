@@ -24,7 +24,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from bot import exits
-from bot.bootstrap import http_client, live_connector, open_store
+from bot.bootstrap import open_runtime
 from bot.clock import utc_now
 from bot.keys import KeyProblem, approvals_checker, witness_signer
 from bot.settings import SettingsError, load_settings
@@ -85,23 +85,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return _fail("--speed must be greater than zero")
         digest_trigger = parse_schedule(settings.report_schedule) if settings.report_channel else None
         witness = witness_signer(settings.witness_key, settings.witness_name) if settings.witness_key else None
-        store = open_store(settings.database_url)
+        runtime = open_runtime(settings.database_url, settings.http_timeout_s)
     except ScheduleError as exc:
         return _fail(f"invalid setting STAGEHOLD_REPORT_SCHEDULE: {exc}")
     except (SettingsError, KeyProblem) as exc:
         return _fail(str(exc))
     assert settings.slack_bot_token is not None
-    client = http_client(settings.http_timeout_s)
     if args.sandbox:
-        connect = live_connector(Credentials({}), client, utc_now, args.sandbox.rstrip("/"))
+        connect = runtime.connector(Credentials({}), args.sandbox.rstrip("/"))
         mode, speed = "rehearsal", float(args.speed)
     else:
-        connect = live_connector(settings.credentials(), client, utc_now, read_timeout_s=settings.http_timeout_s)
+        connect = runtime.connector(settings.credentials(), read_timeout_s=settings.http_timeout_s)
         mode, speed = "live", 1.0
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
     try:
         bot = SlackBot(
-            store=store,
+            store=runtime.store,
             connect=connect,
             bot_token=settings.slack_bot_token.get_secret_value(),
             signing_secret=secret,
@@ -117,8 +116,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             witness_file=settings.witness_file,
         )
     except BoltError as exc:
-        client.close()
-        store.close()
+        runtime.close()
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return _fail(f"Slack did not accept SLACK_BOT_TOKEN ({first}); check the token and STAGEHOLD_SLACK_API_URL")
 
@@ -166,7 +164,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if server is not None:
             server.stop()
         bot.stop()
-        client.close()
-        store.close()
+        runtime.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
