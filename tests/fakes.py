@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from execution import events as ev
+from execution.commands import start as start_entries
 from execution.contract.load import LoadedChange, load_change
 from execution.contract.models import Action, ChangePackage, Confirm, Plan, Signal
 from execution.model import ActionResult, Evidence, ReadbackResult, Role
@@ -192,6 +194,15 @@ class MemoryLedger:
         ledger.state = project(ledger.execution_id, entries)
         return ledger
 
+    def record(self, *events: ev.Event | tuple[ev.Event, str]) -> State:
+        """Append typed events, each one second after the last entry, by ``role:executor`` or by
+        the actor paired with it: ``ledger.record(ev.HoldRequested(reason="x"), (ev.RollbackStarted(...), "U03RESP"))``."""
+        for item in events:
+            event, actor = item if isinstance(item, tuple) else (item, Role.EXECUTOR.value)
+            ts = self.entries[-1].ts + timedelta(seconds=1) if self.entries else FakeClock()()
+            self.append([ev.record(event, actor, ts)])
+        return self.state
+
     def append(self, new: Iterable[NewEntry]) -> list[Entry]:
         written = []
         for item in new:
@@ -201,6 +212,20 @@ class MemoryLedger:
             self.entries.append(entry)
             written.append(entry)
         return written
+
+
+def given(*events: ev.Event | tuple[ev.Event, str], change: LoadedChange | None = None) -> MemoryLedger:
+    """A ledger where ``change`` (the payments example) was started by ``INITIATOR`` and then
+    ``events`` happened (see ``MemoryLedger.record``), folded: state from typed events, without
+    recording a run and cutting it.
+
+    Example: ``given(ev.ActionIntended(stage="canary-5", index=0, direction=ev.Direction.APPLY,
+    attempt=1, key="k")).state.phase`` is ``applying``.
+    """
+    ledger = MemoryLedger()
+    ledger.append(start_entries(change or example(), INITIATOR, (), FakeClock()()))
+    ledger.record(*events)
+    return ledger
 
 
 def from_export(lines: Iterable[str]) -> list[Entry]:

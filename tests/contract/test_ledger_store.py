@@ -1,6 +1,7 @@
-"""One contract suite for the ledger store, run against SQLite and PostgreSQL (see conftest).
+"""One contract suite for the ledger store, run against SQLite, PostgreSQL and the in-memory store.
 
-Every test here must pass on both; a difference between the two is a bug in the store.
+Every test here must pass on each; a difference between them is a bug in a store. The tamper
+tests edit the database behind the store's back, so they run on the SQL stores only.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import itertools
 import math
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,52 @@ from sqlalchemy import create_engine, text
 import ledger.sql
 from ledger.chain import GENESIS_HASH, entry_hash, format_ts, verify_chain
 from ledger.entry import Entry, NewEntry
+from ledger.memory import MemoryLedgerStore
 from ledger.sql import SqlLedgerStore, normalise_url
-from ledger.store import AppendConflict, CorruptEntry, FencedOut, Lease, VerifyResult
+from ledger.store import AppendConflict, CorruptEntry, FencedOut, Lease, LedgerStore, VerifyResult
 
 T0 = datetime(2026, 11, 28, 22, 0, 0, 123456, tzinfo=UTC)
 EXEC = "CHG-2041-r1"
 LEDGER_DIR = Path(__file__).resolve().parents[2] / "ledger"
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+        pytest.param("memory", id="memory"),
+    ]
+)
+def open_store(request: pytest.FixtureRequest) -> Iterator[Callable[[], LedgerStore]]:
+    """Open another store on the same ledger: for SQL, its own engine and connections on the same
+    database; in memory, the one store every "instance" shares (as a database is shared)."""
+    if request.param == "memory":
+        shared = MemoryLedgerStore()
+        yield lambda: shared
+        return
+    url: str = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+    opened: list[SqlLedgerStore] = []
+
+    def _open() -> SqlLedgerStore:
+        opened.append(SqlLedgerStore(url))
+        return opened[-1]
+
+    yield _open
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(open_store: Callable[[], LedgerStore]) -> LedgerStore:
+    return open_store()
+
+
+@pytest.fixture
+def sql_store(ledger_url: str) -> Iterator[SqlLedgerStore]:
+    """A SQL store on ``ledger_url``, for the tests that edit its database directly."""
+    store = SqlLedgerStore(ledger_url)
+    yield store
+    store.close()
 
 
 def new(i: int, body: Any = None, kind: str = "stage.entered", actor: str = "role:executor") -> NewEntry:
@@ -346,30 +387,30 @@ def test_untouched_chain_verifies(store: SqlLedgerStore) -> None:
     assert _verify(store) == (True, None, "ok")
 
 
-def test_updated_body_is_named(store: SqlLedgerStore, ledger_url: str) -> None:
-    fill(store, 5)
+def test_updated_body_is_named(sql_store: SqlLedgerStore, ledger_url: str) -> None:
+    fill(sql_store, 5)
     raw_sql(
         ledger_url, "UPDATE stagehold_ledger SET body = :b WHERE execution_id = :e AND seq = 3", b='{"n":33}', e=EXEC
     )
-    assert _verify(store) == (False, 3, "hash does not match content")
+    assert _verify(sql_store) == (False, 3, "hash does not match content")
 
 
 @pytest.mark.parametrize("column", ["kind", "actor", "ts"])
-def test_updated_metadata_is_named(store: SqlLedgerStore, ledger_url: str, column: str) -> None:
-    fill(store, 5)
+def test_updated_metadata_is_named(sql_store: SqlLedgerStore, ledger_url: str, column: str) -> None:
+    fill(sql_store, 5)
     value = format_ts(T0 - timedelta(days=1)) if column == "ts" else "role:someone-else"
     raw_sql(
         ledger_url, f"UPDATE stagehold_ledger SET {column} = :v WHERE execution_id = :e AND seq = 2", v=value, e=EXEC
     )
-    assert _verify(store) == (False, 2, "hash does not match content")
+    assert _verify(sql_store) == (False, 2, "hash does not match content")
 
 
 @pytest.mark.parametrize(("body", "why"), [("not json {", "body"), ('{"x": NaN}', "canonical")])
-def test_undecodable_body_is_named(store: SqlLedgerStore, ledger_url: str, body: str, why: str) -> None:
-    fill(store, 5)
+def test_undecodable_body_is_named(sql_store: SqlLedgerStore, ledger_url: str, body: str, why: str) -> None:
+    fill(sql_store, 5)
     raw_sql(ledger_url, "UPDATE stagehold_ledger SET body = :b WHERE execution_id = :e AND seq = 4", b=body, e=EXEC)
     try:
-        ok, seq, reason = _verify(store)
+        ok, seq, reason = _verify(sql_store)
     except CorruptEntry as exc:
         ok, seq, reason = False, exc.seq, exc.reason
     assert (ok, seq) == (False, 4)
@@ -385,14 +426,14 @@ def test_undecodable_body_is_named(store: SqlLedgerStore, ledger_url: str, body:
     ],
 )
 def test_the_same_values_in_another_spelling_verify_as_before(
-    store: SqlLedgerStore, ledger_url: str, column: str, value: str
+    sql_store: SqlLedgerStore, ledger_url: str, column: str, value: str
 ) -> None:
     """Text that is not canonical is decided by decoding it, as verify_chain always has."""
-    fill(store, 5)
+    fill(sql_store, 5)
     raw_sql(
         ledger_url, f"UPDATE stagehold_ledger SET {column} = :v WHERE execution_id = :e AND seq = 3", v=value, e=EXEC
     )
-    _verify(store)  # agreement is the assertion; the verdict is whatever decoding the values gives
+    _verify(sql_store)  # agreement is the assertion; the verdict is whatever decoding the values gives
 
 
 def test_tricky_text_in_every_field_verifies_streamed(store: SqlLedgerStore, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -421,16 +462,16 @@ def _must_not_decode(*row: Any) -> Entry:
     raise AssertionError(f"decoded {row!r}")
 
 
-def test_deleted_middle_row_is_named(store: SqlLedgerStore, ledger_url: str) -> None:
-    fill(store, 5)
+def test_deleted_middle_row_is_named(sql_store: SqlLedgerStore, ledger_url: str) -> None:
+    fill(sql_store, 5)
     raw_sql(ledger_url, "DELETE FROM stagehold_ledger WHERE execution_id = :e AND seq = 3", e=EXEC)
-    ok, seq, reason = _verify(store)
+    ok, seq, reason = _verify(sql_store)
     assert (ok, seq) == (False, 3)
     assert "sequence gap" in reason
 
 
-def test_swapped_bodies_and_hashes_are_named(store: SqlLedgerStore, ledger_url: str) -> None:
-    fill(store, 5)
+def test_swapped_bodies_and_hashes_are_named(sql_store: SqlLedgerStore, ledger_url: str) -> None:
+    fill(sql_store, 5)
     two, four = row(ledger_url, 2), row(ledger_url, 4)
     for target, source in ((2, four), (4, two)):
         raw_sql(
@@ -441,12 +482,12 @@ def test_swapped_bodies_and_hashes_are_named(store: SqlLedgerStore, ledger_url: 
             e=EXEC,
             s=target,
         )
-    ok, seq, _ = _verify(store)
+    ok, seq, _ = _verify(sql_store)
     assert (ok, seq) == (False, 2)
 
 
-def test_swapped_whole_rows_are_named(store: SqlLedgerStore, ledger_url: str) -> None:
-    fill(store, 5)
+def test_swapped_whole_rows_are_named(sql_store: SqlLedgerStore, ledger_url: str) -> None:
+    fill(sql_store, 5)
     two, three = row(ledger_url, 2), row(ledger_url, 3)
     for target, source in ((2, three), (3, two)):
         raw_sql(
@@ -460,12 +501,12 @@ def test_swapped_whole_rows_are_named(store: SqlLedgerStore, ledger_url: str) ->
             e=EXEC,
             s=target,
         )
-    ok, seq, reason = _verify(store)
+    ok, seq, reason = _verify(sql_store)
     assert (ok, seq, reason) == (False, 2, "previous-hash link broken")
 
 
-def test_forged_row_with_wrong_prev_is_named(store: SqlLedgerStore, ledger_url: str) -> None:
-    fill(store, 5)
+def test_forged_row_with_wrong_prev_is_named(sql_store: SqlLedgerStore, ledger_url: str) -> None:
+    fill(sql_store, 5)
     ts = format_ts(T0 + timedelta(minutes=5))
     wrong_prev = "f" * 64
     # The forger even computes a correct hash over its own (wrong) link.
@@ -480,11 +521,11 @@ def test_forged_row_with_wrong_prev_is_named(store: SqlLedgerStore, ledger_url: 
         p=wrong_prev,
         h=forged_hash,
     )
-    assert _verify(store) == (False, 6, "previous-hash link broken")
+    assert _verify(sql_store) == (False, 6, "previous-hash link broken")
 
 
-def test_forged_row_past_a_gap_is_named(store: SqlLedgerStore, ledger_url: str) -> None:
-    entries = fill(store, 3)
+def test_forged_row_past_a_gap_is_named(sql_store: SqlLedgerStore, ledger_url: str) -> None:
+    entries = fill(sql_store, 3)
     raw_sql(
         ledger_url,
         "INSERT INTO stagehold_ledger (execution_id, seq, ts, kind, actor, body, prev_hash, hash) "
@@ -494,26 +535,26 @@ def test_forged_row_past_a_gap_is_named(store: SqlLedgerStore, ledger_url: str) 
         p=entries[-1].hash,
         h="0" * 64,
     )
-    ok, seq, reason = _verify(store)
+    ok, seq, reason = _verify(sql_store)
     assert (ok, seq) == (False, 4)
     assert "expected 4, found 9" in reason
 
 
-def test_truncated_tail_is_caught_against_a_saved_head(store: SqlLedgerStore, ledger_url: str) -> None:
-    fill(store, 5)
-    head = store.head(EXEC)
+def test_truncated_tail_is_caught_against_a_saved_head(sql_store: SqlLedgerStore, ledger_url: str) -> None:
+    fill(sql_store, 5)
+    head = sql_store.head(EXEC)
     assert head is not None and head[0] == 5
-    assert _verify(store, head) == (True, None, "ok")
+    assert _verify(sql_store, head) == (True, None, "ok")
     raw_sql(ledger_url, "DELETE FROM stagehold_ledger WHERE execution_id = :e AND seq >= 4", e=EXEC)
-    assert _verify(store)[0], "without a checkpoint a clean truncation is indistinguishable from a short chain"
-    ok, seq, reason = _verify(store, head)
+    assert _verify(sql_store)[0], "without a checkpoint a clean truncation is indistinguishable from a short chain"
+    ok, seq, reason = _verify(sql_store, head)
     assert (ok, seq) == (False, 4)
     assert "truncated" in reason
 
 
-def test_consistent_rewrite_is_caught_against_a_saved_head(store: SqlLedgerStore, ledger_url: str) -> None:
-    original = fill(store, 4)
-    head = store.head(EXEC)
+def test_consistent_rewrite_is_caught_against_a_saved_head(sql_store: SqlLedgerStore, ledger_url: str) -> None:
+    original = fill(sql_store, 4)
+    head = sql_store.head(EXEC)
     assert head is not None
     # Rewrite seq 2 and re-chain everything after it, hashes and all.
     prev = original[0].hash
@@ -530,8 +571,8 @@ def test_consistent_rewrite_is_caught_against_a_saved_head(store: SqlLedgerStore
             s=e.seq,
         )
         prev = digest
-    assert _verify(store)[0], "a full re-chain is self-consistent"
-    assert _verify(store, head) == (False, 4, "differs from the saved head checkpoint")
+    assert _verify(sql_store)[0], "a full re-chain is self-consistent"
+    assert _verify(sql_store, head) == (False, 4, "differs from the saved head checkpoint")
 
 
 # ---------------------------------------------------------------- no update or delete path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -24,6 +24,7 @@ from tests.fakes import (
     edited,
     evidence,
     example,
+    given,
     stage_of,
     upto,
 )
@@ -44,6 +45,24 @@ def add(ledger: MemoryLedger, kind: str, actor: str = "role:executor", **body: A
     ts = ledger.entries[-1].ts if ledger.entries else FakeClock()()
     ledger.append([NewEntry(kind, actor, body, ts)])
     return ledger.state
+
+
+APPLY, ROLLBACK = ev.Direction.APPLY, ev.Direction.ROLLBACK
+
+
+def reconcile_hold(hold: str) -> ev.HoldOpened:
+    """A hold the scheduler opens on resume (it releases back to verifying)."""
+    return ev.HoldOpened(
+        hold=hold,
+        stage="canary-5",
+        index=0,
+        hold_kind=ev.HoldKind.RECONCILE_MISMATCH,
+        reason="r",
+        expires_at=datetime(2026, 11, 29, tzinfo=UTC),
+        remind_at=datetime(2026, 11, 28, 23, 45, tzinfo=UTC),
+        resume=ev.Resume.RESUME,
+        resume_phase="verifying",
+    )
 
 
 def healthy(ledger: MemoryLedger) -> Observations:
@@ -109,28 +128,28 @@ def test_intent_send_and_read_back_track_the_pending_action(run_entries: list[En
     assert ledger.state.stages[0].status == "applying"
     # Results for another key are not this action's and change nothing.
     before = ledger.state
-    add(ledger, ev.ACTION_SENT, key="other", outcome="ok", stage="canary-5", direction="apply")
-    add(ledger, ev.ACTION_READ_BACK, key="other", matches=True, stage="canary-5", direction="apply")
+    ledger.record(
+        ev.ActionSent(key="other", outcome=ev.SendOutcome.OK, stage="canary-5", direction=APPLY),
+        ev.ActionReadBack(key="other", matches=True, stage="canary-5", direction=APPLY),
+    )
     assert ledger.state.pending == before.pending
-    add(ledger, ev.ACTION_SENT, key=p.key, outcome="ambiguous", stage="canary-5", direction="apply")
-    assert ledger.state.pending is not None and ledger.state.pending.last_send == "ambiguous"
-    add(ledger, ev.ACTION_READ_BACK, key=p.key, matches=False, observed={"tokenizer": 0})
-    assert ledger.state.pending is not None and ledger.state.pending.readback == "mismatch"
-    add(ledger, ev.ACTION_RESEND_INTENDED, key=p.key, reason="once")
-    q = ledger.state.pending
+    sent = ledger.record(ev.ActionSent(key=p.key, outcome=ev.SendOutcome.AMBIGUOUS, stage="canary-5", direction=APPLY))
+    assert sent.pending is not None and sent.pending.last_send == "ambiguous"
+    read = ledger.record(ev.ActionReadBack(key=p.key, matches=False, observed={"tokenizer": 0}, stage="canary-5"))
+    assert read.pending is not None and read.pending.readback == "mismatch"
+    q = ledger.record(ev.ActionResendIntended(key=p.key, reason="once", stage="canary-5", direction=APPLY)).pending
     assert q is not None
     assert (q.sends, q.ambiguous_resends, q.readback, q.last_send) == (2, 1, "none", None)
-    add(ledger, ev.ACTION_READ_BACK, key=p.key, matches=None)
-    assert ledger.state.pending is not None and ledger.state.pending.readback == "failed"
+    failed = ledger.record(ev.ActionReadBack(key=p.key, matches=None, stage="canary-5", direction=APPLY))
+    assert failed.pending is not None and failed.pending.readback == "failed"
 
 
-def test_a_resend_after_an_unrecorded_send_is_not_charged_as_ambiguous(run_entries: list[Entry]) -> None:
-    ledger = MemoryLedger.of(upto(run_entries, ev.ACTION_INTENDED))
-    p = ledger.state.pending
-    assert p is not None
-    add(ledger, ev.ACTION_READ_BACK, key=p.key, matches=False)
-    add(ledger, ev.ACTION_RESEND_INTENDED, key=p.key, reason="interrupted")
-    q = ledger.state.pending
+def test_a_resend_after_an_unrecorded_send_is_not_charged_as_ambiguous() -> None:
+    q = given(
+        ev.ActionIntended(stage="canary-5", index=0, direction=APPLY, attempt=1, key="k"),
+        ev.ActionReadBack(stage="canary-5", direction=APPLY, key="k", matches=False),
+        ev.ActionResendIntended(stage="canary-5", direction=APPLY, key="k", reason="interrupted"),
+    ).state.pending
     assert q is not None and (q.sends, q.ambiguous_resends) == (2, 0)
 
 
@@ -143,7 +162,7 @@ def test_release_resume_routes(run_entries: list[Entry]) -> None:
     assert held.state.phase == Phase.READY
     assert held.state.stages[1].entry_hold == hold.id
     assert held.state.open_hold is None
-    add(held, ev.RELEASE_NOT_CARRIED, "role:preflight", hold=hold.id, why="x", changes=[])
+    held.record((ev.ReleaseNotCarried(hold=hold.id, why="x"), "role:preflight"))
     assert held.state.stages[1].entry_hold is None
 
 
@@ -152,32 +171,18 @@ def test_opening_a_hold_supersedes_the_open_one_and_clears_a_requested_hold(run_
     now = ledger.entries[-1].ts
     ledger.append(cmd.hold(ledger.state, "U06SRE", (), "after this", now))
     assert ledger.state.hold_requested == ("U06SRE", "after this")
-    add(ledger, ev.ACTION_SENT, key=ledger.state.pending.key if ledger.state.pending else "", outcome="ok")
-    add(ledger, ev.ACTION_READ_BACK, key=ledger.state.pending.key if ledger.state.pending else "", matches=True)
+    key = ledger.state.pending.key if ledger.state.pending else ""
+    ledger.record(
+        ev.ActionSent(key=key, outcome=ev.SendOutcome.OK, stage="canary-5", direction=APPLY),
+        ev.ActionReadBack(key=key, matches=True, stage="canary-5", direction=APPLY),
+    )
     ledger.append(decide(ledger.state, Observations(), now).append)  # confirmed
     assert ledger.state.phase == Phase.VERIFYING and ledger.state.hold_requested is not None
     ledger.append(decide(ledger.state, healthy(ledger), now).append)  # the requested manual hold
     assert ledger.state.phase == Phase.HOLDING
     assert ledger.state.hold_requested is None
     first = ledger.state.open_hold
-    ledger.append(
-        [
-            NewEntry(
-                ev.HOLD_OPENED,
-                "role:scheduler",
-                {
-                    "hold": "H9",
-                    "kind": "reconcile_mismatch",
-                    "reason": "r",
-                    "expires_at": "2026-11-29T00:00:00.000000Z",
-                    "remind_at": "2026-11-28T23:45:00.000000Z",
-                    "resume": "resume",
-                    "resume_phase": "verifying",
-                },
-                now,
-            )
-        ]
-    )
+    ledger.record((reconcile_hold("H9"), "role:scheduler"))
     assert ledger.state.open_hold == "H9"
     assert first is not None and ledger.state.holds[first].status == "superseded"
 
@@ -195,7 +200,7 @@ def test_confirmed_rollbacks_mark_stages_undone_and_the_end_is_terminal(run_entr
         assert ledger.state.stages[index].status == "rolling_back"
         assert ledger.state.phase == Phase.ROLLING_BACK
         key = f"{ledger.execution_id}:{name}:rollback:1"
-        add(ledger, ev.ACTION_CONFIRMED, "role:rollback", stage=name, index=index, direction="rollback", key=key)
+        ledger.record((ev.ActionConfirmed(stage=name, index=index, direction=ROLLBACK, key=key), "role:rollback"))
         assert ledger.state.stages[index].status == "rolled_back"
         assert ledger.state.last_confirmed == (index, "rollback")
     assert ledger.state.rollback is not None and ledger.state.rollback.done == ("canary-25", "canary-5")
@@ -216,10 +221,13 @@ def test_rollback_started_closes_the_hold_and_abandons_a_pending_forward_action(
     assert state.rollback.requested_by == "U03RESP"
 
 
-def test_needs_human_closes_the_hold_and_keeps_why(run_entries: list[Entry]) -> None:
-    ledger = MemoryLedger.of(upto(run_entries, ev.HOLD_OPENED))
-    add(ledger, ev.EXECUTION_NEEDS_HUMAN, "role:rollback", why="rollback failed: 500", stage="canary-5")
-    state = ledger.state
+def test_needs_human_closes_the_hold_and_keeps_why() -> None:
+    state = given(
+        ev.ActionIntended(stage="canary-5", index=0, direction=APPLY, attempt=1, key="k"),
+        ev.ActionConfirmed(stage="canary-5", index=0, direction=APPLY, key="k", observed={}),
+        reconcile_hold("H1"),
+        (ev.ExecutionNeedsHuman(why="rollback failed: 500", stage="canary-5"), "role:rollback"),
+    ).state
     assert state.status() == "needs_human"
     assert state.outcome_reason == "rollback failed: 500"
     assert state.open_hold is None and state.holds["H1"].status == "closed"
@@ -233,14 +241,14 @@ def test_narrowing_leaves_the_execution_held_at_the_undone_stage() -> None:
     ledger.append(decide(ledger.state, healthy(ledger), now).append)
     p = ledger.state.pending
     assert p is not None
-    add(ledger, ev.ACTION_CONFIRMED, stage=p.stage, index=0, direction="apply", key=p.key, observed={})
+    ledger.record(ev.ActionConfirmed(stage=p.stage, index=0, direction=APPLY, key=p.key, observed={}))
     bad = dict(healthy(ledger).evidence)
     bad["error_rate"] = evidence("error_rate", 0.5, now)
     ledger.append(decide(ledger.state, Observations(bad), now).append)
     assert ledger.state.rollback is not None and ledger.state.rollback.scope == "narrow"
     ledger.append(decide(ledger.state, Observations(), now).append)  # rollback intended
     key = ledger.state.pending.key if ledger.state.pending else ""
-    add(ledger, ev.ACTION_CONFIRMED, "role:rollback", stage="canary-5", index=0, direction="rollback", key=key)
+    ledger.record((ev.ActionConfirmed(stage="canary-5", index=0, direction=ROLLBACK, key=key), "role:rollback"))
     ledger.append(decide(ledger.state, Observations(), now).append)  # narrowed hold
     state = ledger.state
     assert state.phase == Phase.HOLDING
