@@ -85,6 +85,20 @@ def start(
     return [ev.record(started, initiator, now)]
 
 
+def button_binds(state: State, hold_id: str, stage: str | None) -> bool:
+    """A button carries its execution, hold and stage: it binds only to an execution the ledger
+    holds, and only if that hold (when the ledger has it) is at that stage. A value naming hold H
+    at another stage was not written by stagehold; nothing is recorded for it.
+
+    Example: H2 opened at canary-25; a button for (H2, canary-25) binds, one for (H2, full) does
+    not; one for H7, which the ledger has not opened, binds (the release then says "no hold H7").
+    """
+    if state.plan is None or state.package is None:
+        return False
+    hold = state.holds.get(hold_id)
+    return hold is None or hold.stage == stage
+
+
 def release(
     state: State, hold_id: str, evidence_version: int, user: str, groups: Iterable[str], now: datetime
 ) -> list[NewEntry]:

@@ -27,6 +27,7 @@ from execution import commands as cmd
 from execution import events as ev
 from execution.adapters.base import Connection
 from execution.contract.load import LoadedChange
+from execution.contract.models import ChangePackage
 from execution.decide import Decision, Observations, ReadRequest, SendAction, decide, reads, timeout_seconds
 from execution.model import ActionResult, Clock, Evidence, ReadbackResult, Role
 from execution.project import State, apply
@@ -182,12 +183,21 @@ class Engine:
             for _ in range(APPEND_RETRIES):
                 state = self.load(execution_id)
                 entries = decide_entries(state)
+                if not entries:
+                    return CommandOutcome((), state)
                 try:
                     written = self._append(state, entries, None)
                 except AppendConflict:
                     continue  # someone else wrote first: decide again on the new state
-                return CommandOutcome(tuple(written), self.load(execution_id))
+                return CommandOutcome(tuple(written), self._after(state, written))
         raise AppendConflict(execution_id, -1, -1)
+
+    def _after(self, state: State, written: Sequence[Entry]) -> State:
+        """The state after ``written``: the cache ``_append`` just folded them into, without reading
+        the ledger again (read only if another reader moved the cache on meanwhile)."""
+        cached = self._cache.get(state.execution_id)
+        head = written[-1].seq if written else state.seq
+        return cached if cached is not None and cached.seq == head else self.load(state.execution_id)
 
     # ------------------------------------------------------------------ commands
 
@@ -267,6 +277,37 @@ class Engine:
             execution_id,
             lambda _s: cmd.repeated_release(hold_id, version, user, repeats, first_at, last, self.clock()),
         )
+
+    def release_click(
+        self,
+        execution_id: str,
+        hold_id: str,
+        version: int,
+        stage: str | None,
+        user: str,
+        groups_of: Callable[[ChangePackage], Iterable[str]],
+    ) -> CommandOutcome | None:
+        """A Release button's click: None when the button is not bound to this execution's hold
+        (``commands.button_binds``), else the release decided on one read of the ledger.
+        ``groups_of`` names the user's groups among the package's (asked only once it is known)."""
+        # The package never changes after the start: take it from the cached fold when there is
+        # one, and ask for the groups before taking the execution's lock, so a slow directory
+        # (Slack) never holds up the execution.
+        known = self._cache.get(execution_id)
+        package = known.package if known is not None and known.package is not None else self.load(execution_id).package
+        if package is None:
+            return None
+        groups = tuple(groups_of(package))
+        unbound: list[bool] = []
+
+        def decide_entries(state: State) -> list[NewEntry]:
+            if not cmd.button_binds(state, hold_id, stage):
+                unbound.append(True)
+                return []
+            return cmd.release(state, hold_id, version, user, groups, self.clock())
+
+        outcome = self._command(execution_id, decide_entries)
+        return None if unbound else outcome
 
     def rollback(self, execution_id: str, user: str, reason: str, groups: Iterable[str] = ()) -> CommandOutcome:
         g = tuple(groups)

@@ -27,6 +27,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from execution import events as ev
+from execution.commands import button_binds
 from execution.project import State
 from handlers import cards, ids
 from handlers.answers import describe, ephemeral
@@ -62,12 +63,7 @@ def _bound_state(services: Services, click: Click) -> State | None:
     """The execution the button names, if the ledger holds it and the button matches its hold."""
     assert click.ref is not None
     state = services.engine.load(click.ref.execution)
-    if state.plan is None or state.package is None:
-        return None
-    hold = state.holds.get(click.ref.hold)
-    if hold is not None and hold.stage != click.ref.stage:
-        return None  # a value naming hold H at another stage was not written by us
-    return state
+    return state if button_binds(state, click.ref.hold, click.ref.stage) else None
 
 
 def _parse(body: Mapping[str, Any]) -> Click | None:
@@ -86,29 +82,36 @@ def _clicked(
     if click is None:
         return None
     if click.ref is None:
-        _answer(
-            client,
-            respond,
-            click,
-            f":warning: This is not a button stagehold issued ({md(click.problem or '', 200)}); nothing was done.",
-        )
+        _not_ours(client, respond, click)
         return None
     state = _bound_state(services, click)
     if state is None:
-        _answer(
-            client, respond, click, ":warning: This button does not match any hold stagehold knows; nothing was done."
-        )
+        _unbound(client, respond, click)
         return None
     return click, state
 
 
+def _not_ours(client: WebClient, respond: Any, click: Click) -> None:
+    _answer(
+        client,
+        respond,
+        click,
+        f":warning: This is not a button stagehold issued ({md(click.problem or '', 200)}); nothing was done.",
+    )
+
+
+def _unbound(client: WebClient, respond: Any, click: Click) -> None:
+    _answer(client, respond, click, ":warning: This button does not match any hold stagehold knows; nothing was done.")
+
+
 def handle_release(services: Services, body: Mapping[str, Any], client: WebClient, respond: Any) -> None:
-    clicked = _clicked(services, body, client, respond)
-    if clicked is None:
+    click = _parse(body)
+    if click is None:
         return
-    click, state = clicked
-    assert click.ref is not None and state.package is not None
     ref = click.ref
+    if ref is None:
+        _not_ours(client, respond, click)
+        return
     first = None
     if services.repeats is not None:
         first = services.repeats.arrive(ClickKey(click.user, ref.execution, ref.hold, ref.version))
@@ -116,12 +119,23 @@ def handle_release(services: Services, body: Mapping[str, Any], client: WebClien
             return  # counted into the window its first click opened
     collapsible = False
     try:
-        groups = services.groups_of(click.user, state.package)
-        outcome = services.engine.release(ref.execution, ref.hold, ref.version, click.user, groups)
-        collapsible = bool({ev.RELEASE_GRANTED, ev.RELEASE_IGNORED} & set(outcome.kinds))
+        # One read of the ledger decides it all: the button's binding, the person's authority, the release.
+        outcome = services.engine.release_click(
+            ref.execution,
+            ref.hold,
+            ref.version,
+            ref.stage,
+            click.user,
+            lambda package: services.groups_of(click.user, package),
+        )
+        if outcome is not None:
+            collapsible = bool({ev.RELEASE_GRANTED, ev.RELEASE_IGNORED} & set(outcome.kinds))
     finally:
         if first is not None:
             first.decided(collapsible)
+    if outcome is None:
+        _unbound(client, respond, click)
+        return
     if outcome.effective:
         services.wake(ref.execution)
     _answer(client, respond, click, describe(outcome))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from tests.fakes import (
     edited,
     evidence,
     example,
+    given,
     upto,
 )
 
@@ -511,3 +512,22 @@ def test_a_member_of_the_rollback_group_may_abandon_and_a_finished_execution_is_
     assert ledger.state.phase == Phase.ABANDONED
     again = only(cmd.abandon(ledger.state, "U05OPS", (), "again", clock()))
     assert again.kind == ev.ABANDON_DENIED and again.body["reason"] == "the execution is already abandoned"
+
+
+def test_a_button_binds_only_to_its_hold_at_its_stage() -> None:
+    held = given(
+        ev.HoldOpened(
+            hold="H1",
+            stage="canary-25",
+            index=1,
+            hold_kind=ev.HoldKind.PROTECTED,
+            reason="protected stage",
+            expires_at=datetime(2026, 11, 29, tzinfo=UTC),
+            remind_at=datetime(2026, 11, 28, 23, 45, tzinfo=UTC),
+            resume=ev.Resume.ENTER,
+        )
+    ).state
+    assert cmd.button_binds(held, "H1", "canary-25")
+    assert not cmd.button_binds(held, "H1", "full"), "H1 at another stage was not written by stagehold"
+    assert cmd.button_binds(held, "H7", "full"), "a hold the ledger lacks is the release's to refuse, and record"
+    assert not cmd.button_binds(State("CHG-NONE"), "H1", "canary-25"), "no such execution: nothing to record it in"
