@@ -4,8 +4,9 @@ outlives the process.
 
 It keeps every rule of ``ledger.store``: append-only (no method changes or removes an entry),
 conditional appends at an expected sequence number, several entries landing together or not
-at all, and fenced writers. Bodies are stored as the JSON they encode to, so a caller changing
-its dict afterwards cannot change the ledger, and a read returns what a SQL store would.
+at all, and fenced writers. Bodies are stored as a copy of the JSON they encode to, so a writer
+changing its dict afterwards cannot change the ledger; entries read are shared with the store
+and, like every entry, are read-only.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class MemoryLedgerStore:
     def read(self, execution_id: str, after_seq: int = 0) -> list[Entry]:
         with self._lock:
             chain = self._chains.get(execution_id, ())
-        return [_copy(e) for e in chain[max(0, after_seq) :]]
+        return list(chain[max(0, after_seq) :])
 
     def head(self, execution_id: str) -> tuple[int, str] | None:
         with self._lock:
@@ -108,17 +109,3 @@ class MemoryLedgerStore:
                 self._leases[lease.execution_id] = Lease(
                     held.execution_id, held.owner, held.epoch, held.expires_at - timedelta(days=3650)
                 )
-
-
-def _copy(entry: Entry) -> Entry:
-    """The entry with a body of its own, so a reader changing it cannot change the ledger."""
-    return Entry(
-        entry.execution_id,
-        entry.seq,
-        entry.ts,
-        entry.kind,
-        entry.actor,
-        json.loads(canonical_json(dict(entry.body))),
-        entry.prev_hash,
-        entry.hash,
-    )

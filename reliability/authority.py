@@ -40,8 +40,9 @@ from execution.project import State
 from execution.service import CommandOutcome, Engine
 from execution.transitions import Phase
 from ledger.entry import Entry
+from ledger.memory import MemoryLedgerStore
 from reliability import plans
-from reliability.fakes import HealthyTarget, MemoryStore
+from reliability.fakes import HealthyTarget
 from reliability.harness import FamilyResult, Recorder, Size, Violation
 from reliability.rig import Clock
 
@@ -238,7 +239,7 @@ class _Trial:
         change, directory = self._package()
         clock = Clock(datetime(2026, 11, 28, 22, 0, tzinfo=UTC))
         target = HealthyTarget(clock, HEALTHY)
-        store = MemoryStore()
+        store = MemoryLedgerStore()
         engine = Engine(store, lambda s: target, clock, "reliability")
         # A start by someone outside the initiate list is refused before anything is written.
         outsider = rng.choice([*USERS, STRANGER])
