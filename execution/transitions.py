@@ -79,6 +79,12 @@ TABLE: Mapping[Key, Phase] = {
     (_T.HOLDING, HoldReleased, Resume.READBACK): _T.APPLYING,
     **{(_T.HOLDING, HoldReleased, phase): phase for phase in _INTERRUPTIBLE},
     **{(phase, RollbackStarted, None): _T.ROLLING_BACK for phase in _RUNNING if phase != _T.ROLLING_BACK},
+    # Forward progress recorded while a hold is open is never the engine's doing (it waits for the
+    # release), but a ledger may hold it (edited, or written by another tool): the fold follows it
+    # so that ``review`` and ``status`` can name the missing release instead of refusing to read.
+    (_T.HOLDING, ActionIntended, Direction.APPLY): _T.APPLYING,
+    (_T.HOLDING, ActionConfirmed, Direction.APPLY): _T.VERIFYING,
+    (_T.HOLDING, StagePassed, None): _T.READY,
     (_T.ROLLING_BACK, ExecutionRolledBack, None): _T.ROLLED_BACK,
     **{(phase, ExecutionNeedsHuman, None): _T.NEEDS_HUMAN for phase in _RUNNING},
     **{(phase, ExecutionAbandoned, None): _T.ABANDONED for phase in _RUNNING},
