@@ -1,11 +1,15 @@
 """The engine's decisions: pure functions of (state folded from the ledger, fresh evidence, now).
 
 Protocol with the shell (``service.py``):
-1. ``reads(state, now)`` says what to observe right now (signals, a read-back), or None.
-2. The shell observes and calls ``decide(state, observations, now)``.
+1. ``decider(state, now)`` is the phase's decision as one generator: it yields what to observe
+   right now (signals, a read-back) if anything, and receives what was ``Observed``. What a phase
+   reads and what it decides on it live in one function, so they cannot disagree.
+2. The shell answers the read (``protocol.run``) and takes the ``Decision`` the decider returns.
 3. The shell appends ``decision.append`` conditionally at ``state.seq + 1``; then, if there is an
    ``effect``, performs it and records the result; then it starts again at 1. When a decision
    has nothing to append and no effect, the shell sleeps until ``decision.wake_at``.
+``reads`` and ``decide`` drive the same decider for callers (tests, probes) that observe by
+themselves.
 
 Rules kept here (DESIGN.md §3):
 * Preflight and rollback readiness are re-read right before every consequential transition;
@@ -40,11 +44,14 @@ from execution.holds import manual_hold, open_hold
 from execution.model import Outcome, Role
 from execution.project import State
 from execution.protocol import (
+    Decider,
     Decision,
     Observations,
+    Observed,
     ReadRequest,
     SendAction,
     action_key,
+    run,
     scaled,
     timeout_seconds,
 )
@@ -62,6 +69,7 @@ __all__ = [
     "SendAction",
     "action_key",
     "decide",
+    "decider",
     "open_hold",
     "reads",
     "scaled",
@@ -70,64 +78,81 @@ __all__ = [
 ]
 
 
-def reads(state: State, now: datetime) -> ReadRequest | None:
-    """What the shell must observe before ``decide`` can act now (None: nothing)."""
+def decider(state: State, now: datetime) -> Decider:
+    """The decision for the phase the execution is in, with what it must read kept beside it:
+    yields the ``ReadRequest`` (at most one), receives what was ``Observed``, returns the
+    ``Decision``. A phase with nothing to read right now returns at once."""
     if state.terminal or state.plan is None:
-        return None
+        return Decision()
     if state.phase == Phase.READY:
-        if state.current >= len(state.stages) or state.hold_requested:
-            return None
-        if state.window_closes is not None and now >= state.window_closes:
-            return None
-        stage = state.stage_def(state.current)
-        return ReadRequest(
-            "gate",
-            Role.PREFLIGHT,
-            preflight=tuple(g.signal for g in stage.preflight),
-            readiness=readiness_names(state),
-        )
-    if state.phase in (Phase.APPLYING, Phase.ROLLING_BACK) and state.pending is not None:
-        if state.pending.readback == "none":
-            role = Role.ROLLBACK if state.pending.direction == Direction.ROLLBACK else Role.EXECUTOR
-            return ReadRequest("readback", role, readback=(state.pending.index, state.pending.direction))
-        return None
+        return (yield from _ready_flow(state, now))
+    if state.phase in (Phase.APPLYING, Phase.ROLLING_BACK):
+        return (yield from _resolving_flow(state, now))
     if state.phase == Phase.VERIFYING:
-        if state.hold_requested:
-            return None
-        stage_state = state.stages[state.current]
-        stage = state.stage_def(state.current)
-        if stage_state.accept_hold is None and not sample_due(state, now):
-            return None
-        return ReadRequest(
-            "accept" if stage_state.accept_hold else "verify",
-            Role.VERIFIER,
-            checks=tuple(c.signal for c in stage.verify.checks),
-            readiness=readiness_names(state),
-        )
+        return (yield from _verifying_flow(state, now))
     if state.phase == Phase.HOLDING:
-        watched = watched_stage(state)
-        if watched is not None:
-            stage = state.stage_def(watched)
-            return ReadRequest(
-                "watch",
-                Role.VERIFIER,
-                checks=tuple(c.signal for c in stage.verify.checks),
-                readiness=readiness_names(state),
-            )
-    return None
+        return (yield from _holding_flow(state, now))
+    return Decision()
+
+
+def _ready_flow(state: State, now: datetime) -> Decider:
+    closed = state.window_closes is not None and now >= state.window_closes
+    if state.current >= len(state.stages) or state.hold_requested or closed:
+        return _ready(state, Observations(), now)  # complete, the requested hold, or the window's
+    stage = state.stage_def(state.current)
+    seen = yield ReadRequest(
+        "gate", Role.PREFLIGHT, preflight=tuple(g.signal for g in stage.preflight), readiness=readiness_names(state)
+    )
+    return _ready(state, seen.observations, seen.now)
+
+
+def _resolving_flow(state: State, now: datetime) -> Decider:
+    """An action in flight (forward, or a rollback step): read the target back, then resolve it."""
+    settle = _applying if state.phase == Phase.APPLYING else rolling_back
+    pending = state.pending
+    if pending is None or pending.readback != "none":
+        return settle(state, Observations(), now)
+    role = Role.ROLLBACK if pending.direction == Direction.ROLLBACK else Role.EXECUTOR
+    seen = yield ReadRequest("readback", role, readback=(pending.index, pending.direction))
+    return settle(state, seen.observations, seen.now)
+
+
+def _verifying_flow(state: State, now: datetime) -> Decider:
+    stage_state = state.stages[state.current]
+    if state.hold_requested or (stage_state.accept_hold is None and not sample_due(state, now)):
+        return verifying(state, Observations(), now)  # the requested hold, or when to sample next
+    stage = state.stage_def(state.current)
+    seen = yield ReadRequest(
+        "accept" if stage_state.accept_hold else "verify",
+        Role.VERIFIER,
+        checks=tuple(c.signal for c in stage.verify.checks),
+        readiness=readiness_names(state),
+    )
+    return verifying(state, seen.observations, seen.now)
+
+
+def _holding_flow(state: State, now: datetime) -> Decider:
+    watched = watched_stage(state)
+    if watched is None:
+        return _holding(state, Observations(), now)
+    stage = state.stage_def(watched)
+    seen = yield ReadRequest(
+        "watch", Role.VERIFIER, checks=tuple(c.signal for c in stage.verify.checks), readiness=readiness_names(state)
+    )
+    return _holding(state, seen.observations, seen.now)
+
+
+def reads(state: State, now: datetime) -> ReadRequest | None:
+    """What the decider would read now (None: nothing); for callers that observe by themselves."""
+    try:
+        return next(decider(state, now))
+    except StopIteration:
+        return None
 
 
 def decide(state: State, obs: Observations, now: datetime) -> Decision:
-    if state.terminal or state.plan is None:
-        return Decision()
-    handler = {
-        Phase.READY: _ready,
-        Phase.APPLYING: _applying,
-        Phase.VERIFYING: verifying,
-        Phase.HOLDING: _holding,
-        Phase.ROLLING_BACK: rolling_back,
-    }.get(state.phase)
-    return handler(state, obs, now) if handler else Decision()
+    """The decider's Decision, with ``obs`` as the answer to its read (if it asks for one)."""
+    return run(decider(state, now), lambda _request: Observed(obs, now))
 
 
 def _ready(state: State, obs: Observations, now: datetime) -> Decision:

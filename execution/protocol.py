@@ -7,7 +7,7 @@ wake up if nothing happens. Durations are scaled by the rehearsal speed (1 for l
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -39,6 +39,15 @@ class Observations:
 
 
 @dataclass(frozen=True)
+class Observed:
+    """What the shell sends back into a decider: the observations it asked for, and the time
+    right after reading them (evidence ages are judged against it)."""
+
+    observations: Observations
+    now: datetime
+
+
+@dataclass(frozen=True)
 class SendAction:
     index: int
     stage: str
@@ -57,6 +66,27 @@ class Decision:
     @property
     def idle(self) -> bool:
         return not self.append and self.effect is None
+
+
+# A phase's decision, what it must read kept together with what it decides: a generator that
+# yields at most one ReadRequest, receives what was Observed, and returns the Decision (as an
+# httpx auth flow yields a request and receives its response).
+Decider = Generator[ReadRequest, Observed, Decision]
+
+
+def run(decider: Decider, observe: Callable[[ReadRequest], Observed]) -> Decision:
+    """Drive ``decider``: answer its read (if it asks for one) with ``observe``; return its Decision."""
+    try:
+        request = next(decider)
+    except StopIteration as done:
+        decision: Decision = done.value
+        return decision
+    try:
+        decider.send(observe(request))
+    except StopIteration as done:
+        decision = done.value
+        return decision
+    raise RuntimeError("a decider reads at most once before it decides")
 
 
 def scaled(state: State, text: str) -> float:

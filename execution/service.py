@@ -28,9 +28,10 @@ from execution import events as ev
 from execution.adapters.base import Connection
 from execution.contract.load import LoadedChange
 from execution.contract.models import ChangePackage
-from execution.decide import Decision, Observations, ReadRequest, SendAction, decide, reads, timeout_seconds
+from execution.decide import Decision, Observations, ReadRequest, SendAction, decider, timeout_seconds
 from execution.model import ActionResult, Clock, Evidence, ReadbackResult, Role
 from execution.project import State, apply
+from execution.protocol import Observed, run
 from execution.reconcile import reconcile, target
 from ledger.entry import Entry, NewEntry
 from ledger.masking import mask
@@ -389,9 +390,7 @@ class Engine:
         for _ in range(MAX_STEPS_PER_TICK):
             if state.plan is None or state.terminal:
                 return None
-            request = reads(state, self.clock())
-            observations = self._observe(state, request)
-            decision = decide(state, observations, self.clock())
+            decision = run(decider(state, self.clock()), self._observer(state))
             if decision.idle:
                 return decision.wake_at
             try:
@@ -443,6 +442,10 @@ class Engine:
             return self.connection(state).read_back(confirm, role, timeout_s)
         except Exception as exc:
             return ReadbackResult(None, None, f"adapter failed: {type(exc).__name__}: {exc}")
+
+    def _observer(self, state: State) -> Callable[[ReadRequest], Observed]:
+        """Answers a decider's read for ``state``: what was read, and the time right after."""
+        return lambda request: Observed(self._observe(state, request), self.clock())
 
     def _observe(self, state: State, request: ReadRequest | None) -> Observations:
         if request is None:
