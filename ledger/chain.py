@@ -118,19 +118,47 @@ def seal(execution_id: str, seq: int, new: NewEntry, prev_hash: str) -> Entry:
     The timestamp is truncated to what the canonical form keeps (microseconds, UTC) so the
     sealed entry equals what a reader later gets back from the store.
     """
+    return seal_texts(execution_id, seq, new, prev_hash)[0]
+
+
+def seal_texts(execution_id: str, seq: int, new: NewEntry, prev_hash: str) -> tuple[Entry, str, str]:
+    """``seal``, and the two texts a store keeps: the canonical timestamp and the canonical body.
+
+    The body is checked and encoded once; the hashed bytes are spliced around it (the same bytes
+    as encoding the whole payload: its keys are in this order and its strings encode alone).
+    """
     ts_text = format_ts(new.ts)
-    body = json.loads(canonical_json(dict(new.body)))
-    digest = entry_hash(execution_id, seq, ts_text, new.kind, new.actor, body, prev_hash)
-    return Entry(
+    body_text = canonical_json(dict(new.body))
+    body = json.loads(body_text)
+    strings = {"actor": new.actor, "execution": execution_id, "kind": new.kind, "prev": prev_hash}
+    if type(seq) is int and all(type(value) is str for value in strings.values()):
+        for name, value in strings.items():
+            _check_json_value(value, f"$.{name}")  # the refusal encoding the payload would give
+        payload = b'{"actor":%s,"body":%s,"execution":%s,"kind":%s,"prev":%s,"seq":%d,"ts":%s}' % (
+            string_token(new.actor),
+            body_text,
+            string_token(execution_id),
+            string_token(new.kind),
+            string_token(prev_hash),
+            seq,
+            string_token(ts_text),
+        )
+        digest = hashlib.sha256(payload).hexdigest()
+    else:
+        digest = entry_hash(execution_id, seq, ts_text, new.kind, new.actor, body, prev_hash)
+    # parse_ts(ts_text) is this same instant whenever ts_text has its four-digit year.
+    ts = new.ts.astimezone(UTC) if len(ts_text) == 27 else parse_ts(ts_text)
+    entry = Entry(
         execution_id=execution_id,
         seq=seq,
-        ts=parse_ts(ts_text),
+        ts=ts,
         kind=new.kind,
         actor=new.actor,
         body=body,
         prev_hash=prev_hash,
         hash=digest,
     )
+    return entry, ts_text, body_text.decode("utf-8")
 
 
 EXPORT_KEYS = ("execution", "seq", "ts", "kind", "actor", "body", "prev", "hash")

@@ -12,6 +12,12 @@ Why the locking is done this way:
   advisory lock keyed by the execution id before reading the head; positions are assigned and
   committed one writer at a time per execution. The primary key (execution_id, seq) remains the
   final guard: a second writer at the same seq fails with ``AppendConflict``.
+* Fencing: a writer's lease is checked by the INSERT that writes its first entry (INSERT ...
+  SELECT ... WHERE EXISTS the lease at that owner and epoch), not by a separate read. Taking or
+  renewing a lease holds the same per-execution lock (SQLite: the write lock; PostgreSQL: the
+  advisory lock), so the lease cannot change between that check and the commit.
+* Appends run Core statements on the engine's pooled connection, no ORM session: an append is
+  one read of the head and one INSERT, and little else is on the path to the fsync.
 
 There is deliberately no update or delete of ledger rows anywhere in this module. The lease table
 is coordination data, not history, and is the only table written with UPDATE.
@@ -25,7 +31,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import LargeBinary, Table, cast, event, func, insert, literal_column, text
+from sqlalchemy import LargeBinary, Table, bindparam, cast, event, exists, func, insert, literal_column, text
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -37,7 +43,7 @@ from ledger.chain import (
     format_ts,
     hashed_bytes,
     parse_ts,
-    seal,
+    seal_texts,
     string_token,
     verify_canonical,
 )
@@ -95,7 +101,7 @@ def make_engine(url: str) -> Engine:
         def _on_begin(conn: Any) -> None:
             # A reader's snapshot (WAL) must not hold the write lock while it streams a long chain.
             reading = conn.get_execution_options().get(_READ_ONLY, False)
-            conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")  # errors wrapped: "locked" is a conflict
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -107,6 +113,43 @@ _STREAM_BATCH = 2000  # rows per fetch while streaming a chain: enough to amorti
 
 def _ledger_table() -> Table:
     return SQLModel.metadata.tables[LedgerRow.__tablename__]
+
+
+def _statements() -> tuple[Any, Any, Any, Any]:
+    """The append path's statements, built once (SQLAlchemy caches their compiled form)."""
+    ledger = _ledger_table()
+    lease = SQLModel.metadata.tables[LeaseRow.__tablename__]
+    head = (
+        sa_select(ledger.c.seq, ledger.c.hash)
+        .where(ledger.c.execution_id == bindparam("execution_id"))
+        .order_by(ledger.c.seq.desc())
+        .limit(1)
+    )
+    holder = (lease.c.execution_id == bindparam("execution_id", type_=lease.c.execution_id.type)) & (
+        (lease.c.owner == bindparam("owner", type_=lease.c.owner.type))
+        & (lease.c.epoch == bindparam("epoch", type_=lease.c.epoch.type))
+    )
+    values = [bindparam(c.key, type_=c.type) for c in ledger.columns]
+    fenced = (
+        insert(ledger)
+        .from_select([c.key for c in ledger.columns], sa_select(*values).where(exists().where(holder)))
+        .execution_options(preserve_rowcount=True)  # the count of rows written says whether the fence held
+    )
+    holds = sa_select(lease.c.epoch).where(holder)
+    return head, insert(ledger), fenced, holds
+
+
+_HEAD, _INSERT, _FENCED_INSERT, _HOLDS = _statements()
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+
+
+def _holds(conn: Any, fence: Lease) -> bool:
+    params = {"execution_id": fence.execution_id, "owner": fence.owner, "epoch": fence.epoch}
+    return conn.execute(_HOLDS, params).first() is not None
+
+
+def _fenced_out(fence: Lease) -> FencedOut:
+    return FencedOut(f"{fence.execution_id}: lease epoch {fence.epoch} of {fence.owner} is no longer current")
 
 
 def _to_entry(row: Any) -> Entry:
@@ -172,10 +215,7 @@ class SqlLedgerStore:
     def _txn(self, execution_id: str) -> Iterator[Session]:
         with Session(self.engine) as session, session.begin():
             if self.is_postgres:
-                session.execute(
-                    text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-                    {"key": "stagehold:" + execution_id},
-                )
+                session.execute(_ADVISORY_LOCK, {"key": "stagehold:" + execution_id})
             yield session
 
     def append(
@@ -185,46 +225,50 @@ class SqlLedgerStore:
         entries: Sequence[NewEntry],
         fence: Lease | None = None,
     ) -> list[Entry]:
+        """Seal and insert ``entries`` at ``expected_seq`` in one transaction.
+
+        The hot path of every execution: Core statements on the engine's pooled connection, no ORM
+        session. With a fence, the first row's INSERT ... SELECT carries the lease check in its
+        WHERE clause, so the lease is checked by the statement that writes (no extra round trip).
+        """
         if not entries:
             return []
         try:
-            with self._txn(execution_id) as session:
-                if fence is not None:
-                    lease = session.get(LeaseRow, execution_id)
-                    if lease is None or lease.owner != fence.owner or lease.epoch != fence.epoch:
-                        raise FencedOut(
-                            f"{execution_id}: lease epoch {fence.epoch} of {fence.owner} is no longer current"
-                        )
-                last = session.exec(
-                    select(LedgerRow.seq, LedgerRow.hash)
-                    .where(LedgerRow.execution_id == execution_id)
-                    .order_by(col(LedgerRow.seq).desc())
-                    .limit(1)
-                ).first()
-                last_seq, prev = last if last is not None else (0, GENESIS_HASH)
-                next_seq = last_seq + 1
-                if next_seq != expected_seq:
-                    raise AppendConflict(execution_id, expected_seq, next_seq)
+            with self.engine.begin() as conn:
+                if self.is_postgres:
+                    conn.execute(_ADVISORY_LOCK, {"key": "stagehold:" + execution_id})
+                last = conn.execute(_HEAD, {"execution_id": execution_id}).first()
+                last_seq, prev = (last[0], last[1]) if last is not None else (0, GENESIS_HASH)
+                if last_seq + 1 != expected_seq:
+                    if fence is not None and not _holds(conn, fence):
+                        raise _fenced_out(fence)  # a writer that lost its lease hears that first
+                    raise AppendConflict(execution_id, expected_seq, last_seq + 1)
                 sealed: list[Entry] = []
                 rows: list[dict[str, object]] = []
                 for offset, new in enumerate(entries):
-                    entry = seal(execution_id, expected_seq + offset, new, prev)
+                    entry, ts_text, body_text = seal_texts(execution_id, expected_seq + offset, new, prev)
                     rows.append(
                         {
                             "execution_id": execution_id,
                             "seq": entry.seq,
-                            "ts": format_ts(entry.ts),
+                            "ts": ts_text,
                             "kind": entry.kind,
                             "actor": entry.actor,
-                            "body": json.dumps(entry.body, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+                            "body": body_text,
                             "prev_hash": entry.prev_hash,
                             "hash": entry.hash,
                         }
                     )
                     sealed.append(entry)
                     prev = entry.hash
-                # A plain multi-row INSERT: no ORM identity map is needed for rows never updated.
-                session.execute(insert(LedgerRow), rows)
+                if fence is None:
+                    conn.execute(_INSERT, rows)
+                else:
+                    written = conn.execute(_FENCED_INSERT, {**rows[0], "owner": fence.owner, "epoch": fence.epoch})
+                    if written.rowcount != 1:
+                        raise _fenced_out(fence)
+                    if len(rows) > 1:
+                        conn.execute(_INSERT, rows[1:])
             return sealed
         except IntegrityError as exc:
             # The (execution_id, seq) key is the last line of defence against a racing writer.

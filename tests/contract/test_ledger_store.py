@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 
 import ledger.sql
 from ledger.chain import GENESIS_HASH, entry_hash, format_ts, verify_chain
@@ -315,6 +315,53 @@ def test_fence_without_any_lease_is_refused(store: SqlLedgerStore) -> None:
     assert store.read(EXEC) == []
 
 
+def test_fenced_batch_lands_whole_or_not_at_all(store: SqlLedgerStore) -> None:
+    a = store.acquire_lease(EXEC, "replica-a", T0, 30)
+    assert a is not None
+    assert [e.seq for e in store.append(EXEC, 1, [new(1), new(2), new(3)], fence=a)] == [1, 2, 3]
+    assert store.acquire_lease(EXEC, "replica-b", T0 + timedelta(seconds=31), 30) is not None
+    with pytest.raises(FencedOut):
+        store.append(EXEC, 4, [new(4), new(5)], fence=a)
+    assert [e.seq for e in store.read(EXEC)] == [1, 2, 3]
+    assert verify_chain(store.read(EXEC), EXEC).ok
+
+
+def test_a_fenced_out_writer_hears_so_even_when_its_seq_is_stale(store: SqlLedgerStore) -> None:
+    """Losing the lease is the news that matters: a stale seq from a fenced-out writer is FencedOut,
+    not a conflict that would send it to re-read and try again."""
+    a = store.acquire_lease(EXEC, "replica-a", T0, 30)
+    assert a is not None
+    fill(store, 2)
+    b = store.acquire_lease(EXEC, "replica-b", T0 + timedelta(seconds=31), 30)
+    assert b is not None
+    with pytest.raises(FencedOut):
+        store.append(EXEC, 2, [new(2)], fence=a)
+    with pytest.raises(AppendConflict):
+        store.append(EXEC, 2, [new(2)], fence=b)
+
+
+def test_a_fenced_append_checks_the_lease_in_its_insert(sql_store: SqlLedgerStore) -> None:
+    """The append reads the head and writes: two statements. The lease is checked by the INSERT
+    itself, not by a separate read (PostgreSQL also takes the per-execution advisory lock)."""
+    a = sql_store.acquire_lease(EXEC, "replica-a", T0, 30)
+    assert a is not None
+    fill(sql_store, 1)
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    event.listen(sql_store.engine, "before_cursor_execute", seen)
+    try:
+        sql_store.append(EXEC, 2, [new(2)], fence=a)
+    finally:
+        event.remove(sql_store.engine, "before_cursor_execute", seen)
+    work = [s for s in statements if not s.startswith(("BEGIN", "SELECT pg_advisory_xact_lock"))]
+    assert len(work) == 2, statements
+    assert work[0].startswith("SELECT") and "stagehold_lease" not in work[0]
+    assert work[1].startswith("INSERT INTO stagehold_ledger") and "stagehold_lease" in work[1]
+
+
 def test_released_lease_can_be_taken_at_once(store: SqlLedgerStore) -> None:
     a = store.acquire_lease(EXEC, "replica-a", T0, 300)
     assert a is not None
@@ -436,9 +483,11 @@ def test_the_same_values_in_another_spelling_verify_as_before(
     _verify(sql_store)  # agreement is the assertion; the verdict is whatever decoding the values gives
 
 
-def test_tricky_text_in_every_field_verifies_streamed(store: SqlLedgerStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tricky_text_in_every_field_verifies_streamed(
+    sql_store: SqlLedgerStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tricky = 'q"b\\s/\b\f\n\r\t\x1f\x7f\u2028é✓🚦'
-    store.append(
+    sql_store.append(
         EXEC,
         1,
         [
@@ -452,10 +501,10 @@ def test_tricky_text_in_every_field_verifies_streamed(store: SqlLedgerStore, mon
             new(2, body={}),
         ],
     )
-    assert _verify(store) == (True, None, "ok")
+    assert _verify(sql_store) == (True, None, "ok")
     # The stored text alone settled every entry: nothing needed decoding.
     monkeypatch.setattr(ledger.sql, "_decode", _must_not_decode)
-    assert store.verify(EXEC).ok
+    assert sql_store.verify(EXEC).ok
 
 
 def _must_not_decode(*row: Any) -> Entry:
