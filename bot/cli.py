@@ -13,8 +13,6 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 from typing import Any, NoReturn
 
 from bot import exits
@@ -31,10 +29,26 @@ class _Parser(argparse.ArgumentParser):
 
 
 def version() -> str:
+    # Imported here: importlib.metadata alone costs more than the rest of parsing a command.
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
     try:
         return package_version("stagehold")
     except PackageNotFoundError:  # running from a checkout that was never installed
         return "unknown"
+
+
+class _Version(argparse.Action):
+    """``--version``, looking the version up only when it is asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        kwargs.setdefault("help", "show program's version number and exit")
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(f"stagehold {version()}")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok · 1 ledger tampering · 2 invalid input · 3 held for a human · 4 rolled back · "
         "5 needs a human · 6 abandoned · 70 internal error · 124 watch deadline · 130 interrupted.",
     )
-    parser.add_argument("--version", action="version", version=f"stagehold {version()}")
+    parser.add_argument("--version", action=_Version)
     sub: Any = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     for register in COMMAND_GROUPS:
         register(sub)

@@ -52,8 +52,8 @@ from pydantic import ValidationError
 from execution.adapters.http import select_field
 from execution.contract.models import Plan
 from execution.model import Clock
+from execution.sandbox_faults import FAULTS, MODES
 from execution.sandbox_world import (
-    MODES,
     Effect,
     SignalModel,
     World,
@@ -67,17 +67,6 @@ from execution.sandbox_world import (
 )
 from ledger.chain import format_ts
 
-FAULTS = (
-    "error-rate-high",
-    "error-rate-degraded",
-    "dependency-down",
-    "snapshot-stale",
-    "snapshot-missing",
-    "no-data",
-    "apply-timeout",
-    "readback-fail",
-    "rollback-fail",
-)
 ROLES = ("executor", "rollback", "preflight", "verifier")
 
 # How long a write under ``apply-timeout`` withholds its answer (any client gives up sooner).

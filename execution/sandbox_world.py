@@ -32,8 +32,8 @@ from typing import Any
 
 from execution.conditions import Condition, parse_condition, parse_duration
 from execution.contract.models import Action, Confirm, Plan, Signal
+from execution.sandbox_faults import MODES
 
-MODES = ("fail", "degraded", "no-data", "stale", "error")
 DEFAULT_SAMPLES = 1000
 _INF = math.inf
 

@@ -12,15 +12,14 @@ import hashlib
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot import exits
 from bot.clock import utc_now
-from bot.keys import KeyProblem, read_keyring, read_signer
-from execution.approvals import Statement, sign_approval
-from execution.contract import InvalidChange, load_change
-from execution.contract.keyring import KeyringEntry
-from execution.contract.signatures import write_signature
-from ledger.note import NoteError, Signer, check_key_name, generate_private_key, private_key_pem
+
+if TYPE_CHECKING:
+    from execution.contract.keyring import KeyringEntry
+    from ledger.note import Signer
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,6 +45,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
+    from bot.keys import KeyProblem
+
     try:
         return _approve(args)
     except KeyProblem as exc:
@@ -54,6 +55,12 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def _approve(args: argparse.Namespace) -> int:
+    from bot.keys import KeyProblem, read_signer
+    from execution.approvals import Statement, sign_approval
+    from execution.contract import InvalidChange, load_change
+    from execution.contract.signatures import write_signature
+    from ledger.note import NoteError, Signer
+
     path = Path(args.package)
     before = _read_bytes(path)
     try:
@@ -92,6 +99,8 @@ def _approve(args: argparse.Namespace) -> int:
 
 
 def _read_bytes(path: Path) -> bytes:
+    from bot.keys import KeyProblem
+
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -99,6 +108,9 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _identity(args: argparse.Namespace) -> tuple[str, str | None, str | None]:
+    from bot.keys import KeyProblem
+    from ledger.note import NoteError, check_key_name
+
     name = args.name or "approver"
     try:
         check_key_name(name)
@@ -108,6 +120,8 @@ def _identity(args: argparse.Namespace) -> tuple[str, str | None, str | None]:
 
 
 def _keyring_entry(args: argparse.Namespace, signer: Signer) -> KeyringEntry | None:
+    from bot.keys import read_keyring
+
     keyring_path = args.keyring or _keyring_setting()
     if not keyring_path:
         return None
@@ -119,6 +133,8 @@ def _keyring_entry(args: argparse.Namespace, signer: Signer) -> KeyringEntry | N
 
 
 def _agree(args: argparse.Namespace, entry: KeyringEntry) -> tuple[str, str, str]:
+    from bot.keys import KeyProblem
+
     v = entry.verifier
     claims = (("--name", args.name, v.name), ("--as", args.as_user, entry.owner), ("--role", args.role, entry.role))
     for flag, given, listed in claims:
@@ -128,6 +144,7 @@ def _agree(args: argparse.Namespace, entry: KeyringEntry) -> tuple[str, str, str
 
 
 def _keyring_setting() -> str | None:
+    from bot.keys import KeyProblem
     from bot.settings import SettingsError, load_settings
 
     try:
@@ -137,6 +154,9 @@ def _keyring_setting() -> str | None:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    from bot.keys import KeyProblem, read_signer
+    from ledger.note import NoteError, Signer, check_key_name, generate_private_key, private_key_pem
+
     try:
         check_key_name(args.name)
         if args.out:
@@ -159,6 +179,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def _write_new(path: Path, data: bytes) -> None:
+    from bot.keys import KeyProblem
+
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -14,35 +14,25 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot import exits
-from bot.bootstrap import Runtime, open_runtime
 from bot.clock import utc_now
 from bot.commands.arguments import db_option, execution_argument, reason_text, user_id
-from bot.commands.reading import Tampered, database_url, read_execution
-from bot.console import ConsolePrinter
-from bot.driver import drive, exit_code
-from bot.keys import approvals_checker
-from bot.lifecycle import driver, view
-from bot.settings import SettingsError, load_settings
-from execution.adapters.sandboxed import teach
-from execution.approvals import ApprovalReport, refusal
-from execution.commands import StartRefused
-from execution.contract import InvalidChange, LoadedChange, load_change
-from execution.contract.models import Plan
-from execution.hold_kinds import meaning
-from execution.model import Credentials, Role
-from execution.outputs import intervention_packet, state_record
-from execution.project import State
-from execution.sandbox import FAULTS, Sandbox
-from execution.sandbox_world import MODES, World
-from execution.service import CommandOutcome, Engine
+from execution.sandbox_faults import FAULTS, MODES
 from ledger.chain import export_line
 from ledger.entry import Entry
-from ledger.sql import SqlLedgerStore
 from ledger.store import Lease
-from templates import render
+
+if TYPE_CHECKING:
+    from bot.bootstrap import Runtime
+    from execution.approvals import ApprovalReport
+    from execution.contract import LoadedChange
+    from execution.contract.models import Plan
+    from execution.model import Credentials
+    from execution.project import State
+    from execution.sandbox import Sandbox
+    from execution.service import CommandOutcome, Engine
 
 # Rehearsal speed: each bundled example finishes within a minute at this compression.
 DEFAULT_SPEED = 120.0
@@ -157,6 +147,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _parse_faults(
     specs: list[str], change_stages: list[str], plan: Plan | None = None
 ) -> tuple[set[str], dict[str, set[str]]]:
+    from execution.sandbox_world import World
+
     now: set[str] = set()
     later: dict[str, set[str]] = {}
     world = World()
@@ -231,6 +223,9 @@ def _post_fault(url: str, client: Any) -> Any:
 
 
 def write_outputs(out: str, state: State, entries: list[Entry]) -> list[Path]:
+    from execution.outputs import intervention_packet, state_record
+    from templates import render
+
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
@@ -256,6 +251,8 @@ def write_outputs(out: str, state: State, entries: list[Entry]) -> list[Path]:
 
 
 def _summary(state: State, code: int, written: list[Path]) -> None:
+    from execution.hold_kinds import meaning
+
     stages = ", ".join(f"{s.id}={s.status}" for s in state.stages)
     print(f"\n{state.execution_id}: {state.status().upper()} (exit {code})")
     print(f"  stages: {stages}")
@@ -277,6 +274,9 @@ def _summary(state: State, code: int, written: list[Path]) -> None:
 
 @contextmanager
 def _rehearsal_target(url: str | None) -> Iterator[tuple[str, Credentials, Sandbox | None]]:
+    from execution.model import Credentials, Role
+    from execution.sandbox import Sandbox
+
     if url:
         yield url.rstrip("/"), Credentials({}), None
         return
@@ -297,6 +297,8 @@ def _rehearsal_target(url: str | None) -> Iterator[tuple[str, Credentials, Sandb
 
 
 def _load(path: str) -> LoadedChange | None:
+    from execution.contract import InvalidChange, load_change
+
     try:
         return load_change(path)
     except InvalidChange as exc:
@@ -307,11 +309,15 @@ def _load(path: str) -> LoadedChange | None:
 
 def _approvals(change: LoadedChange, keyring: str | None) -> ApprovalReport | None:
     """The package's signed approvals against the keyring (None: no keyring). Raises ``InvalidChange``."""
+    from bot.keys import approvals_checker
+
     return approvals_checker(keyring, utc_now)(change)
 
 
 def _refused_unapproved(change: LoadedChange, report: ApprovalReport | None) -> bool:
     """Print why a live run may not start on these approvals; False when it may."""
+    from execution.approvals import refusal
+
     why = refusal(report)
     if why is None:
         return False
@@ -330,6 +336,15 @@ def _refused_unapproved(change: LoadedChange, report: ApprovalReport | None) -> 
 
 
 def cmd_rehearse(args: argparse.Namespace) -> int:
+    from bot.bootstrap import open_runtime
+    from bot.commands.reading import database_url
+    from bot.console import ConsolePrinter
+    from bot.driver import drive
+    from bot.settings import SettingsError, load_settings
+    from execution.adapters.sandboxed import teach
+    from execution.commands import StartRefused
+    from execution.contract import InvalidChange
+
     change = _load(args.package)
     if change is None:
         return exits.INVALID
@@ -391,6 +406,8 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
 def _finish(engine: Engine, state: State, out: str | None) -> int:
     # A foreground run is over: hand the lease back so `resume` (or the bot) can take the
     # execution over now instead of waiting for the lease to lapse.
+    from bot.driver import exit_code
+
     engine.let_go(state.execution_id)
     code = exit_code(state)
     written = write_outputs(out, state, engine.entries(state.execution_id)) if out else []
@@ -399,6 +416,13 @@ def _finish(engine: Engine, state: State, out: str | None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from bot.bootstrap import open_runtime
+    from bot.console import ConsolePrinter
+    from bot.driver import drive
+    from bot.settings import SettingsError, load_settings
+    from execution.commands import StartRefused
+    from execution.contract import InvalidChange
+
     change = _load(args.package)
     if change is None:
         return exits.INVALID
@@ -435,6 +459,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _open(args: argparse.Namespace) -> tuple[Runtime, Engine, State] | int:
     """The runtime, an engine over its ledger and the execution's state, verified; or the exit
     code why not (and then nothing is left open). The caller closes the runtime."""
+    from bot.bootstrap import open_runtime
+    from bot.commands.reading import Tampered, database_url, read_execution
+    from bot.settings import SettingsError
+    from execution.model import Credentials
+
     try:
         runtime = open_runtime(database_url(args))
     except SettingsError as exc:
@@ -467,6 +496,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace, runtime: Runtime, engine: Engine, state: State) -> int:
+    from bot.console import ConsolePrinter
+    from bot.driver import drive
+    from bot.settings import SettingsError, load_settings
+    from execution.adapters.sandboxed import teach
+    from execution.model import Credentials
+
     if state.terminal:
         return _finish(engine, state, args.out)
     try:
@@ -513,12 +548,16 @@ def _rehearsal_only(state: State, why: str = LIVE_ONLY) -> bool:
 
 
 def _lease(engine: Engine, execution_id: str) -> Lease | None:
+    from ledger.sql import SqlLedgerStore
+
     store = engine.store
     return store.lease(execution_id) if isinstance(store, SqlLedgerStore) else None
 
 
 def _report(engine: Engine, outcome: CommandOutcome) -> int:
     """What the command recorded, then where the execution stands now and the next step."""
+    from bot.lifecycle import view
+
     for entry in outcome.entries:
         reason = entry.body.get("reason") or ""
         print(f"{entry.kind} by {entry.actor}" + (f": {reason}" if reason else ""))
@@ -587,6 +626,7 @@ def cmd_abandon(args: argparse.Namespace) -> int:
     executions: the command line cannot prove who is typing, and abandoning leaves the live system
     exactly as it is — a live execution ends by completing, rolling back, or a human taking over.
     """
+    from bot.lifecycle import driver
 
     def act(engine: Engine, state: State) -> CommandOutcome | int:
         drv = driver(state, _lease(engine, state.execution_id), utc_now())

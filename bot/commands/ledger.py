@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 
 from bot import exits
 from bot.commands.arguments import db_option, execution_argument
-from bot.keys import KeyProblem, witness_signer, witness_verifier
 from ledger.chain import (
     EXPORT_KEYS,
     Canonical,
@@ -42,11 +41,11 @@ from ledger.chain import (
 )
 from ledger.entry import Entry
 from ledger.store import CorruptEntry, VerifyResult
-from ledger.witness import Witness, append_checkpoint, check_against_witness, read_witness, sign_checkpoint
 
 if TYPE_CHECKING:
     from bot.settings import Settings
     from ledger.sql import SqlLedgerStore
+    from ledger.witness import Witness
 
 
 class _Usage(Exception):
@@ -128,7 +127,12 @@ def cmd_verify_file(args: argparse.Namespace) -> int:
 def _guarded(fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
         code = fn(args)
-    except (_Usage, KeyProblem) as exc:
+    except Exception as exc:
+        # A key problem can only come from bot.keys having been imported: most runs never need
+        # it (or the cryptography it loads), so it is not imported just to name the exception.
+        keys = sys.modules.get("bot.keys")
+        if not isinstance(exc, _Usage) and not (keys is not None and isinstance(exc, keys.KeyProblem)):
+            raise
         print(f"stagehold ledger: {exc}", file=sys.stderr)
         return exits.INVALID
     return code
@@ -181,6 +185,9 @@ def _head(args: argparse.Namespace) -> int:
 
 
 def _checkpoint(args: argparse.Namespace) -> int:
+    from bot.keys import witness_signer
+    from ledger.witness import append_checkpoint, sign_checkpoint
+
     settings = _settings()
     signer = witness_signer(args.key or settings.witness_key, settings.witness_name)
     result = _verified_head(args)
@@ -305,6 +312,8 @@ def _verify_stored(store: SqlLedgerStore, execution: str, head: tuple[int, str] 
 
 
 def _verify_witnessed(store: SqlLedgerStore, execution: str, witness: Witness) -> VerifyResult:
+    from ledger.witness import check_against_witness
+
     try:
         entries = store.read(execution)
     except CorruptEntry as exc:
@@ -360,6 +369,9 @@ def _read_head(path_text: str, execution: str) -> tuple[int, str]:
 
 def _read_witness(path_text: str, vkey: str | None, execution: str) -> Witness:
     """The trusted checkpoints of ``execution`` in a witness file; a forged one or none at all is a usage error."""
+    from bot.keys import witness_verifier
+    from ledger.witness import read_witness
+
     settings = _settings()
     verifier = witness_verifier(vkey or settings.witness_vkey, settings.witness_key, settings.witness_name)
     path = Path(path_text)

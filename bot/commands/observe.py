@@ -14,20 +14,17 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot import exits
 from bot.clock import utc_now
 from bot.commands.arguments import db_option, execution_argument
-from bot.commands.reading import Execution, Tampered, open_ledger, read_execution
-from bot.console import progress, stage_table
-from bot.lifecycle import View, stage_in_focus, tampered, view
-from bot.settings import SettingsError
-from execution.conditions import parse_duration
-from execution.outputs import intervention_packet, state_record
-from ledger.sql import SqlLedgerStore
 from ledger.store import Lease
-from templates import format_age, format_time, render
+
+if TYPE_CHECKING:
+    from bot.commands.reading import Execution, Tampered
+    from bot.lifecycle import View
+    from ledger.sql import SqlLedgerStore
 
 # A stop that is not final (held, or nothing driving it) must last this long before a watch exits
 # on it: a hold released a moment later by another process (--auto-release, a Slack click) or a
@@ -85,6 +82,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _duration(text: str) -> float:
+    from execution.conditions import parse_duration
+
     try:
         seconds = parse_duration(text)
     except ValueError:
@@ -108,6 +107,9 @@ def _positive(text: str) -> float:
 
 
 def _store(args: argparse.Namespace) -> SqlLedgerStore | None:
+    from bot.commands.reading import open_ledger
+    from bot.settings import SettingsError
+
     try:
         return open_ledger(args)
     except SettingsError as exc:
@@ -116,6 +118,8 @@ def _store(args: argparse.Namespace) -> SqlLedgerStore | None:
 
 
 def _known(store: SqlLedgerStore, execution_id: str) -> Execution | Tampered | None:
+    from bot.commands.reading import Execution, read_execution
+
     read = read_execution(store, execution_id)
     if isinstance(read, Execution) and read.state.plan is None:
         print(f"stagehold: no execution {execution_id!r} in the ledger (see 'stagehold list')", file=sys.stderr)
@@ -124,6 +128,8 @@ def _known(store: SqlLedgerStore, execution_id: str) -> Execution | Tampered | N
 
 
 def _report_tampered(found: Tampered, as_json: bool) -> int:
+    from bot.lifecycle import tampered
+
     seen = tampered(found.execution_id, found.where)
     if as_json:
         print(json.dumps({"execution": found.execution_id, "standing": _standing(seen, None)}, indent=2))
@@ -135,6 +141,8 @@ def _report_tampered(found: Tampered, as_json: bool) -> int:
 
 
 def _standing(seen: View, now: datetime | None) -> dict[str, Any]:
+    from templates import format_time
+
     return {
         "word": seen.word,
         "exit_code": seen.code,
@@ -153,6 +161,8 @@ def _standing(seen: View, now: datetime | None) -> dict[str, Any]:
 
 def _read(args: argparse.Namespace) -> tuple[Execution, Lease | None] | int:
     """The execution named by ``args``, verified and folded, with its lease; or the exit code why not."""
+    from bot.commands.reading import Tampered
+
     store = _store(args)
     if store is None:
         return exits.INVALID
@@ -168,6 +178,11 @@ def _read(args: argparse.Namespace) -> tuple[Execution, Lease | None] | int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from bot.console import stage_table
+    from bot.lifecycle import view
+    from execution.outputs import state_record
+    from templates import format_age, format_time
+
     found = _read(args)
     if isinstance(found, int):
         return found
@@ -205,6 +220,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_packet(args: argparse.Namespace) -> int:
+    from execution.outputs import intervention_packet
+    from templates import render
+
     found = _read(args)
     if isinstance(found, int):
         return found
@@ -222,6 +240,10 @@ def cmd_packet(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from bot.commands.reading import Tampered, read_execution
+    from bot.lifecycle import stage_in_focus, view
+    from templates import format_age, format_time
+
     store = _store(args)
     if store is None:
         return exits.INVALID
@@ -313,6 +335,11 @@ def watch(
     out: Any = None,
 ) -> int:
     """Follow ``execution_id`` until it stops moving; return the exit code of where it stands."""
+    from bot.commands.reading import Tampered, read_execution
+    from bot.console import progress
+    from bot.lifecycle import view
+    from templates import format_age
+
     out = out or sys.stdout
     read = _known(store, execution_id)
     if read is None:

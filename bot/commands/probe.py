@@ -9,14 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from bot import exits
-from bot.bootstrap import http_client, live_connector
 from bot.clock import utc_now
-from bot.commands.validate import load_or_report
-from bot.settings import SettingsError, load_settings
-from execution.probe import ProbeReport, probe
-from execution.project import State
+
+if TYPE_CHECKING:
+    from execution.probe import ProbeReport
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,6 +26,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    from bot.bootstrap import http_client, live_connector
+    from bot.commands.validate import load_or_report
+    from bot.settings import SettingsError, load_settings
+    from execution.probe import probe
+    from execution.project import State
+
     change = load_or_report(args.package)
     if change is None:
         return exits.INVALID

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from bot.bootstrap import open_store
-from bot.settings import load_settings
-from execution.project import State, apply
-from execution.transitions import IllegalTransition
 from ledger.chain import verify_chain
 from ledger.entry import Entry
-from ledger.sql import SqlLedgerStore
 from ledger.store import CorruptEntry
+
+if TYPE_CHECKING:
+    from execution.project import State
+    from ledger.sql import SqlLedgerStore
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,14 @@ class Tampered:
 
 def database_url(args: argparse.Namespace) -> str:
     """``--db`` when given, else the ``STAGEHOLD_DATABASE_URL`` setting (raises ``SettingsError``)."""
+    from bot.settings import load_settings
+
     return str(args.db) if getattr(args, "db", None) else load_settings().database_url
 
 
 def open_ledger(args: argparse.Namespace) -> SqlLedgerStore:
+    from bot.bootstrap import open_store
+
     return open_store(database_url(args))
 
 
@@ -47,6 +51,9 @@ def read_execution(store: SqlLedgerStore, execution_id: str, after: Execution | 
 
     An unknown execution folds to a state without a plan (callers say "no execution ...").
     """
+    from execution.project import State, apply
+    from execution.transitions import IllegalTransition
+
     known = after.entries if after is not None else []
     try:
         new = store.read(execution_id, after_seq=known[-1].seq if known else 0)

@@ -24,12 +24,7 @@ from typing import Any
 
 from bot import exits
 from bot.clock import utc_now
-from bot.commands.ledger import _open_store as open_ledger
-from bot.commands.ledger import _Usage as Usage
-from execution.conditions import parse_duration
-from execution.review import Options
 from ledger.masking import mask
-from templates import render
 
 MAX_ROWS = 25
 _DURATION = re.compile(r"^\d+(\.\d+)?(ms|s|m|h|d)$")
@@ -55,6 +50,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from bot.commands.ledger import _Usage as Usage
+
     try:
         return _report(args)
     except Usage as exc:
@@ -63,6 +60,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from bot.commands.ledger import _open_store as open_ledger
+    from execution.review import Options
     from handlers.review import build_review
     from handlers.storage import hold_card_times
 
@@ -88,12 +87,15 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def markdown(review: dict[str, Any], charts: dict[str, str] | None = None) -> str:
+    from templates import render
+
     return render("report.md.j2", r=review, charts=charts or {}, rows=MAX_ROWS)
 
 
 def write_report(review: dict[str, Any], out: Path) -> list[Path]:
     """report.md (with the charts linked), report.json and the charts; the paths written."""
     from bot.charts import write_charts
+    from bot.commands.ledger import _Usage as Usage
 
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -112,6 +114,9 @@ def write_report(review: dict[str, Any], out: Path) -> list[Path]:
 
 def parse_since(text: str, now: datetime) -> datetime:
     """``2026-11-23`` (midnight UTC), ``2026-11-23T09:00:00Z`` (naive means UTC), or ``7d`` ago."""
+    from bot.commands.ledger import _Usage as Usage
+    from execution.conditions import parse_duration
+
     value = text.strip()
     if _DURATION.match(value):
         return now - timedelta(seconds=parse_duration(value))
@@ -128,6 +133,8 @@ def parse_since(text: str, now: datetime) -> datetime:
 
 
 def _pattern(text: str | None) -> str | None:
+    from bot.commands.ledger import _Usage as Usage
+
     if text is None:
         return None
     if not text.strip() or len(text) > 200:
@@ -136,6 +143,8 @@ def _pattern(text: str | None) -> str | None:
 
 
 def _fast_release(text: str | None) -> float:
+    from bot.commands.ledger import _Usage as Usage
+
     if text is None:
         from bot.settings import SettingsError, load_settings
 

@@ -8,9 +8,7 @@ import time
 
 from bot import exits
 from bot.clock import utc_now
-from execution.contract import InvalidChange, load_change
-from execution.sandbox import FAULTS, Sandbox
-from execution.sandbox_world import MODES
+from execution.sandbox_faults import FAULTS, MODES
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,6 +33,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
+    from execution.contract import InvalidChange, load_change
+    from execution.sandbox import Sandbox
+
     sandbox = Sandbox(host=args.host, port=args.port, clock=utc_now)
     for path in args.package:
         try:

@@ -10,9 +10,6 @@ import sys
 from pathlib import Path
 
 from bot import exits
-from execution.contract.reference import EXAMPLE_DIR, field_count, render
-from execution.contract.schema import FILE_NAMES, json_schema
-from execution.transitions import diagram
 
 # The README's phase diagram sits between these lines, generated from the transition table.
 PHASES_BEGIN = "<!-- phases: generated from execution/transitions.py by `stagehold schema docs` -->"
@@ -38,10 +35,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def schema_text(which: str) -> str:
+    from execution.contract.schema import json_schema
+
     return json.dumps(json_schema(which), indent=2, ensure_ascii=False) + "\n"
 
 
 def reference_text(root: Path) -> str:
+    from execution.contract.reference import EXAMPLE_DIR, render
+
     example = root / EXAMPLE_DIR
     return render(
         (example / "package.yaml").read_text(encoding="utf-8"), (example / "plan.yaml").read_text(encoding="utf-8")
@@ -50,11 +51,16 @@ def reference_text(root: Path) -> str:
 
 def readme_with_phases(readme: str) -> str:
     """``readme`` with the text between the phase markers replaced by the current diagram."""
+    from execution.transitions import diagram
+
     begin, end = readme.index(PHASES_BEGIN) + len(PHASES_BEGIN), readme.index(PHASES_END)
     return readme[:begin] + "\n```mermaid\n" + diagram() + "```\n" + readme[end:]
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from execution.contract.reference import field_count
+    from execution.contract.schema import FILE_NAMES
+
     if args.what != "docs":
         sys.stdout.write(schema_text(args.what))
         return exits.OK

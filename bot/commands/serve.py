@@ -24,11 +24,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from bot import exits
-from bot.bootstrap import open_runtime
 from bot.clock import utc_now
-from bot.keys import KeyProblem, approvals_checker, witness_signer
-from bot.settings import SettingsError, load_settings
-from execution.model import Credentials
 
 if TYPE_CHECKING:
     from bot.app import HttpServer, SocketModeRunner
@@ -67,7 +63,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from slack_sdk.errors import SlackApiError
 
     from bot.app import HttpServer, SlackBot, SocketModeRunner, SocketModeUnusable
+    from bot.bootstrap import open_runtime
     from bot.digest import ScheduleError, parse_schedule
+    from bot.keys import KeyProblem, approvals_checker, witness_signer
+    from bot.settings import SettingsError, load_settings
+    from execution.model import Credentials
     from handlers.review import ReportSettings
 
     # A long-running service logs its own warnings (Slack retries, dropped messages) to stderr.

@@ -7,14 +7,13 @@ import hashlib
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot import exits
 from bot.clock import utc_now
-from bot.keys import approvals_checker
-from bot.settings import SettingsError, load_settings
-from execution.approvals import policy_of
-from execution.contract import InvalidChange, LoadedChange, load_change
-from execution.contract.signatures import approvals_dir, read_signatures
+
+if TYPE_CHECKING:
+    from execution.contract import LoadedChange
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,6 +28,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def load_or_report(path: str, *, count: bool = False, now: datetime | None = None) -> LoadedChange | None:
     """The change, or None after printing every problem on stderr (and, with ``count``, how many)."""
+    from execution.contract import InvalidChange, load_change
+
     try:
         return load_change(path, now=now)
     except InvalidChange as exc:
@@ -68,6 +69,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _report_approvals(change: LoadedChange, keyring_arg: str | None) -> int:
     """Who signed, what does not count and why, what is missing. Exit 0 either way: the package is valid."""
+    from bot.keys import approvals_checker
+    from bot.settings import SettingsError, load_settings
+    from execution.approvals import policy_of
+    from execution.contract import InvalidChange
+    from execution.contract.signatures import approvals_dir, read_signatures
+
     policy = ", ".join(r.describe() for r in policy_of(change.package))
     try:
         keyring = keyring_arg or load_settings().keyring

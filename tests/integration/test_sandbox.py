@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from execution.sandbox import FAULTS, Sandbox
+from execution.sandbox import Sandbox
+from execution.sandbox_faults import FAULTS
 
 from .conftest import TOKENS, FakeClock
 

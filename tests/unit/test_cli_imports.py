@@ -1,0 +1,82 @@
+"""The command line answers at once: asking for help, or parsing any command, imports none of the
+heavy libraries; each command imports what it needs when it runs, and no more.
+
+Guarded by what is imported (sys.modules in a fresh interpreter), never by timing; the wall
+times are measured by ``python -m bench --part cli``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.cli import build_parser
+
+HEAVY = (
+    "slack_bolt",
+    "slack_sdk",
+    "sqlalchemy",
+    "sqlmodel",
+    "psycopg",
+    "httpx",
+    "jinja2",
+    "matplotlib",
+    "pydantic",
+    "apscheduler",
+    "cryptography",
+    "yaml",
+    "uvicorn",
+    "promql_parser",
+)
+
+_PROBE = """
+import contextlib, io, json, sys
+from bot.cli import main
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    try:
+        main(sys.argv[1:])
+    except SystemExit:
+        pass
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+
+
+def heavy_imports(*argv: str) -> set[str]:
+    """The heavy top-level packages a fresh ``stagehold ARGV`` has imported when it is done."""
+    out = subprocess.run([sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout)) & set(HEAVY)
+
+
+def test_help_imports_nothing_heavy() -> None:
+    assert heavy_imports("--help") == set()
+    assert heavy_imports("--version") == set()
+
+
+@pytest.mark.parametrize(
+    "command", sorted({c.split()[0] for c in build_parser()._subparsers._group_actions[0].choices})
+)  # type: ignore[union-attr]
+def test_each_commands_help_imports_nothing_heavy(command: str) -> None:
+    assert heavy_imports(command, "--help") == set()
+
+
+def test_verify_file_imports_no_database_or_slack(tmp_path: Path) -> None:
+    export = tmp_path / "empty.jsonl"
+    export.write_text("\n", encoding="utf-8")
+    assert heavy_imports("ledger", "verify-file", str(export)) == set()
+
+
+def test_ledger_verify_imports_the_database_only(tmp_path: Path) -> None:
+    from ledger.entry import NewEntry
+    from ledger.sql import SqlLedgerStore
+    from tests.unit.test_chain import T0
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    store = SqlLedgerStore(url)
+    store.append("E1", 1, [NewEntry("k", "a", {"n": 1}, T0)])
+    store.close()
+    # SQLModel brings SQLAlchemy and pydantic; nothing of Slack, HTTP, templates, charts or keys.
+    assert heavy_imports("ledger", "verify", "E1", "--db", url) <= {"sqlmodel", "sqlalchemy", "pydantic"}
