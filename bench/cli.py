@@ -34,7 +34,7 @@ def _one_entry_ledger(directory: Path) -> str:
     store = SqlLedgerStore(url)
     try:
         inside_window = datetime(2027, 3, 2, 10, 0, tzinfo=UTC)
-        store.append(EXECUTION, 1, start(change, "U08OPS", (), inside_window, mode="rehearsal"))
+        store.append(EXECUTION, 1, start(change, "U08OPS", (), inside_window, mode="rehearsal").append)
     finally:
         store.close()
     return url

@@ -136,7 +136,7 @@ def run_backend(label: str, url: str, change: LoadedChange, args: argparse.Names
         # One change may have one running execution; the benchmark writes the same approved
         # start entry under many execution ids instead of approving a thousand packages.
         eid = f"BENCH-{i:05d}"
-        runtime.store.append(eid, 1, first)
+        runtime.store.append(eid, 1, first.append)
         ids.append(eid)
     setup = time.monotonic() - t0
     driver = Driver(engine, utc_now, workers=args.workers, sweep_seconds=30)

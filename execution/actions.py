@@ -20,11 +20,10 @@ from execution.holds import open_hold
 from execution.model import Role
 from execution.project import State
 from execution.protocol import Decision, Observations, SendAction, action_key, timeout_seconds
-from ledger.entry import NewEntry
 
 
-def intend(state: State, index: int, direction: Direction, now: datetime) -> tuple[NewEntry, SendAction]:
-    """Record the intent of a forward action or a rollback step, and say what to send.
+def intend(state: State, index: int, direction: Direction, now: datetime) -> Decision:
+    """Record the intent of a forward action or a rollback step, and send it.
 
     The attempt number is part of the idempotency key: a new attempt is a new intended
     transition; a re-send after an ambiguous outcome reuses its attempt's key.
@@ -50,7 +49,9 @@ def intend(state: State, index: int, direction: Direction, now: datetime) -> tup
         role,
         now,
     )
-    return intended, SendAction(index, stage.id, direction, key, role, action_timeout(state, stage, direction))
+    return Decision(
+        (intended,), SendAction(index, stage.id, direction, key, role, action_timeout(state, stage, direction))
+    )
 
 
 def action_timeout(state: State, stage: Stage, direction: Direction) -> float:

@@ -1,8 +1,11 @@
 """Human commands as pure decisions: start, release, rollback, hold, abandon.
 
 Each takes the state folded from the ledger, who is asking (user id and the user groups they
-belong to), and ``now``; each returns the entries to append. Refusals are entries too: every
-denied or ignored attempt is recorded, so the ledger shows who tried what.
+belong to), and ``now``; each returns a ``Decision`` whose entries the shell appends, as every
+pure decision does. Refusals are entries too: every denied or ignored attempt is recorded, so
+the ledger shows who tried what. The rules that guard a command live here too: one unfinished
+execution of a change per mode (``start``), and a button bound to its hold's stage
+(``button_binds``).
 
 Worked example: ``release(state, "H2", 1, "U05OPS", (), now)`` where U05OPS started the execution
 under two-person control returns one ``release.denied`` entry ("the initiator cannot release");
@@ -18,12 +21,11 @@ from typing import Any
 from execution import events as ev
 from execution import policy
 from execution.contract.load import LoadedChange
-from execution.decide import open_hold, start_rollback
+from execution.decide import Decision, open_hold, start_rollback
 from execution.events import HoldKind, Resume, Scope
 from execution.project import State
 from execution.transitions import Phase
 from ledger.chain import format_ts
-from ledger.entry import NewEntry
 from ledger.masking import mask
 
 
@@ -40,8 +42,13 @@ def start(
     mode: str = "live",
     speed: float = 1.0,
     approvals: Mapping[str, Any] | None = None,
-) -> list[NewEntry]:
+    others: Iterable[State] = (),
+) -> Decision:
     """The first entry of an execution, or ``StartRefused``.
+
+    ``others`` are the change's other executions that must be finished first (the shell passes
+    none for a rehearsal on a private sandbox): one live execution per change, and one rehearsal
+    per change on a shared sandbox; rehearsals never block a live execution, nor the reverse.
 
     ``approvals`` is what the signed approvals showed (``ApprovalReport.record()``), kept in the
     entry; the shell refuses a live start without them before it gets here.
@@ -50,6 +57,10 @@ def start(
     to start now, keeping its length divided by the rehearsal speed.
     """
     pkg = change.package
+    for other in others:
+        if not other.terminal and other.mode == mode:
+            what = "a running execution" if mode == "live" else "an unfinished rehearsal"
+            raise StartRefused(f"{pkg.id} already has {what}: {other.execution_id}")
     if not policy.is_member(initiator, groups, pkg.authorities.initiate):
         raise StartRefused(f"{initiator} may not start {pkg.id}: not in its initiate authority")
     if mode == "live":
@@ -82,7 +93,7 @@ def start(
         initiator=initiator,
         approvals=dict(approvals) if approvals is not None else None,
     )
-    return [ev.record(started, initiator, now)]
+    return Decision((ev.record(started, initiator, now),))
 
 
 def button_binds(state: State, hold_id: str, stage: str | None) -> bool:
@@ -101,20 +112,18 @@ def button_binds(state: State, hold_id: str, stage: str | None) -> bool:
 
 def release(
     state: State, hold_id: str, evidence_version: int, user: str, groups: Iterable[str], now: datetime
-) -> list[NewEntry]:
+) -> Decision:
     """A named authority releases one specific hold, bound to one evidence version (single use)."""
     groups = tuple(groups)
     hold = state.holds.get(hold_id)
 
-    def ignored(reason: str, **extra: Any) -> list[NewEntry]:
-        return [
-            ev.record(
-                ev.ReleaseIgnored(hold=hold_id, evidence_version=evidence_version, reason=reason, **extra), user, now
-            )
-        ]
+    def ignored(reason: str, **extra: Any) -> Decision:
+        event = ev.ReleaseIgnored(hold=hold_id, evidence_version=evidence_version, reason=reason, **extra)
+        return Decision((ev.record(event, user, now),))
 
-    def denied(reason: str) -> list[NewEntry]:
-        return [ev.record(ev.ReleaseDenied(hold=hold_id, evidence_version=evidence_version, reason=reason), user, now)]
+    def denied(reason: str) -> Decision:
+        event = ev.ReleaseDenied(hold=hold_id, evidence_version=evidence_version, reason=reason)
+        return Decision((ev.record(event, user, now),))
 
     if state.plan is None:
         return ignored("no such execution")
@@ -150,16 +159,16 @@ def release(
         )
     count = len(given) + 1
     granted = ev.ReleaseGranted(hold=hold_id, evidence_version=evidence_version, count=count, required=hold.required)
-    out = [ev.record(granted, user, now)]
-    if count >= hold.required:
-        by = (*(r.user for r in given), user)
-        out.append(ev.record(ev.HoldReleased(hold=hold_id, by=by, resume=hold.resume), user, now))
-    return out
+    if count < hold.required:
+        return Decision((ev.record(granted, user, now),))
+    by = (*(r.user for r in given), user)
+    released = ev.HoldReleased(hold=hold_id, by=by, resume=hold.resume)
+    return Decision((ev.record(granted, user, now), ev.record(released, user, now)))
 
 
 def repeated_release(
     hold_id: str, evidence_version: int, user: str, repeats: int, first_at: datetime, last_at: datetime, now: datetime
-) -> list[NewEntry]:
+) -> Decision:
     """A person's repeated clicks on one Release button, counted after a first click that already
     decided them (released or ignored): one record of them all, changing nothing."""
     first, last = format_ts(first_at), format_ts(last_at)
@@ -172,62 +181,61 @@ def repeated_release(
         first_at=first,
         last_at=last,
     )
-    return [ev.record(counted, user, now)]
+    return Decision((ev.record(counted, user, now),))
 
 
-def rollback(state: State, user: str, groups: Iterable[str], reason: str, now: datetime) -> list[NewEntry]:
+def rollback(state: State, user: str, groups: Iterable[str], reason: str, now: datetime) -> Decision:
     """A rollback authority orders the way back; release authority alone is not enough."""
     groups = tuple(groups)
     if state.plan is None:
-        return [ev.record(ev.RollbackDenied(reason="no such execution"), user, now)]
+        return Decision((ev.record(ev.RollbackDenied(reason="no such execution"), user, now),))
     refusal = policy.rollback_refusal(state, user, groups)
     if refusal:
-        return [ev.record(ev.RollbackDenied(reason=refusal), user, now)]
+        return Decision((ev.record(ev.RollbackDenied(reason=refusal), user, now),))
     if state.terminal:
-        return [ev.record(ev.RollbackDenied(reason=f"the execution is already {state.status()}"), user, now)]
+        return Decision((ev.record(ev.RollbackDenied(reason=f"the execution is already {state.status()}"), user, now),))
     if state.phase == Phase.ROLLING_BACK:
         assert state.rollback is not None
         why = f"a rollback is already in progress (ordered by {state.rollback.requested_by})"
-        return [ev.record(ev.RollbackDenied(reason=why), user, now)]
-    return list(start_rollback(state, now, user, "manual", reason or "rollback ordered", Scope.FULL))
+        return Decision((ev.record(ev.RollbackDenied(reason=why), user, now),))
+    return start_rollback(state, now, user, "manual", reason or "rollback ordered", Scope.FULL)
 
 
-def hold(state: State, user: str, groups: Iterable[str], reason: str, now: datetime) -> list[NewEntry]:
+def hold(state: State, user: str, groups: Iterable[str], reason: str, now: datetime) -> Decision:
     """Any listed operator may stop progression at any time."""
     groups = tuple(groups)
     if state.plan is None:
-        return [ev.record(ev.HoldDenied(reason="no such execution"), user, now)]
+        return Decision((ev.record(ev.HoldDenied(reason="no such execution"), user, now),))
     if not policy.is_operator(state, user, groups):
         assert state.package is not None
-        return [ev.record(ev.HoldDenied(reason=f"{user} is not listed for {state.package.id}"), user, now)]
+        return Decision((ev.record(ev.HoldDenied(reason=f"{user} is not listed for {state.package.id}"), user, now),))
     reason = reason or "manual hold"
     if state.terminal:
-        return [ev.record(ev.HoldIgnored(reason=f"the execution is already {state.status()}"), user, now)]
+        return Decision((ev.record(ev.HoldIgnored(reason=f"the execution is already {state.status()}"), user, now),))
     if state.phase == Phase.HOLDING:
         held = state.hold
         assert held is not None
-        return [ev.record(ev.HoldIgnored(reason=f"already held at {held.id}: {held.reason}"), user, now)]
+        return Decision((ev.record(ev.HoldIgnored(reason=f"already held at {held.id}: {held.reason}"), user, now),))
     if state.phase == Phase.ROLLING_BACK:
-        return [ev.record(ev.HoldIgnored(reason="a rollback in progress is finished, not held"), user, now)]
+        return Decision((ev.record(ev.HoldIgnored(reason="a rollback in progress is finished, not held"), user, now),))
     if state.phase == Phase.APPLYING:
         # The action in flight is resolved first (read back); the hold opens right after.
-        return [ev.record(ev.HoldRequested(reason=reason), user, now)]
+        return Decision((ev.record(ev.HoldRequested(reason=reason), user, now),))
     index = min(state.current, len(state.stages) - 1)
-    return [
-        open_hold(
-            state,
-            now,
-            user,
-            kind=HoldKind.MANUAL,
-            reason=f"manual hold by {user}: {reason}",
-            index=index,
-            results=[],
-            resume=Resume.RESUME,
-        )
-    ]
+    manual = open_hold(
+        state,
+        now,
+        user,
+        kind=HoldKind.MANUAL,
+        reason=f"manual hold by {user}: {reason}",
+        index=index,
+        results=[],
+        resume=Resume.RESUME,
+    )
+    return Decision((manual,))
 
 
-def abandon(state: State, user: str, groups: Iterable[str], reason: str, now: datetime) -> list[NewEntry]:
+def abandon(state: State, user: str, groups: Iterable[str], reason: str, now: datetime) -> Decision:
     """End an execution nobody will finish, with a reason, so its change is free to start again.
 
     Only people who start the change (initiate authority) or own its way back (rollback authority)
@@ -241,17 +249,19 @@ def abandon(state: State, user: str, groups: Iterable[str], reason: str, now: da
     """
     groups = tuple(groups)
     if state.plan is None or state.package is None:
-        return [ev.record(ev.AbandonDenied(reason="no such execution"), user, now)]
+        return Decision((ev.record(ev.AbandonDenied(reason="no such execution"), user, now),))
     auth = state.package.authorities
     if not (policy.is_member(user, groups, auth.initiate) or policy.is_member(user, groups, auth.rollback)):
         why = f"{user} may not abandon {state.package.id}: only its initiate or rollback authority may"
-        return [ev.record(ev.AbandonDenied(reason=why), user, now)]
+        return Decision((ev.record(ev.AbandonDenied(reason=why), user, now),))
     if state.terminal:
-        return [ev.record(ev.AbandonDenied(reason=f"the execution is already {state.status()}"), user, now)]
+        return Decision((ev.record(ev.AbandonDenied(reason=f"the execution is already {state.status()}"), user, now),))
     if not reason.strip():
-        return [ev.record(ev.AbandonDenied(reason="a reason is required to abandon an execution"), user, now)]
+        return Decision(
+            (ev.record(ev.AbandonDenied(reason="a reason is required to abandon an execution"), user, now),)
+        )
     held = state.hold
     abandoned = ev.ExecutionAbandoned(
         reason=reason.strip(), phase=state.phase.value, hold=held.id if held is not None else None
     )
-    return [ev.record(abandoned, user, now)]
+    return Decision((ev.record(abandoned, user, now),))

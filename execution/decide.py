@@ -273,8 +273,8 @@ def _protection_reason(state: State, i: int) -> str:
 
 
 def _intend_apply(state: State, i: int, now: datetime, checked: NewEntry) -> Decision:
-    intended, send = intend(state, i, Direction.APPLY, now)
-    return Decision((checked, intended), send)
+    intended = intend(state, i, Direction.APPLY, now)
+    return Decision((checked, *intended.append), intended.effect)
 
 
 def _applying(state: State, obs: Observations, now: datetime) -> Decision:

@@ -7,7 +7,7 @@ wake up if nothing happens. Durations are scaled by the rehearsal speed (1 for l
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -59,9 +59,19 @@ class SendAction:
 
 @dataclass(frozen=True)
 class Decision:
+    """What a pure decision returns, every one of them (phases, human commands, rollback, resume):
+    the entries to append, at most one action to send, and when to look again. It iterates over
+    the entries it appends."""
+
     append: tuple[NewEntry, ...] = ()
     effect: SendAction | None = None
     wake_at: datetime | None = None
+
+    def __iter__(self) -> Iterator[NewEntry]:
+        return iter(self.append)
+
+    def __getitem__(self, index: int) -> NewEntry:
+        return self.append[index]
 
     @property
     def idle(self) -> bool:

@@ -15,12 +15,11 @@ from datetime import datetime
 
 from execution import events as ev
 from execution.contract.models import Confirm
-from execution.decide import open_hold
+from execution.decide import Decision, open_hold
 from execution.events import Direction, HoldKind, Resume
 from execution.model import ReadbackResult, Role
 from execution.project import State
 from execution.transitions import Phase
-from ledger.entry import NewEntry
 
 
 @dataclass(frozen=True)
@@ -49,9 +48,9 @@ def target(state: State) -> ReconcileTarget | None:
 
 def reconcile(
     state: State, owner: str, checked: ReconcileTarget | None, readback: ReadbackResult | None, now: datetime
-) -> list[NewEntry]:
+) -> Decision:
     if checked is None or readback is None:
-        return [ev.record(ev.ExecutionResumed(owner=owner), Role.SCHEDULER, now)]
+        return Decision((ev.record(ev.ExecutionResumed(owner=owner), Role.SCHEDULER, now),))
     stage = state.stage_def(checked.index)
     compared = {
         "stage": stage.id,
@@ -61,9 +60,9 @@ def reconcile(
         "matches": readback.matches,
         "detail": readback.detail,
     }
-    out = [ev.record(ev.ExecutionResumed(owner=owner, reconcile=compared), Role.SCHEDULER, now)]
+    resumed = ev.record(ev.ExecutionResumed(owner=owner, reconcile=compared), Role.SCHEDULER, now)
     if readback.matches is True:
-        return out
+        return Decision((resumed,))
     what = "could not be read" if readback.matches is None else "does not match the ledger"
     reason = (
         f"on resume, the live state of '{stage.id}' ({checked.direction}) {what}: "
@@ -72,17 +71,15 @@ def reconcile(
     resume_phase = state.phase
     if state.phase == Phase.HOLDING and state.hold is not None:
         resume_phase = Phase(state.hold.resume_phase)
-    out.append(
-        open_hold(
-            state,
-            now,
-            Role.SCHEDULER,
-            kind=HoldKind.RECONCILE_MISMATCH,
-            reason=reason,
-            index=checked.index,
-            results=[],
-            resume=Resume.RESUME,
-            resume_phase=resume_phase,
-        )
+    mismatch = open_hold(
+        state,
+        now,
+        Role.SCHEDULER,
+        kind=HoldKind.RECONCILE_MISMATCH,
+        reason=reason,
+        index=checked.index,
+        results=[],
+        resume=Resume.RESUME,
+        resume_phase=resume_phase,
     )
-    return out
+    return Decision((resumed, mismatch))

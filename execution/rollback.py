@@ -18,18 +18,15 @@ from execution.model import Role
 from execution.project import State
 from execution.protocol import Decision, Observations
 from execution.transitions import Phase
-from ledger.entry import NewEntry
 
 
-def start_rollback(
-    state: State, now: datetime, actor: str, trigger: str, reason: str, scope: Scope
-) -> tuple[NewEntry, ...]:
+def start_rollback(state: State, now: datetime, actor: str, trigger: str, reason: str, scope: Scope) -> Decision:
     plan = policy.undo_plan(state, scope)
     if plan.blocked_by is not None:
         why = f"rollback requested ({reason}) but stage '{plan.blocked_by}' is irreversible: no automated way back"
-        return (ev.record(ev.ExecutionNeedsHuman(why=why, stage=plan.blocked_by), actor, now),)
+        return Decision((ev.record(ev.ExecutionNeedsHuman(why=why, stage=plan.blocked_by), actor, now),))
     started = ev.RollbackStarted(trigger=trigger, reason=reason, scope=scope, undo=tuple(plan.undo), requested_by=actor)
-    return (ev.record(started, actor, now),)
+    return Decision((ev.record(started, actor, now),))
 
 
 def rolling_back(state: State, obs: Observations, now: datetime) -> Decision:
@@ -45,8 +42,7 @@ def rolling_back(state: State, obs: Observations, now: datetime) -> Decision:
         if stage.rollback is None:
             no_way_back = ev.ExecutionNeedsHuman(why=f"stage '{name}' has no rollback", stage=name)
             return Decision((ev.record(no_way_back, Role.ROLLBACK, now),))
-        intended, send = intend(state, index, Direction.ROLLBACK, now)
-        return Decision((intended,), send)
+        return intend(state, index, Direction.ROLLBACK, now)
     if rb.scope == Scope.NARROW and rb.undo:
         index = next(s.index for s in state.stages if s.id == rb.undo[0])
         return Decision(

@@ -179,11 +179,11 @@ class Engine:
             except Exception:  # a listener must never break the engine
                 log.exception("listener failed for %s", execution_id)
 
-    def _command(self, execution_id: str, decide_entries: Callable[[State], list[NewEntry]]) -> CommandOutcome:
+    def _command(self, execution_id: str, decide_entries: Callable[[State], Decision]) -> CommandOutcome:
         with self._lock(execution_id):
             for _ in range(APPEND_RETRIES):
                 state = self.load(execution_id)
-                entries = decide_entries(state)
+                entries = decide_entries(state).append
                 if not entries:
                     return CommandOutcome((), state)
                 try:
@@ -247,12 +247,10 @@ class Engine:
         exclusive: bool,
         approvals: Mapping[str, Any] | None = None,
     ) -> State:
-        for other in self.find(change.package.id) if exclusive else ():
-            running = self.load(other)
-            if not running.terminal and running.mode == mode:
-                what = "a running execution" if mode == "live" else "an unfinished rehearsal"
-                raise cmd.StartRefused(f"{change.package.id} already has {what}: {other}")
-        entries = cmd.start(change, initiator, groups, now, mode=mode, speed=speed, approvals=approvals)
+        others = [self.load(other) for other in self.find(change.package.id)] if exclusive else []
+        entries = cmd.start(
+            change, initiator, groups, now, mode=mode, speed=speed, approvals=approvals, others=others
+        ).append
         base = execution_id or f"{change.package.id}-{now.strftime('%Y%m%dT%H%M%SZ')}"
         for attempt in range(1 if execution_id else 50):
             eid = base if attempt == 0 else f"{base}-{attempt + 1}"
@@ -301,10 +299,10 @@ class Engine:
         groups = tuple(groups_of(package))
         unbound: list[bool] = []
 
-        def decide_entries(state: State) -> list[NewEntry]:
+        def decide_entries(state: State) -> Decision:
             if not cmd.button_binds(state, hold_id, stage):
                 unbound.append(True)
-                return []
+                return Decision()
             return cmd.release(state, hold_id, version, user, groups, self.clock())
 
         outcome = self._command(execution_id, decide_entries)
@@ -360,8 +358,8 @@ class Engine:
         if checked is not None:
             role = Role.ROLLBACK if checked.direction == "rollback" else Role.EXECUTOR
             readback = self._safe_read_back(state, checked.confirm, role, 10.0)
-        entries = reconcile(state, self.owner, checked, readback, self.clock())
-        self._append_fact(state.execution_id, entries, lease)
+        resumed = reconcile(state, self.owner, checked, readback, self.clock())
+        self._append_fact(state.execution_id, resumed.append, lease)
 
     def tick(self, execution_id: str) -> datetime | None:
         """Drive one execution until it waits; return when to wake it next (None: nothing timed)."""

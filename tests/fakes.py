@@ -214,6 +214,23 @@ class MemoryLedger:
         return written
 
 
+def hold_opened(
+    hold: str, stage: str, index: int, kind: ev.HoldKind, resume: ev.Resume, resume_phase: str | None = None
+) -> ev.HoldOpened:
+    """A hold opened at ``stage`` (expiring at midnight after the example's window opens), for ``given``."""
+    return ev.HoldOpened(
+        hold=hold,
+        stage=stage,
+        index=index,
+        hold_kind=kind,
+        reason=f"a {kind} hold",
+        expires_at=datetime(2026, 11, 29, tzinfo=UTC),
+        remind_at=datetime(2026, 11, 28, 23, 45, tzinfo=UTC),
+        resume=resume,
+        resume_phase=resume_phase,
+    )
+
+
 def given(*events: ev.Event | tuple[ev.Event, str], change: LoadedChange | None = None) -> MemoryLedger:
     """A ledger where ``change`` (the payments example) was started by ``INITIATOR`` and then
     ``events`` happened (see ``MemoryLedger.record``), folded: state from typed events, without

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from execution import commands as cmd
 from execution import events as ev
 from execution.contract import InvalidChange, load_change
-from execution.decide import Observations, decide
+from execution.decide import Decision, Observations, decide
 from execution.project import State
 from execution.transitions import Phase
 from ledger.chain import format_ts, parse_ts
@@ -29,6 +30,7 @@ from tests.fakes import (
     evidence,
     example,
     given,
+    hold_opened,
     upto,
 )
 
@@ -50,7 +52,8 @@ def to_retire(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Entry]]
         rig.close()
 
 
-def only(entries: list[NewEntry]) -> NewEntry:
+def only(decision: Decision) -> NewEntry:
+    entries = decision.append
     assert len(entries) == 1, [e.kind for e in entries]
     return entries[0]
 
@@ -515,19 +518,22 @@ def test_a_member_of_the_rollback_group_may_abandon_and_a_finished_execution_is_
 
 
 def test_a_button_binds_only_to_its_hold_at_its_stage() -> None:
-    held = given(
-        ev.HoldOpened(
-            hold="H1",
-            stage="canary-25",
-            index=1,
-            hold_kind=ev.HoldKind.PROTECTED,
-            reason="protected stage",
-            expires_at=datetime(2026, 11, 29, tzinfo=UTC),
-            remind_at=datetime(2026, 11, 28, 23, 45, tzinfo=UTC),
-            resume=ev.Resume.ENTER,
-        )
-    ).state
+    held = given(hold_opened("H1", "canary-25", 1, ev.HoldKind.PROTECTED, ev.Resume.ENTER)).state
     assert cmd.button_binds(held, "H1", "canary-25")
     assert not cmd.button_binds(held, "H1", "full"), "H1 at another stage was not written by stagehold"
     assert cmd.button_binds(held, "H7", "full"), "a hold the ledger lacks is the release's to refuse, and record"
     assert not cmd.button_binds(State("CHG-NONE"), "H1", "canary-25"), "no such execution: nothing to record it in"
+
+
+def test_one_live_execution_per_change_is_a_rule_of_the_core() -> None:
+    running = given().state
+    rehearsing = replace(given().state, execution_id="CHG-2041-rehearsal", mode="rehearsal")
+    with pytest.raises(cmd.StartRefused, match="already has a running execution: CHG-T-1"):
+        cmd.start(example(), INITIATOR, (), OPENS, others=[running])
+    with pytest.raises(cmd.StartRefused, match="already has an unfinished rehearsal: CHG-2041-rehearsal"):
+        cmd.start(example(), INITIATOR, (), OPENS, mode="rehearsal", speed=10.0, others=[rehearsing])
+    # Rehearsals never block a live execution, nor the reverse; a finished one blocks nothing.
+    assert only(cmd.start(example(), INITIATOR, (), OPENS, others=[rehearsing])).kind == ev.EXECUTION_STARTED
+    done = given((ev.ExecutionAbandoned(reason="postponed", phase="ready"), INITIATOR)).state
+    assert done.terminal
+    assert only(cmd.start(example(), INITIATOR, (), OPENS, others=[done])).kind == ev.EXECUTION_STARTED

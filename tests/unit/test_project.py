@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -25,6 +25,7 @@ from tests.fakes import (
     evidence,
     example,
     given,
+    hold_opened,
     stage_of,
     upto,
 )
@@ -52,17 +53,7 @@ APPLY, ROLLBACK = ev.Direction.APPLY, ev.Direction.ROLLBACK
 
 def reconcile_hold(hold: str) -> ev.HoldOpened:
     """A hold the scheduler opens on resume (it releases back to verifying)."""
-    return ev.HoldOpened(
-        hold=hold,
-        stage="canary-5",
-        index=0,
-        hold_kind=ev.HoldKind.RECONCILE_MISMATCH,
-        reason="r",
-        expires_at=datetime(2026, 11, 29, tzinfo=UTC),
-        remind_at=datetime(2026, 11, 28, 23, 45, tzinfo=UTC),
-        resume=ev.Resume.RESUME,
-        resume_phase="verifying",
-    )
+    return hold_opened(hold, "canary-5", 0, ev.HoldKind.RECONCILE_MISMATCH, ev.Resume.RESUME, "verifying")
 
 
 def healthy(ledger: MemoryLedger) -> Observations:
