@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # Run in this order; each name is a module of this package.
-PARTS: tuple[str, ...] = ("verify", "append", "cli", "scale")
+PARTS: tuple[str, ...] = ("verify", "append", "cli", "scale", "clicks", "reaction")
 
 
 @dataclass(frozen=True)

@@ -2,17 +2,25 @@
 
     python -m bench.scale [--executions 1000] [--every 15] [--seconds 60] [--workers 8]
                           [--backends sqlite,postgres]
+    python -m bench.scale --ramp 1000,2000,3000 [--windows 3] [--window 15] [--backends ...] [--json]
 
 Starts the sandbox in a separate process, then for each ledger backend in turn: starts N
 executions of a three-signal plan that bakes for an hour (so every execution keeps verifying),
 lets the APScheduler driver run them at real speed for the measured period, and prints the
 verification samples taken vs. due, the spacing between one execution's samples (ideal: the
 interval), CPU per sample, threads and resident memory. Backends run back to back in one
-invocation so their ratio is measured on the same machine state. The target is about 1,000
-executions every 15 s on 2 cores without a thread per execution.
+invocation so their ratio is measured on the same machine state.
 
-As a part of ``python -m bench`` (``run``) it reports, per backend, the p95 spacing of one
-execution's samples against the interval.
+``--ramp`` finds the headroom: one process carries the first number of executions, then more
+are started in the same process up to each next number. At each step, after a warm-up of one
+interval and five seconds, ``--windows`` consecutive windows of ``--window`` seconds are measured:
+the p95 spacing of the samples ending in each window (so three figures per step, min / median /
+max), the share of due samples taken, CPU per sample, and resident memory per execution (the
+growth over the process before any execution, divided by the executions). The ramp stops at the
+first step whose median p95 spacing exceeds the interval + 1 s; the last step within it is the
+number one process carries.
+
+As a part of ``python -m bench`` (``run``) it runs the ramp for each backend in a fresh process.
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
+import json
 import secrets
+import shutil
 import socket
 import statistics
 import subprocess
@@ -29,14 +39,17 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 from psycopg import sql
 
 from bench import Row, Size
+from bench.measure import child
 from bot.bootstrap import open_runtime
 from bot.clock import utc_now
 from bot.scheduler import Driver
@@ -183,11 +196,16 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seconds", type=float, default=60.0, help="measured period per backend")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
+    ap.add_argument("--ramp", help="comma-separated execution counts, ascending: measure the headroom")
+    ap.add_argument("--windows", type=int, default=3, help="measured windows per ramp step")
+    ap.add_argument("--window", type=float, default=15.0, help="seconds per measured window")
+    ap.add_argument("--json", action="store_true", help="print the ramp's figures as one JSON line last")
     return ap.parse_args(argv)
 
 
-def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """Run each backend in turn against one sandbox; the figures ``run_backend`` returns, by backend."""
+@contextmanager
+def _environment(args: argparse.Namespace) -> Iterator[tuple[LoadedChange, Callable[[str], str]]]:
+    """A sandbox process and the benchmark's change; ``url_of(backend)`` makes a fresh ledger."""
     port = _free_port()
     sandbox = subprocess.Popen(
         [sys.executable, "-m", "bot.cli", "sandbox", "--port", str(port)],
@@ -196,9 +214,19 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     )
     url = f"http://127.0.0.1:{port}"
     tmp = Path(tempfile.mkdtemp(prefix="stagehold-bench-"))
-    pg_db = f"stagehold_bench_{secrets.token_hex(4)}"
-    results: dict[str, dict[str, float]] = {}
-    created = False
+    databases: list[str] = []
+
+    def url_of(backend: str) -> str:
+        if backend == "sqlite":
+            return f"sqlite:///{tmp / f'bench-{secrets.token_hex(4)}.db'}"
+        if backend == "postgres":
+            name = f"stagehold_bench_{secrets.token_hex(4)}"
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            databases.append(name)
+            return f"postgresql://postgres@127.0.0.1:5432/{name}"
+        raise ValueError(f"unknown backend {backend!r}")
+
     try:
         for _ in range(100):
             try:
@@ -210,65 +238,191 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         (tmp / "plan.yaml").write_text(plan, encoding="utf-8")
         digest = hashlib.sha256(plan.encode()).hexdigest()
         (tmp / "package.yaml").write_text(PACKAGE.format(digest=digest, url=url), encoding="utf-8")
-        change = load_change(tmp / "package.yaml")
-        for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
-            if backend == "sqlite":
-                results[backend] = run_backend(backend, f"sqlite:///{tmp / 'bench.db'}", change, args)
-            elif backend == "postgres":
-                with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(pg_db)))
-                created = True
-                results[backend] = run_backend(backend, f"postgresql://postgres@127.0.0.1:5432/{pg_db}", change, args)
-            else:
-                raise ValueError(f"unknown backend {backend!r}")
+        yield load_change(tmp / "package.yaml"), url_of
     finally:
         sandbox.terminate()
         sandbox.wait(timeout=10)
-        for f in tmp.iterdir():
-            f.unlink()
-        tmp.rmdir()
-        if created:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for name in databases:
             with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(pg_db)))
-    return results
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-TITLE = "executions carried by one process: spacing of each execution's samples (3 signals each)"
+def _backends(args: argparse.Namespace) -> list[str]:
+    names = [b.strip() for b in args.backends.split(",") if b.strip()]
+    for name in names:
+        if name not in ("sqlite", "postgres"):
+            raise ValueError(f"unknown backend {name!r}")
+    return names
+
+
+def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Run each backend in turn against one sandbox; the figures ``run_backend`` returns, by backend."""
+    backends = _backends(args)
+    with _environment(args) as (change, url_of):
+        return {backend: run_backend(backend, url_of(backend), change, args) for backend in backends}
+
+
+# ---------------------------------------------------------------- the headroom ramp
+
+
+def ramp_backend(label: str, url: str, change: LoadedChange, args: argparse.Namespace) -> dict[str, Any]:
+    """Carry more and more executions in this process; the figures of each step, up to the first miss."""
+    steps = [int(n) for n in args.ramp.split(",")]
+    runtime = open_runtime(url)
+    store = runtime.store
+    sampled: dict[str, list[float]] = defaultdict(list)
+    lock = threading.Lock()
+
+    def count(execution_id: str, entries: Sequence[Entry]) -> None:
+        for e in entries:
+            if e.kind == "verification.sampled":
+                with lock:
+                    sampled[execution_id].append(time.monotonic())
+
+    engine = runtime.engine(runtime.connector(Credentials({})), listeners=[count])
+    driver = Driver(engine, utc_now, workers=args.workers, sweep_seconds=30)
+    driver.start(resume=False)
+    rss_empty = _rss_mib()
+    first = start_entries(change, "U0OPS", (), utc_now())
+    figures: list[dict[str, Any]] = []
+    carried = 0
+    try:
+        for target in steps:
+            for i in range(carried, target):
+                # One change may have one running execution; the benchmark writes the same approved
+                # start entry under many execution ids instead of approving thousands of packages.
+                eid = f"BENCH-{i:05d}"
+                store.append(eid, 1, first.append)
+                driver.wake(eid)
+            # Warm-up: the new executions act, read back and sample once (a burst the steady state
+            # never sees again), then one more interval.
+            with lock:
+                before = {eid: len(sampled.get(eid, ())) for eid in (f"BENCH-{i:05d}" for i in range(target))}
+            deadline = time.monotonic() + 3 * args.every + 60
+            while time.monotonic() < deadline:
+                with lock:
+                    if all(len(sampled.get(eid, ())) > n for eid, n in before.items()):
+                        break
+                time.sleep(0.2)
+            carried = target
+            time.sleep(args.every)
+            windows = []
+            for _ in range(args.windows):
+                cpu0, m0 = time.process_time(), time.monotonic()
+                time.sleep(args.window)
+                cpu1, m1 = time.process_time(), time.monotonic()
+                with lock:
+                    ends = [(b, b - a) for v in sampled.values() for a, b in itertools.pairwise(v) if m0 <= b < m1]
+                    taken = sum(1 for v in sampled.values() for t in v if m0 <= t < m1)
+                due = target * (m1 - m0) / args.every
+                windows.append(
+                    {
+                        "p95": _pct([gap for _, gap in ends], 0.95),
+                        "taken": taken / due,
+                        "cpu_ms": 1000 * (cpu1 - cpu0) / max(taken, 1),
+                    }
+                )
+            rss = _rss_mib()
+            step = {
+                "executions": target,
+                "p95": [w["p95"] for w in windows],
+                "taken": [w["taken"] for w in windows],
+                "cpu_ms": statistics.median(w["cpu_ms"] for w in windows),
+                "rss_mib": rss,
+                "kib_per_execution": 1024 * (rss - rss_empty) / target,
+                "threads": threading.active_count(),
+            }
+            figures.append(step)
+            print(
+                f"[{label}] {target:,} executions: p95 spacing "
+                + " / ".join(f"{p:.2f}" for p in step["p95"])
+                + f" s (interval {args.every} s), samples taken / due "
+                + " / ".join(f"{t:.2f}" for t in step["taken"])
+                + f", CPU {step['cpu_ms']:.1f} ms per sample, {rss:.0f} MiB resident "
+                f"({step['kib_per_execution']:.0f} KiB per execution), {step['threads']} threads",
+                flush=True,
+            )
+            if statistics.median(step["p95"]) > args.every + 1:
+                break
+    finally:
+        driver.stop()
+        runtime.close()
+    within = [f["executions"] for f in figures if statistics.median(f["p95"]) <= args.every + 1]
+    return {"steps": figures, "carried": max(within, default=0), "every": args.every}
+
+
+def ramp(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    backends = _backends(args)
+    with _environment(args) as (change, url_of):
+        return {backend: ramp_backend(backend, url_of(backend), change, args) for backend in backends}
+
+
+TITLE = "headroom: executions one process carries at 3 signals each, p95 sample spacing ≤ interval + 1 s"
+GOAL_EXECUTIONS = 3000
 
 
 def run(size: Size) -> list[Row]:
-    """The ``python -m bench`` part: p95 sample spacing at a fixed load, per backend, against the interval."""
-    executions = size.pick(smoke=10, full=1000)
-    every = size.pick(smoke=2, full=15)
-    seconds = size.pick(smoke=4, full=30)
-    args = _arguments(["--executions", str(executions), "--every", str(every), "--seconds", str(seconds)])
-    runs = [measure(args) for _ in range(size.repeats)]
+    """The ``python -m bench`` part: the ramp, each backend in a fresh process (its own memory)."""
+    steps = size.pick(smoke="10", full="1000,2000,3000")
+    every, window = size.pick(smoke=(2, 2.0), full=(15, 15.0))
     rows = []
     for backend, label in (("sqlite", "SQLite"), ("postgres", "PostgreSQL")):
-        got = [r[backend] for r in runs]
-        p95 = [g["p95"] for g in got]
+        # One ramp per backend (its three windows per step give min / median / max): a full ramp
+        # three times over would not fit the benchmark's time.
+        found = child(
+            "bench.scale",
+            *("--ramp", steps, "--backends", backend, "--every", str(every), "--window", str(window), "--json"),
+            timeout=1200,
+        )[backend]
+        carried, last = found["carried"], found["steps"][-1]
+        missed = statistics.median(last["p95"]) > every + 1
+        bound = (
+            f"the bound: at {last['executions']:,} the median p95 spacing is {statistics.median(last['p95']):.1f} s"
+            if missed
+            else f"{last['executions']:,} is the ramp's largest step"
+        )
         rows.append(
             Row(
-                figure=f"p95 spacing of one execution's samples, {executions:,} executions × 3 signals / {every} s, {label}",
-                unit="s",
-                stagehold=p95,
-                baseline=[float(every)] * len(got),
-                baseline_name="the interval",
-                goal=f"≤ interval + 1 s ({every + 1} s)",
-                met=statistics.median(p95) <= every + 1,
+                figure=f"executions one process carries (ramp {steps.replace(',', ' → ')}), {label}",
+                unit="executions",
+                stagehold=[float(carried)],
+                lower_is_better=False,
+                goal=f"≥ {GOAL_EXECUTIONS:,} per process",
+                met=carried >= GOAL_EXECUTIONS,
                 note=(
-                    f"samples taken / due {min(g['ratio'] for g in got):.2f}–{max(g['ratio'] for g in got):.2f}; "
-                    f"CPU per sample {statistics.median(g['cpu_ms'] for g in got):.1f} ms; "
-                    f"resident memory {statistics.median(g['rss_mib'] for g in got):.0f} MiB"
+                    f"{bound}; resident memory {last['kib_per_execution']:.0f} KiB per execution at "
+                    f"{last['executions']:,} executions ({last['rss_mib']:.0f} MiB)"
                 ),
             )
         )
+        for step in found["steps"]:
+            rows.append(
+                Row(
+                    figure=f"p95 spacing of one execution's samples at {step['executions']:,} executions, {label}",
+                    unit="s",
+                    stagehold=step["p95"],
+                    baseline=[float(every)] * len(step["p95"]),
+                    baseline_name="the interval",
+                    goal=f"≤ interval + 1 s ({every + 1} s)",
+                    met=statistics.median(step["p95"]) <= every + 1,
+                    note=(
+                        f"samples taken / due {min(step['taken']):.2f}–{max(step['taken']):.2f}; "
+                        f"CPU per sample {step['cpu_ms']:.1f} ms; {step['kib_per_execution']:.0f} KiB per execution"
+                    ),
+                )
+            )
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     try:
+        if args.ramp:
+            found = ramp(args)
+            if args.json:
+                print(json.dumps(found))
+            return 0
         results = measure(args)
     except ValueError as exc:
         print(exc, file=sys.stderr)
