@@ -12,6 +12,9 @@ Rules:
 * Bodies are masked before they are written.
 * Listeners (notifier, rehearsal printer) are told about appended entries after the append; they
   must not block and cannot change what was written.
+* The signals one step needs are read at the same time, in one pool shared by every execution of
+  the process (a few threads, never one per execution): a sample waits for its slowest signal,
+  not for the sum of them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,7 +31,7 @@ from execution import commands as cmd
 from execution import events as ev
 from execution.adapters.base import Connection
 from execution.contract.load import LoadedChange
-from execution.contract.models import ChangePackage
+from execution.contract.models import ChangePackage, Signal
 from execution.decide import Decision, Observations, ReadRequest, SendAction, decider, timeout_seconds
 from execution.model import ActionResult, Clock, Evidence, ReadbackResult, Role
 from execution.project import State, apply
@@ -44,6 +48,28 @@ MAX_STEPS_PER_TICK = 500
 APPEND_RETRIES = 20
 # How long a start holds its change's lease at most (it is released as soon as the start is written).
 START_LEASE_S = 30.0
+# Threads reading signals for all executions of this process together.
+SIGNAL_READERS = 16
+_readers: ThreadPoolExecutor | None = None
+_readers_guard = threading.Lock()
+
+
+def _signal_readers() -> ThreadPoolExecutor:
+    global _readers
+    with _readers_guard:
+        if _readers is None:
+            _readers = ThreadPoolExecutor(SIGNAL_READERS, thread_name_prefix="stagehold-read")
+        return _readers
+
+
+def _read(connection: Connection | Exception, name: str, signal: Signal, role: Role) -> Evidence:
+    """One signal's evidence; an adapter that raised (or could not be built) is an error reading."""
+    try:
+        if isinstance(connection, Exception):
+            raise connection
+        return connection.read(name, signal, role)
+    except Exception as exc:
+        return Evidence(name, None, None, "adapter", error=f"{type(exc).__name__}: {exc}")
 
 
 @dataclass(frozen=True)
@@ -449,13 +475,20 @@ class Engine:
         if request is None:
             return Observations()
         assert state.plan is not None
-        evidence: dict[str, Evidence] = {}
-        for name in request.signals:
-            signal = state.plan.signals[name]
-            try:
-                evidence[name] = self.connection(state).read(name, signal, request.role)
-            except Exception as exc:
-                evidence[name] = Evidence(name, None, None, "adapter", error=f"{type(exc).__name__}: {exc}")
+        names = list(request.signals)
+        signals = state.plan.signals
+        connection: Connection | Exception
+        try:
+            connection = self.connection(state)  # built here, once, before the reads share it
+        except Exception as exc:
+            connection = exc
+        evidence: dict[str, Evidence]
+        if len(names) == 1:
+            evidence = {names[0]: _read(connection, names[0], signals[names[0]], request.role)}
+        else:
+            pool = _signal_readers()
+            pending = [pool.submit(_read, connection, name, signals[name], request.role) for name in names]
+            evidence = {name: future.result() for name, future in zip(names, pending, strict=True)}
         readback = None
         if request.readback is not None:
             index, direction = request.readback

@@ -53,13 +53,37 @@ def test_preflight_and_readiness_are_read_right_before_every_stage_is_entered(ri
     calls = rig.fake.calls
     for stage in ("canary-5", "canary-25"):
         i = next(n for n, c in enumerate(calls) if c[0] == "apply" and f":{stage}:apply:" in c[1])
-        assert calls[i - 3 : i] == [("read", name, "role:preflight") for name in GATE], calls[i - 6 : i + 1]
+        # Read together, in any order.
+        assert sorted(calls[i - 3 : i]) == sorted(("read", name, "role:preflight") for name in GATE), calls[
+            i - 6 : i + 1
+        ]
         assert calls[i][2] == "role:executor"
     # The ledger has the gate check, at the same instant, right before the intent.
     for intended in rig.of_kind(ev.ACTION_INTENDED):
         gate = rig.entries()[intended.seq - 2]
         assert gate.kind == ev.GATE_CHECKED and gate.ts == intended.ts
         assert gate.body["stage"] == intended.body["stage"] and gate.body["outcome"] == "pass"
+
+
+def test_the_signals_of_one_step_are_read_at_the_same_time(rig: Rig) -> None:
+    # The first gate reads its three signals; each read waits for the other two to be under way.
+    # Read one after another, the first would wait alone, the barrier would break, and the gate
+    # would hold on errors instead of entering the first stage.
+    together = threading.Barrier(len(GATE), timeout=10)
+    read = rig.fake.read
+    gated: list[str] = []
+
+    def read_together(name: str, signal: Any, role: Role) -> Any:
+        if role == Role.PREFLIGHT and len(gated) < len(GATE):
+            gated.append(name)
+            together.wait()
+        return read(name, signal, role)
+
+    rig.fake.read = read_together  # type: ignore[method-assign]
+    rig.start()
+    state = rig.run(until=lambda s: s.stages[0].status == "live")
+    assert sorted(gated) == sorted(GATE)
+    assert state.stages[0].status == "live" and state.hold is None
 
 
 @pytest.mark.parametrize(
