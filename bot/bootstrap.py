@@ -13,20 +13,21 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-
-import httpx
+from typing import TYPE_CHECKING
 
 from bot.clock import utc_now
-from bot.settings import SettingsError
-from execution.adapters.base import Connection
-from execution.adapters.live import LiveTargets
-from execution.adapters.sandboxed import SandboxTargets, teach
-from execution.adapters.transport import TargetTransport
-from execution.contract.models import Target
-from execution.model import Clock, Credentials
-from execution.project import State
-from execution.service import Engine, Listener
-from ledger.sql import SqlLedgerStore
+
+# Each function imports what it wires, so a command that only reads the ledger (status, ledger
+# verify) does not load the HTTP client, the adapters and the engine to open a store.
+if TYPE_CHECKING:
+    import httpx
+
+    from execution.adapters.base import Connection
+    from execution.contract.models import Target
+    from execution.model import Clock, Credentials
+    from execution.project import State
+    from execution.service import Engine, Listener
+    from ledger.sql import SqlLedgerStore
 
 
 def process_owner() -> str:
@@ -35,6 +36,9 @@ def process_owner() -> str:
 
 
 def open_store(url: str) -> SqlLedgerStore:
+    from bot.settings import SettingsError
+    from ledger.sql import SqlLedgerStore
+
     try:
         return SqlLedgerStore(url)
     except Exception as exc:  # the driver's message is the useful part
@@ -45,6 +49,10 @@ def open_store(url: str) -> SqlLedgerStore:
 def http_client(timeout_s: float) -> httpx.Client:
     # Connection pooling across executions; per-request timeouts are set by the adapters. Targets
     # with their own TLS files (STAGEHOLD_TARGET_AUTH) get clients of their own from it.
+    import httpx
+
+    from execution.adapters.transport import TargetTransport
+
     return TargetTransport(timeout=timeout_s, follow_redirects=False, limits=httpx.Limits(max_connections=200))
 
 
@@ -63,6 +71,9 @@ def live_connector(
     secrets (role credentials, per-target auth and TLS files) come from ``credentials``, read from
     settings by this process, so they are the same after a restart and never pass the ledger.
     """
+    from execution.adapters.live import LiveTargets
+    from execution.adapters.sandboxed import SandboxTargets, teach
+
     taught: set[str] = set()
 
     def connect(state: State) -> Connection:
@@ -98,6 +109,8 @@ def build_engine(
     clock: Clock = utc_now,
     owner: str | None = None,
 ) -> Engine:
+    from execution.service import Engine
+
     return Engine(store, connect, clock, owner or process_owner(), listeners=listeners)
 
 

@@ -8,17 +8,21 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
-
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from typing import TYPE_CHECKING, Any
 
 from execution.hold_kinds import meaning
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 HERE = Path(__file__).parent
 
 
 @cache
 def environment() -> Environment:
+    # Imported on first use: the formatting helpers below serve commands that render nothing.
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
     env = Environment(
         loader=FileSystemLoader(str(HERE)),
         autoescape=False,  # noqa: S701 - outputs are JSON (values go through |tojson), Markdown or text, never HTML

@@ -38,17 +38,20 @@ import contextlib, io, json, sys
 from bot.cli import main
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
     try:
-        main(sys.argv[1:])
-    except SystemExit:
-        pass
-print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+        code = main(sys.argv[1:])
+    except SystemExit as exit:
+        code = exit.code
+print(json.dumps([code, sorted({m.split(".")[0] for m in sys.modules})]))
 """
 
 
 def heavy_imports(*argv: str) -> set[str]:
-    """The heavy top-level packages a fresh ``stagehold ARGV`` has imported when it is done."""
+    """The heavy top-level packages a fresh ``stagehold ARGV`` has imported when it is done (it must
+    have succeeded: a command that failed early proves nothing about what it needs)."""
     out = subprocess.run([sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True, check=True)
-    return set(json.loads(out.stdout)) & set(HEAVY)
+    code, modules = json.loads(out.stdout)
+    assert code in (0, None), f"stagehold {' '.join(argv)} exited {code}"
+    return set(modules) & set(HEAVY)
 
 
 def test_help_imports_nothing_heavy() -> None:
@@ -64,8 +67,12 @@ def test_each_commands_help_imports_nothing_heavy(command: str) -> None:
 
 
 def test_verify_file_imports_no_database_or_slack(tmp_path: Path) -> None:
-    export = tmp_path / "empty.jsonl"
-    export.write_text("\n", encoding="utf-8")
+    from ledger.chain import GENESIS_HASH, export_line, seal
+    from ledger.entry import NewEntry
+    from tests.unit.test_chain import T0
+
+    export = tmp_path / "export.jsonl"
+    export.write_text(export_line(seal("E1", 1, NewEntry("k", "a", {"n": 1}, T0), GENESIS_HASH)), encoding="utf-8")
     assert heavy_imports("ledger", "verify-file", str(export)) == set()
 
 
@@ -80,3 +87,20 @@ def test_ledger_verify_imports_the_database_only(tmp_path: Path) -> None:
     store.close()
     # SQLModel brings SQLAlchemy and pydantic; nothing of Slack, HTTP, templates, charts or keys.
     assert heavy_imports("ledger", "verify", "E1", "--db", url) <= {"sqlmodel", "sqlalchemy", "pydantic"}
+
+
+def test_status_imports_no_slack_http_templates_or_keys(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from execution.commands import start
+    from execution.contract import load_change
+    from ledger.sql import SqlLedgerStore
+    from tests.fakes import EXAMPLES
+
+    change = load_change(EXAMPLES / "first-change" / "package.yaml")
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    store = SqlLedgerStore(url)
+    store.append("E1", 1, start(change, "U08OPS", (), datetime(2027, 3, 2, 10, tzinfo=UTC), mode="rehearsal"))
+    store.close()
+    # Reading and folding one execution needs the store and the contract models, nothing else.
+    assert heavy_imports("status", "E1", "--db", url) <= {"sqlmodel", "sqlalchemy", "pydantic", "yaml", "promql_parser"}
