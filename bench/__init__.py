@@ -20,6 +20,7 @@ Adding a part:
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -47,6 +48,11 @@ class Size:
         return smoke if self.smoke else full
 
 
+def _measured(values: Sequence[float]) -> list[float]:
+    """The repetitions that produced a value (a run with nothing to measure reports NaN)."""
+    return [v for v in values if math.isfinite(v)]
+
+
 @dataclass(frozen=True)
 class Row:
     """One figure: stagehold's values beside its baseline's, one value per repetition.
@@ -69,9 +75,10 @@ class Row:
 
     @property
     def ratio(self) -> float | None:
-        if not self.baseline or not self.stagehold:
+        mine_values, their_values = _measured(self.stagehold), _measured(self.baseline)
+        if not mine_values or not their_values:
             return None
-        mine, theirs = statistics.median(self.stagehold), statistics.median(self.baseline)
+        mine, theirs = statistics.median(mine_values), statistics.median(their_values)
         if self.lower_is_better:
             return mine / theirs if theirs else None
         return theirs / mine if mine else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -19,11 +20,16 @@ _DATA_END = "-->"
 
 def spread(values: Sequence[float], unit: str) -> str:
     """``min / median / max unit`` (a single value when there is one)."""
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{number(values[0])} {unit}"
-    return f"{number(min(values))} / {number(statistics.median(values))} / {number(max(values))} {unit}"
+    measured = [v for v in values if math.isfinite(v)]
+    missing = (
+        f" ({len(values) - len(measured)} of {len(values)} runs gave no value)" if len(measured) < len(values) else ""
+    )
+    if not measured:
+        return "—" + missing
+    if len(measured) == 1:
+        return f"{number(measured[0])} {unit}{missing}"
+    low, mid, high = min(measured), statistics.median(measured), max(measured)
+    return f"{number(low)} / {number(mid)} / {number(high)} {unit}{missing}"
 
 
 def verdict(row: Row) -> str:
