@@ -1,5 +1,5 @@
 # stagehold: the Slack bot (`stagehold serve`) in HTTP mode on port 3000, or Socket Mode when
-# SLACK_APP_TOKEN is set. Mount a volume at /data for the SQLite ledger, or set
+# SLACK_APP_TOKEN is set (port 3000 then serves /healthz, /readyz and /metrics only). Mount a volume at /data for the SQLite ledger, or set
 # STAGEHOLD_DATABASE_URL to PostgreSQL; mount change packages at /packages.
 FROM python:3.11-slim
 
@@ -14,14 +14,20 @@ RUN groupadd --system stagehold && useradd --system --gid stagehold --home-dir /
     && mkdir -p /app /data /packages && chown stagehold:stagehold /data /packages
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+# Dependencies first, from pyproject.toml alone: this layer is rebuilt only when they change,
+# never by a code edit.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+      > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
+COPY README.md ./
 COPY bot ./bot
 COPY handlers ./handlers
 COPY execution ./execution
 COPY ledger ./ledger
 COPY templates ./templates
 COPY examples ./examples
-RUN pip install . && stagehold validate examples/payments-cutover/package.yaml >/dev/null
+RUN pip install --no-deps . && stagehold validate examples/payments-cutover/package.yaml >/dev/null
 
 USER stagehold
 EXPOSE 3000

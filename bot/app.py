@@ -3,7 +3,8 @@
 Rules:
 * Socket Mode when an app-level token (``SLACK_APP_TOKEN``) is set — no public URL needed;
   otherwise HTTP behind uvicorn: ``POST /slack/events`` for commands and interactions, and
-  ``GET /healthz``. Bolt's ``dispatch`` is synchronous, so it runs in a worker thread
+  ``GET /healthz``, ``GET /readyz`` and ``GET /metrics`` (``bot.ops``; in Socket Mode these are
+  served alone on the same port). Bolt's ``dispatch`` is synchronous, so it runs in a worker thread
   (``asyncio.to_thread``) and never blocks the event loop.
 * Every HTTP request is verified against the signing secret by Bolt's ``RequestVerification``
   (``v0=HMAC-SHA256(secret, "v0:{ts}:{body}")``, timestamps more than five minutes off refused):
@@ -20,7 +21,6 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 import threading
@@ -42,11 +42,15 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 from slack_sdk.signature import SignatureVerifier
+from sqlalchemy import text
 
 from bot.bootstrap import build_engine
 from bot.clock import utc_now
 from bot.digest import Digest
 from bot.keys import WitnessFile
+from bot.metrics import Metrics
+from bot.ops import PATHS as OPS_PATHS
+from bot.ops import OpsEndpoint
 from bot.scheduler import Driver
 from execution.adapters.base import Connection
 from execution.approvals import ApprovalReport
@@ -66,7 +70,6 @@ from ledger.sql import SqlLedgerStore
 log = logging.getLogger("stagehold.slack.app")
 
 EVENTS_PATH = "/slack/events"
-HEALTH_PATH = "/healthz"
 MAX_BODY = 1024 * 1024
 SIGNATURE_WINDOW_S = 300
 LISTENER_WORKERS = 16
@@ -151,11 +154,11 @@ Send = Callable[[dict[str, Any]], Any]
 
 
 class SlackEndpoint:
-    """A small ASGI app: Bolt at ``POST /slack/events``, health at ``GET /healthz``."""
+    """A small ASGI app: Bolt at ``POST /slack/events``; ``/healthz``, ``/readyz``, ``/metrics`` (``bot.ops``)."""
 
-    def __init__(self, app: App, signing_secret: str, health: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, app: App, signing_secret: str, ops: OpsEndpoint) -> None:
         self.app = app
-        self.health = health
+        self.ops = ops
         self.guard = ReplayGuard(signing_secret)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -165,13 +168,8 @@ class SlackEndpoint:
         if scope["type"] != "http":
             return
         method, path = scope["method"], scope["path"]
-        if path == HEALTH_PATH and method in ("GET", "HEAD"):
-            try:
-                body = await asyncio.to_thread(self.health)
-                await _reply(send, 200, json.dumps(body).encode(), "application/json")
-            except Exception:
-                log.exception("health check failed")
-                await _reply(send, 503, b'{"ok": false}', "application/json")
+        if path in OPS_PATHS:
+            await self.ops.serve(scope, send)
             return
         if path != EVENTS_PATH:
             await _reply(send, 404, b'{"error": "not found"}', "application/json")
@@ -357,7 +355,10 @@ class SlackBot:
         if witness is not None and witness_file:
             listeners.append(WitnessFile(witness, Path(witness_file)))
         self.engine = build_engine(store, connect, listeners=listeners, clock=clock, owner=owner)
-        self.driver = Driver(self.engine, clock, sweep_seconds=driver_sweep_s)
+        self.metrics = Metrics(self.engine, clock, self.notifier.stats, self.notifier.slack.undelivered)
+        self.engine.listeners.append(self.metrics)
+        self.notifier.outbox.on_rate_limited = self.metrics.rate_limited.inc
+        self.driver = Driver(self.engine, clock, sweep_seconds=driver_sweep_s, on_lag=self.metrics.scheduler_lag)
         client = listener_client(bot_token, api_url)
         self.repeats = RepeatedClicks(self._record_repeats, clock, repeat_window_s)
         self.services = Services(
@@ -406,7 +407,23 @@ class SlackBot:
         )
 
     def endpoint(self) -> SlackEndpoint:
-        return SlackEndpoint(self.app, self.signing_secret, self.health)
+        return SlackEndpoint(self.app, self.signing_secret, self.ops())
+
+    def ops(self) -> OpsEndpoint:
+        return OpsEndpoint(self.health, self.ready, self.metrics.render)
+
+    def ready(self) -> dict[str, Any]:
+        """Ready to take Slack requests: the ledger database answers and executions are being driven."""
+        if not self.driver.scheduler.running:
+            return {"ok": False, "reason": "the scheduler is not running"}
+        try:
+            with self.store.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return {"ok": False, "reason": f"the ledger database does not answer: {first}"}
+        return {"ok": True}
 
     def health(self) -> dict[str, Any]:
-        return {"ok": True, "executions": {"active": len(self.engine.active())}, "slack": self.notifier.stats()}
+        """Liveness, from memory only: a database outage makes the replica unready, not dead."""
+        return {"ok": True, "executions": {"leased": self.engine.leases_held()}, "slack": self.notifier.stats()}

@@ -28,8 +28,17 @@ log = logging.getLogger("stagehold.scheduler")
 
 
 class Driver:
-    def __init__(self, engine: Engine, clock: Clock, *, workers: int = 8, sweep_seconds: float = 15.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock,
+        *,
+        workers: int = 8,
+        sweep_seconds: float = 15.0,
+        on_lag: Callable[[float], None] | None = None,
+    ) -> None:
         self.engine = engine
+        self.on_lag = on_lag  # how late each run started (the /metrics scheduler lag)
         self.clock = clock
         self.sweep_seconds = sweep_seconds
         self.scheduler = BackgroundScheduler(
@@ -58,7 +67,7 @@ class Driver:
                     "date",
                     run_date=self.clock(),
                     id=f"exec:{execution_id}",
-                    args=[execution_id],
+                    args=[execution_id, self.clock()],
                     replace_existing=True,
                 )
 
@@ -84,14 +93,25 @@ class Driver:
         if job is not None and job.next_run_time is not None and job.next_run_time <= when:
             return  # an earlier run is already due; it will re-decide and re-arm
         self.scheduler.add_job(
-            self._run, "date", run_date=when, id=f"exec:{execution_id}", args=[execution_id], replace_existing=True
+            self._run,
+            "date",
+            run_date=when,
+            id=f"exec:{execution_id}",
+            args=[execution_id, when],
+            replace_existing=True,
         )
 
-    def _resume(self, execution_id: str) -> None:
+    def _resume(self, execution_id: str, due: datetime | None = None) -> None:
+        self._lag(due)
         self._counted(execution_id, self.engine.resume, "resume")
 
-    def _run(self, execution_id: str) -> None:
+    def _run(self, execution_id: str, due: datetime | None = None) -> None:
+        self._lag(due)
         self._counted(execution_id, self.engine.tick, "tick")
+
+    def _lag(self, due: datetime | None) -> None:
+        if self.on_lag is not None and due is not None:
+            self.on_lag((self.clock() - due).total_seconds())
 
     def _counted(self, execution_id: str, step: Callable[[str], datetime | None], name: str) -> None:
         with self._runs:
@@ -113,7 +133,12 @@ class Driver:
     def _rearm(self, execution_id: str, wake: datetime | None) -> None:
         if wake is not None and not self._stopping:
             self.scheduler.add_job(
-                self._run, "date", run_date=wake, id=f"exec:{execution_id}", args=[execution_id], replace_existing=True
+                self._run,
+                "date",
+                run_date=wake,
+                id=f"exec:{execution_id}",
+                args=[execution_id, wake],
+                replace_existing=True,
             )
 
     def sweep(self) -> None:

@@ -7,6 +7,7 @@ are separate secrets so each duty (preflight, executor, verifier, rollback) send
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import (
@@ -110,6 +111,7 @@ class Settings(BaseSettings):
     credential_verifier: SecretStr | None = Field(None, validation_alias="STAGEHOLD_CREDENTIAL_VERIFIER")
     credential_rollback: SecretStr | None = Field(None, validation_alias="STAGEHOLD_CREDENTIAL_ROLLBACK")
     http_timeout_s: float = Field(10.0, gt=0, validation_alias="STAGEHOLD_HTTP_TIMEOUT")
+    log_format: Literal["text", "json"] = Field("text", validation_alias="STAGEHOLD_LOG_FORMAT")
     # Signed approvals and the witness: the keyring and the bot's key live outside the packages directory.
     keyring: str | None = Field(None, validation_alias="STAGEHOLD_KEYRING")
     witness_key: str | None = Field(None, validation_alias="STAGEHOLD_WITNESS_KEY")

@@ -359,6 +359,11 @@ class Engine:
             self._leases[execution_id] = lease
         return lease
 
+    def leases_held(self) -> int:
+        """Executions whose lease this process holds and has not seen lapse."""
+        now = self.clock()
+        return sum(1 for lease in list(self._leases.values()) if lease.expires_at > now)
+
     def let_go(self, execution_id: str) -> None:
         """Give up this process's lease on an execution so another process may take it at once."""
         with self._lock(execution_id):

@@ -430,6 +430,7 @@ class Notifier:
             "delivered": self.outbox.delivered,
             "retried": self.outbox.retried,
             "dropped": self.outbox.dropped,
+            "rate_limited": self.outbox.rate_limited,
         }
 
     # ------------------------------------------------------------ planning

@@ -83,6 +83,8 @@ class Outbox:
         self.delivered = 0
         self.retried = 0
         self.dropped = 0
+        self.rate_limited = 0
+        self.on_rate_limited: Callable[[], None] | None = None  # told of every 429 (the /metrics counter)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -169,6 +171,10 @@ class Outbox:
                     ch.failures += 1
                     failures = ch.failures
                 delay = exc.retry_after if exc.retry_after is not None else self._backoff(failures)
+                if exc.retry_after is not None:  # only a 429 carries Slack's own wait
+                    self.rate_limited += 1
+                    if self.on_rate_limited is not None:
+                        self.on_rate_limited()
                 log.warning("slack: %s: %s; retrying in %.1fs", op.describe, exc, delay)
             except Permanent as exc:
                 log.error("slack: %s failed and is dropped: %s", op.describe, exc)

@@ -105,6 +105,11 @@ class SlackStore:
                 if row is not None and seq > row.posted_seq:
                     row.posted_seq = seq
 
+    def undelivered(self) -> int:
+        """Ledger entries not yet delivered, summed over every thread (the durable Slack backlog)."""
+        heads = self.heads()
+        return sum(max(0, heads.get(eid, 0) - posted) for eid, posted in self.threads().items())
+
     def hold_card_times(self) -> dict[tuple[str, str], datetime]:
         return hold_card_times(self.engine)
 

@@ -3,7 +3,8 @@
 Order of start: settings -> ledger store -> engine (the notifier listening) -> scheduler (every
 unfinished execution is resumed: reconciled against the live target, then driven) -> Bolt app
 (which checks the bot token with ``auth.test``) -> Socket Mode if ``SLACK_APP_TOKEN`` is set,
-otherwise HTTP on ``--port`` / ``STAGEHOLD_PORT``. SIGTERM and SIGINT stop it cleanly: the
+otherwise HTTP on ``--port`` / ``STAGEHOLD_PORT`` (in Socket Mode that port serves only
+``/healthz``, ``/readyz`` and ``/metrics``). SIGTERM and SIGINT stop it cleanly: the
 server first (no new clicks), then the scheduler, then the notifier; whatever Slack has not yet
 received is posted by the next start, from the ledger.
 
@@ -16,7 +17,6 @@ Missing settings fail at once with one line naming what to set (exit 2).
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import threading
@@ -63,18 +63,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from slack_sdk.errors import SlackApiError
 
     from bot.app import HttpServer, SlackBot, SocketModeRunner, SocketModeUnusable
-    from bot.bootstrap import open_runtime
+    from bot.bootstrap import open_runtime, process_owner
     from bot.digest import ScheduleError, parse_schedule
     from bot.keys import KeyProblem, approvals_checker, witness_signer
+    from bot.logs import configure as configure_logs
     from bot.settings import SettingsError, load_settings
     from execution.model import Credentials
     from handlers.review import ReportSettings
 
     # A long-running service logs its own warnings (Slack retries, dropped messages) to stderr.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("stagehold").setLevel(logging.INFO)
+    configure_logs("text")
+    owner = process_owner()  # this replica's lease owner name, also on every JSON log line
     try:
         settings = load_settings()
+        configure_logs(settings.log_format, owner)
         settings.require("SLACK_BOT_TOKEN")
         socket_mode = settings.slack_app_token is not None and settings.slack_app_token.get_secret_value() != ""
         if not socket_mode:
@@ -114,6 +116,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             approvals=approvals_checker(settings.keyring, utc_now),
             witness=witness,
             witness_file=settings.witness_file,
+            owner=owner,
         )
     except BoltError as exc:
         runtime.close()
@@ -132,10 +135,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     server: HttpServer | SocketModeRunner | None = None
+    ops_server: HttpServer | None = None
+    host = args.host or settings.http_host
+    port = args.port if args.port is not None else settings.http_port
     try:
         bot.start()
         if socket_mode:
             assert settings.slack_app_token is not None
+            # No Slack request comes over HTTP here, but probes and the metrics scraper still do.
+            try:
+                ops_server = HttpServer(bot.ops(), host, port).start()
+            except OSError as exc:
+                return _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
             try:
                 runner = SocketModeRunner(bot.app, settings.slack_app_token.get_secret_value())
                 server = runner.start()
@@ -143,16 +154,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 reason = exc.response.get("error") if isinstance(exc, SlackApiError) else str(exc)
                 return _fail(f"Socket Mode did not connect ({reason}); check SLACK_APP_TOKEN (scope connections:write)")
             runner.on_fatal = on_fatal  # from now on, a reconnect that cannot work stops the process
-            print("stagehold: serving Slack over Socket Mode", flush=True)
+            print(
+                f"stagehold: serving Slack over Socket Mode (GET /healthz, /readyz, /metrics on {host}:{ops_server.port})",
+                flush=True,
+            )
         else:
-            host = args.host or settings.http_host
-            port = args.port if args.port is not None else settings.http_port
             try:
                 server = HttpServer(bot.endpoint(), host, port).start()
             except OSError as exc:
                 return _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
             print(
-                f"stagehold: serving Slack over HTTP on {host}:{server.port} (POST /slack/events, GET /healthz)",
+                f"stagehold: serving Slack over HTTP on {host}:{server.port} (POST /slack/events, GET /healthz, /readyz, /metrics)",
                 flush=True,
             )
         stop.wait()
@@ -163,6 +175,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.stop()
+        if ops_server is not None:
+            ops_server.stop()
         bot.stop()
         runtime.close()
         for sig, handler in previous.items():

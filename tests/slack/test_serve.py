@@ -157,7 +157,7 @@ def serve_socket_mode(
     env = environment(tmp_path, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_APP_TOKEN=app_token)
     env["STAGEHOLD_SLACK_API_URL"] = fake.api_url
     return subprocess.run(
-        [*STAGEHOLD, "serve", "--sandbox", sandbox.url],
+        [*STAGEHOLD, "serve", "--port", "0", "--sandbox", sandbox.url],
         cwd=tmp_path,
         env=env,
         capture_output=True,
