@@ -345,6 +345,9 @@ class SlackBot:
         witness: Signer | None = None,
         witness_file: str | None = None,
         repeat_window_s: float = REPEAT_WINDOW_S,
+        lease_ttl_s: float = 10.0,
+        lease_renew_s: float = 3.0,
+        lease_poll_s: float = 2.0,
     ) -> None:
         self.store = store
         self.signing_secret = signing_secret
@@ -354,11 +357,21 @@ class SlackBot:
         listeners: list[Any] = [self.notifier]
         if witness is not None and witness_file:
             listeners.append(WitnessFile(witness, Path(witness_file)))
-        self.engine = build_engine(store, connect, listeners=listeners, clock=clock, owner=owner)
+        self.engine = build_engine(
+            store, connect, listeners=listeners, clock=clock, owner=owner, lease_ttl_s=lease_ttl_s
+        )
         self.metrics = Metrics(self.engine, clock, self.notifier.stats, self.notifier.slack.undelivered)
         self.engine.listeners.append(self.metrics)
         self.notifier.outbox.on_rate_limited = self.metrics.rate_limited.inc
-        self.driver = Driver(self.engine, clock, sweep_seconds=driver_sweep_s, on_lag=self.metrics.scheduler_lag)
+        self.driver = Driver(
+            self.engine,
+            clock,
+            sweep_seconds=driver_sweep_s,
+            on_lag=self.metrics.scheduler_lag,
+            coordination=store,
+            renew_s=lease_renew_s,
+            poll_s=lease_poll_s,
+        )
         client = listener_client(bot_token, api_url)
         self.repeats = RepeatedClicks(self._record_repeats, clock, repeat_window_s)
         self.services = Services(

@@ -108,10 +108,11 @@ def build_engine(
     listeners: Iterable[Listener] = (),
     clock: Clock = utc_now,
     owner: str | None = None,
+    lease_ttl_s: float = 60.0,
 ) -> Engine:
     from execution.service import Engine
 
-    return Engine(store, connect, clock, owner or process_owner(), listeners=listeners)
+    return Engine(store, connect, clock, owner or process_owner(), listeners=listeners, lease_ttl_s=lease_ttl_s)
 
 
 @dataclass

@@ -8,6 +8,11 @@ Rules:
   ones whose job was lost), so nothing waits forever.
 * Every run is safe to repeat: a tick re-reads the ledger and decides again.
 * Only the lease holder drives an execution; ticks elsewhere return without acting.
+* Replicas (``bot.replicas``): every ``renew_s`` the leases this process holds are renewed (one
+  that cannot be is dropped at once, and that execution is no longer driven here); every
+  ``poll_s`` the ledger heads and leases are read in two queries: an execution whose lease
+  lapsed or was let go is woken here (the tick takes the lease and reconciles first), and one
+  this process drives is woken when another replica appended to it (a release clicked there).
 """
 
 from __future__ import annotations
@@ -17,12 +22,22 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from execution.model import Clock
 from execution.service import Engine
+from ledger.store import Lease
+
+
+class Coordination(Protocol):
+    """What replicas read of each other, in one query each (``SqlLedgerStore``)."""
+
+    def heads(self) -> dict[str, int]: ...
+    def leases(self) -> dict[str, Lease]: ...
+
 
 log = logging.getLogger("stagehold.scheduler")
 
@@ -36,8 +51,14 @@ class Driver:
         workers: int = 8,
         sweep_seconds: float = 15.0,
         on_lag: Callable[[float], None] | None = None,
+        coordination: Coordination | None = None,
+        renew_s: float = 3.0,
+        poll_s: float = 2.0,
     ) -> None:
         self.engine = engine
+        self.coordination = coordination
+        self.renew_s = renew_s
+        self.poll_s = poll_s
         self.on_lag = on_lag  # how late each run started (the /metrics scheduler lag)
         self.clock = clock
         self.sweep_seconds = sweep_seconds
@@ -60,6 +81,9 @@ class Driver:
             replace_existing=True,
             next_run_time=self.clock(),
         )
+        if self.coordination is not None:
+            self.scheduler.add_job(self.renew, "interval", seconds=self.renew_s, id="renew", replace_existing=True)
+            self.scheduler.add_job(self.poll, "interval", seconds=self.poll_s, id="poll", replace_existing=True)
         if resume:
             for execution_id in self.engine.active():
                 self.scheduler.add_job(
@@ -146,3 +170,34 @@ class Driver:
         for execution_id in self.engine.active():
             if self.scheduler.get_job(f"exec:{execution_id}") is None:
                 self.wake(execution_id)
+
+    def renew(self) -> None:
+        lost = self.engine.renew_leases()
+        for execution_id in lost:
+            log.warning("lost the lease on %s: no longer driving it here", execution_id)
+
+    def poll(self) -> None:
+        """Wake executions whose lease lapsed, and ours that another replica appended to."""
+        assert self.coordination is not None
+        try:
+            heads = self.coordination.heads()
+            leases = self.coordination.leases()
+        except Exception as exc:
+            log.warning("poll: the ledger database does not answer: %s", type(exc).__name__)
+            return
+        now = self.clock()
+        for execution_id, head in heads.items():
+            lease = leases.get(execution_id)
+            live = lease is not None and lease.expires_at > now
+            if live and lease is not None and lease.owner != self.engine.owner:
+                continue  # driven elsewhere
+            state = self.engine.cached(execution_id)
+            seen = state.seq if state is not None else 0
+            if state is None or seen < head:
+                state = self.engine.load(execution_id)
+            if state.plan is None or state.terminal:
+                continue
+            if not live:
+                self.wake(execution_id)  # free or lapsed: the tick takes it over, reconciling first
+            elif head > seen or self.scheduler.get_job(f"exec:{execution_id}") is None:
+                self.wake(execution_id)  # ours, and another replica appended to it (or no run is due)

@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     credential_rollback: SecretStr | None = Field(None, validation_alias="STAGEHOLD_CREDENTIAL_ROLLBACK")
     http_timeout_s: float = Field(10.0, gt=0, validation_alias="STAGEHOLD_HTTP_TIMEOUT")
     log_format: Literal["text", "json"] = Field("text", validation_alias="STAGEHOLD_LOG_FORMAT")
+    # Replicas: how long an execution's lease lasts unrenewed (a dead replica's executions are
+    # taken over within TTL + one poll), how often the holder renews it, how often others look.
+    lease_ttl_s: float = Field(10.0, gt=0, allow_inf_nan=False, validation_alias="STAGEHOLD_LEASE_TTL")
+    lease_renew_s: float = Field(3.0, gt=0, allow_inf_nan=False, validation_alias="STAGEHOLD_LEASE_RENEW")
+    lease_poll_s: float = Field(2.0, gt=0, allow_inf_nan=False, validation_alias="STAGEHOLD_LEASE_POLL")
     # Signed approvals and the witness: the keyring and the bot's key live outside the packages directory.
     keyring: str | None = Field(None, validation_alias="STAGEHOLD_KEYRING")
     witness_key: str | None = Field(None, validation_alias="STAGEHOLD_WITNESS_KEY")
@@ -151,6 +156,15 @@ class Settings(BaseSettings):
     @property
     def report_period_s(self) -> float:
         return parse_duration(self.report_period)
+
+    @model_validator(mode="after")
+    def _lease_timing(self) -> Settings:
+        # Two renewals fit in one TTL, so one slow renewal never hands the execution to another replica.
+        if self.lease_renew_s * 2 > self.lease_ttl_s:
+            raise ValueError("STAGEHOLD_LEASE_RENEW must be at most half of STAGEHOLD_LEASE_TTL")
+        if self.lease_poll_s > self.lease_ttl_s:
+            raise ValueError("STAGEHOLD_LEASE_POLL must not exceed STAGEHOLD_LEASE_TTL")
+        return self
 
     @model_validator(mode="after")
     def _read_auth_file(self) -> Settings:

@@ -359,10 +359,42 @@ class Engine:
             self._leases[execution_id] = lease
         return lease
 
+    def cached(self, execution_id: str) -> State | None:
+        """The fold this process last read, without reading (None: never read here)."""
+        return self._cache.get(execution_id)
+
+    def renew_leases(self) -> list[str]:
+        """Renew every lease this process holds; forget, and return, those it could not renew.
+
+        Called on a timer, never under an execution's lock: a tick waiting on a slow action must
+        not let its lease lapse. A lease that cannot be renewed (taken over, or the database does
+        not answer) is dropped at once, so this process stops driving that execution until it
+        takes the lease again; its appends were fenced anyway.
+        """
+        lost = []
+        for execution_id, held in list(self._leases.items()):
+            state = self._cache.get(execution_id)
+            if state is not None and state.terminal:
+                try:
+                    self.let_go(execution_id)  # finished: nothing left to drive
+                except Exception:
+                    self._leases.pop(execution_id, None)  # it lapses by itself
+                continue
+            try:
+                lease = self.store.acquire_lease(execution_id, self.owner, self.clock(), self.lease_ttl_s)
+            except Exception as exc:
+                log.warning("lease on %s not renewed: %s: %s", execution_id, type(exc).__name__, exc)
+                lease = None
+            if lease is not None and lease.epoch == held.epoch:
+                self._leases[execution_id] = lease
+            else:
+                self._leases.pop(execution_id, None)
+                lost.append(execution_id)
+        return lost
+
     def leases_held(self) -> int:
-        """Executions whose lease this process holds and has not seen lapse."""
-        now = self.clock()
-        return sum(1 for lease in list(self._leases.values()) if lease.expires_at > now)
+        """Executions whose lease this process holds (a lease it failed to renew is already dropped)."""
+        return len(self._leases)
 
     def let_go(self, execution_id: str) -> None:
         """Give up this process's lease on an execution so another process may take it at once."""

@@ -16,11 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, inspect
+from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from ledger.sql import LedgerRow
+from ledger.sql import execution_heads
 
 
 class SlackThreadRow(SQLModel, table=True):
@@ -115,11 +115,7 @@ class SlackStore:
 
     def heads(self) -> dict[str, int]:
         """The last ledger seq of every execution, in one query."""
-        with Session(self.engine) as session:
-            rows = session.exec(
-                select(LedgerRow.execution_id, func.max(LedgerRow.seq)).group_by(col(LedgerRow.execution_id))
-            ).all()
-            return {eid: int(seq) for eid, seq in rows}
+        return execution_heads(self.engine)
 
 
 def hold_card_times(engine: Engine) -> dict[tuple[str, str], datetime]:

@@ -111,6 +111,15 @@ _READ_ONLY = "stagehold_read_only"
 _STREAM_BATCH = 2000  # rows per fetch while streaming a chain: enough to amortise round trips
 
 
+def execution_heads(engine: Engine) -> dict[str, int]:
+    """The last seq of every execution, in one query."""
+    with Session(engine) as session:
+        rows = session.exec(
+            select(LedgerRow.execution_id, func.max(LedgerRow.seq)).group_by(col(LedgerRow.execution_id))
+        ).all()
+        return {eid: int(seq) for eid, seq in rows}
+
+
 def _ledger_table() -> Table:
     return SQLModel.metadata.tables[LedgerRow.__tablename__]
 
@@ -355,6 +364,15 @@ class SqlLedgerStore:
         with Session(self.engine) as session:
             row = session.get(LeaseRow, execution_id)
             return Lease(execution_id, row.owner, row.epoch, parse_ts(row.expires_at)) if row else None
+
+    def leases(self) -> dict[str, Lease]:
+        """Every execution's lease, in one read (replicas poll this to find lapsed ones)."""
+        with Session(self.engine) as session:
+            rows = session.exec(select(LeaseRow)).all()
+            return {r.execution_id: Lease(r.execution_id, r.owner, r.epoch, parse_ts(r.expires_at)) for r in rows}
+
+    def heads(self) -> dict[str, int]:
+        return execution_heads(self.engine)
 
     def release_lease(self, lease: Lease) -> None:
         with self._txn(lease.execution_id) as session:

@@ -117,6 +117,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             witness=witness,
             witness_file=settings.witness_file,
             owner=owner,
+            lease_ttl_s=settings.lease_ttl_s,
+            lease_renew_s=settings.lease_renew_s,
+            lease_poll_s=settings.lease_poll_s,
         )
     except BoltError as exc:
         runtime.close()
