@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import text
 
-from bot.bootstrap import build_engine
+from bot.bootstrap import build_engine, process_owner
 from bot.clock import utc_now
 from bot.digest import Digest
 from bot.keys import WitnessFile
@@ -74,6 +75,7 @@ MAX_BODY = 1024 * 1024
 SIGNATURE_WINDOW_S = 300
 LISTENER_WORKERS = 16
 WEB_API_TIMEOUT_S = 10
+DIGEST_CLAIM_S = 24 * 3600.0
 
 
 def listener_client(token: str, base_url: str) -> WebClient:
@@ -351,8 +353,16 @@ class SlackBot:
     ) -> None:
         self.store = store
         self.signing_secret = signing_secret
+        owner = owner or process_owner()
         self.notifier = Notifier(
-            store, delivery_client(bot_token, api_url), pace_s=pace_s, sweep_s=notifier_sweep_s, witness=witness
+            store,
+            delivery_client(bot_token, api_url),
+            pace_s=pace_s,
+            sweep_s=notifier_sweep_s,
+            witness=witness,
+            owner=owner,
+            lease_ttl_s=lease_ttl_s,
+            renew_s=lease_renew_s,
         )
         listeners: list[Any] = [self.notifier]
         if witness is not None and witness_file:
@@ -390,10 +400,26 @@ class SlackBot:
         self.app = build_app(client, signing_secret, self.services, self.listeners)
         self.digest_trigger = digest_trigger
         self.digest = (
-            Digest(store, client, digest_channel, self.services.report, clock, self.notifier.slack.hold_card_times)
+            Digest(
+                store,
+                client,
+                digest_channel,
+                self.services.report,
+                clock,
+                self.notifier.slack.hold_card_times,
+                claim=self._digest_claim(digest_channel),
+            )
             if digest_channel and digest_trigger is not None
             else None
         )
+
+    def _digest_claim(self, channel: str) -> Callable[[datetime], bool]:
+        def claim(now: datetime) -> bool:
+            # One lease row per scheduled minute: the first replica to take it posts that digest.
+            slot = f"digest:{channel}:{now:%Y-%m-%dT%H:%M}"
+            return self.store.acquire_lease(slot, self.engine.owner, now, DIGEST_CLAIM_S) is not None
+
+        return claim
 
     def start(self, *, resume: bool = True) -> SlackBot:
         """Deliver anything not yet posted, resume every unfinished execution, then tick on schedule."""

@@ -66,8 +66,11 @@ class Digest:
         settings: ReportSettings,
         clock: Clock,
         shown: Callable[[], Mapping[tuple[str, str], datetime]],
+        claim: Callable[[datetime], bool] | None = None,
     ) -> None:
         self.store = store
+        # Replicas all fire the same schedule; the one that claims the slot in the database posts.
+        self.claim = claim
         self.client = client
         self.channel = channel
         self.settings = settings
@@ -84,6 +87,9 @@ class Digest:
 
     def run(self) -> None:
         """The scheduled job: post, and log (never raise) when Slack refuses or is unreachable."""
+        if self.claim is not None and not self.claim(self.clock()):
+            log.info("checkpoint review digest to %s is posted by another replica", self.channel)
+            return
         try:
             ts = self.post()
         except (SlackApiError, OSError) as exc:

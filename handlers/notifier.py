@@ -8,6 +8,13 @@ Rules:
   no I/O of its own): thread replies rendered from that entry, and refreshes of tracked messages (the
   root card, hold cards, the rollback card), which are rendered at delivery time from the latest
   state so a late card never shows something older than what is already known.
+* Replicas: a channel's threads are planned and posted only by the replica holding that
+  channel's lease (``handlers.channels``), renewed every ``renew_s``; one that loses it stops
+  posting there at once, and whoever takes the channel continues from the stored positions.
+* Every new message is recorded as an intent before it is posted (``handlers.storage``); an
+  intent found on a later attempt (a lost answer, or a process that died) is resolved by reading
+  the channel back (``conversations.history``, or ``conversations.replies`` in a thread) for a
+  message whose metadata names the execution and reference, so nothing is posted twice.
 * Steps go through the per-channel ``Outbox`` (ordered, paced, retried). Delivery is durable:
   the root card's and every posted message's ``ts`` are stored with the thread's delivered ledger
   position (``handlers.storage``), so a restarted bot continues the same thread, edits the same
@@ -27,6 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +49,9 @@ from execution.outputs import intervention_packet, state_record
 from execution.project import RollbackState, State, apply, project
 from handlers import cards
 from handlers.cards import Card, code, md, mention, mentions, slack_date
+from handlers.channels import ChannelLeases
 from handlers.outbox import Operation, Outbox, Permanent, Transient
+from handlers.readback import find_posted
 from handlers.storage import SlackStore
 from ledger.entry import Entry
 from ledger.note import Signer
@@ -351,6 +361,7 @@ class _Thread:
     shown: dict[str, str] = field(default_factory=dict)  # ref -> fingerprint last sent
     pending: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    generation: int = 0  # the channel lease's generation this thread was opened under
 
 
 class Notifier:
@@ -367,6 +378,9 @@ class Notifier:
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
         witness: Signer | None = None,
+        owner: str | None = None,
+        lease_ttl_s: float = 10.0,
+        renew_s: float = 3.0,
     ) -> None:
         self.store = store
         self.witness = witness  # the bot's key: signed checkpoints at holds, stages passed and the end
@@ -383,6 +397,12 @@ class Notifier:
         self._running = False
         self._planner: threading.Thread | None = None
         self._sweep_now = True
+        self.channels = ChannelLeases(store.engine, owner or f"notifier:{uuid.uuid4().hex[:12]}")
+        self.lease_ttl_s = lease_ttl_s
+        self.renew_s = renew_s
+        self._held: dict[str, float] = {}  # channel -> when its lease lapses (Unix seconds)
+        self._generations: dict[str, int] = {}  # channel -> how many times this replica took it
+        self._held_lock = threading.Lock()
 
     # ------------------------------------------------------------ engine listener
 
@@ -410,6 +430,56 @@ class Notifier:
             self._planner.join(timeout=timeout)
             self._planner = None
         self.outbox.stop(timeout=timeout)
+        for channel in list(self._held):
+            try:
+                self.channels.release(channel)  # another replica may continue at once
+            except Exception:
+                log.warning("slack: channel %s not handed back; its lease lapses by itself", channel)
+        self._held.clear()
+
+    # ------------------------------------------------------------ channel leases
+
+    def _holds(self, channel: str) -> bool:
+        """True if this replica may deliver to ``channel`` now (taking its lease if it is free)."""
+        with self._held_lock:
+            if self._held.get(channel, 0.0) > time.time() + min(1.0, self.lease_ttl_s / 4):
+                return True
+        return self._take(channel)
+
+    def _take(self, channel: str) -> bool:
+        now = time.time()
+        try:
+            ready_at = self.channels.take(channel, now, self.lease_ttl_s)
+        except Exception as exc:
+            log.warning("slack: cannot take channel %s: %s", channel, type(exc).__name__)
+            ready_at = None
+        with self._held_lock:
+            if ready_at is None:
+                self._drop(channel)
+                return False
+            if channel not in self._held:
+                self._generations[channel] = self._generations.get(channel, 0) + 1
+                # Pacing carries over from whoever posted here last.
+                self.outbox.hold_until(channel, max(0.0, ready_at - now))
+            self._held[channel] = now + self.lease_ttl_s
+        return True
+
+    def _renew(self) -> None:
+        for channel in list(self._held):
+            self._take(channel)
+
+    def _drop(self, channel: str) -> None:
+        """Stop delivering to ``channel``: forget its threads; their queued steps see the new generation."""
+        if self._held.pop(channel, None) is None:
+            return
+        self._generations[channel] = self._generations.get(channel, 0) + 1
+        for execution_id in [e for e, t in self._threads.items() if t.channel == channel]:
+            del self._threads[execution_id]
+        log.warning("slack: no longer delivering to channel %s (lease lost)", channel)
+
+    def _current(self, thread: _Thread) -> bool:
+        with self._held_lock:
+            return self._generations.get(thread.channel) == thread.generation and thread.channel in self._held
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """For tests and shutdown: wait until everything known is planned and delivered."""
@@ -437,8 +507,15 @@ class Notifier:
 
     def _plan_loop(self) -> None:
         next_sweep = 0.0
+        next_renew = time.monotonic() + self.renew_s
         while self._running:
             now = time.monotonic()
+            if now >= next_renew:
+                next_renew = now + self.renew_s
+                try:
+                    self._renew()
+                except Exception:
+                    log.exception("slack: renewing channel leases failed")
             if self._sweep_now or now >= next_sweep:
                 self._sweep_now = False
                 next_sweep = now + self.sweep_s
@@ -456,7 +533,7 @@ class Notifier:
             with self._dirty_lock:
                 if not self._dirty and not self._sweep_now:
                     self._idle.set()
-            self._wake.wait(timeout=max(0.05, next_sweep - time.monotonic()))
+            self._wake.wait(timeout=max(0.05, min(next_sweep, next_renew) - time.monotonic()))
             self._wake.clear()
 
     def _sweep(self) -> None:
@@ -486,6 +563,8 @@ class Notifier:
         if not isinstance(started, ev.ExecutionStarted):
             return None
         info = self.slack.thread(execution_id)
+        if not self._holds(info.channel if info is not None else started.channel):
+            return None  # another replica delivers this channel's threads
         if info is None:
             if project(execution_id, entries).terminal:
                 # It finished before this bot knew of it (e.g. a command-line rehearsal): no thread.
@@ -496,6 +575,8 @@ class Notifier:
         for entry in entries[: info.posted_seq]:
             timeline.advance(entry, None, quiet=True)
         thread = _Thread(timeline, info.channel, info.root_ts, self.slack.messages(execution_id))
+        with self._held_lock:
+            thread.generation = self._generations.get(info.channel, 0)
         self._threads[execution_id] = thread
         return thread, entries[info.posted_seq :]
 
@@ -515,6 +596,8 @@ class Notifier:
                 return
             thread, new = opened
         else:
+            if not self._holds(thread.channel):
+                return
             new = self.store.read(execution_id, after_seq=thread.timeline.seq)
         for i, entry in enumerate(new):
             steps = thread.timeline.advance(entry, new[i + 1] if i + 1 < len(new) else None)
@@ -528,9 +611,15 @@ class Notifier:
         done_seq = seq if last else None
 
         def run() -> bool:
+            if not self._current(thread):
+                return False  # the channel moved to another replica: it continues from the stored position
             if isinstance(step, Reply):
-                return self._post_reply(execution_id, thread, step, seq, done_seq)
-            return self._refresh(execution_id, thread, step.ref, seq, done_seq)
+                called = self._post_reply(execution_id, thread, step, seq, done_seq)
+            else:
+                called = self._refresh(execution_id, thread, step.ref, seq, done_seq)
+            if called:
+                self.channels.paced(thread.channel, time.time() + self.outbox.pace_s)
+            return called
 
         def done(delivered: bool) -> None:
             with thread.lock:
@@ -558,17 +647,7 @@ class Notifier:
                 self.slack.advance(execution_id, done_seq)
             return False  # delivered before a restart
         root = self._ensure_root(execution_id, thread, seq)
-        response = call_web_api(
-            self.client.chat_postMessage,
-            channel=thread.channel,
-            thread_ts=root,
-            text=reply.card.text,
-            blocks=reply.card.blocks,
-            unfurl_links=False,
-            unfurl_media=False,
-            metadata=self._metadata(execution_id, reply.ref, seq),
-        )
-        ts = str(response["ts"])
+        ts = self._post_once(execution_id, thread, reply.ref, reply.card, seq, root)
         thread.messages[reply.ref] = ts
         self.slack.save_message(execution_id, reply.ref, thread.channel, ts, done_seq)
         return True
@@ -584,20 +663,8 @@ class Notifier:
                 self.slack.advance(execution_id, done_seq)
             return False  # already showing exactly this
         if ts is None:
-            kwargs: dict[str, Any] = {}
-            if ref != ROOT:
-                kwargs["thread_ts"] = self._ensure_root(execution_id, thread, seq)
-            response = call_web_api(
-                self.client.chat_postMessage,
-                channel=thread.channel,
-                text=card.text,
-                blocks=card.blocks,
-                unfurl_links=False,
-                unfurl_media=False,
-                metadata=self._metadata(execution_id, ref, seq),
-                **kwargs,
-            )
-            ts = str(response["ts"])
+            root = None if ref == ROOT else self._ensure_root(execution_id, thread, seq)
+            ts = self._post_once(execution_id, thread, ref, card, seq, root)
             if ref == ROOT:
                 thread.root_ts = ts
                 self.slack.set_root(execution_id, ts, done_seq or 0)
@@ -610,6 +677,35 @@ class Notifier:
                 self.slack.advance(execution_id, done_seq)
         thread.shown[ref] = fingerprint
         return True
+
+    def _post_once(
+        self, execution_id: str, thread: _Thread, ref: str, card: Card, seq: int, thread_ts: str | None
+    ) -> str:
+        """Post a new message at most once: intent first; an earlier intent is read back from Slack first."""
+        earlier = self.slack.intent(execution_id, ref)
+        if earlier is not None:
+            found = find_posted(self.client, earlier, call_web_api)
+            if found is not None:
+                log.info("slack: %s %s was already posted (ts %s); not posting again", execution_id, ref, found)
+                # It may show an older rendering than the one due now.
+                call_web_api(
+                    self.client.chat_update, channel=thread.channel, ts=found, text=card.text, blocks=card.blocks
+                )
+                return found
+        else:
+            self.slack.intend(execution_id, ref, thread.channel, thread_ts, time.time())
+        kwargs: dict[str, Any] = {} if thread_ts is None else {"thread_ts": thread_ts}
+        response = call_web_api(
+            self.client.chat_postMessage,
+            channel=thread.channel,
+            text=card.text,
+            blocks=card.blocks,
+            unfurl_links=False,
+            unfurl_media=False,
+            metadata=self._metadata(execution_id, ref, seq),
+            **kwargs,
+        )
+        return str(response["ts"])
 
 
 def call_web_api(method: Callable[..., Any], **kwargs: Any) -> Any:

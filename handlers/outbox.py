@@ -113,6 +113,13 @@ class Outbox:
             self._channels.setdefault(op.channel, _Channel()).queue.append(op)
             self._cond.notify()
 
+    def hold_until(self, channel: str, delay_s: float) -> None:
+        """Post nothing to ``channel`` for ``delay_s`` (pacing carried over from another replica)."""
+        with self._cond:
+            ch = self._channels.setdefault(channel, _Channel())
+            ch.ready_at = max(ch.ready_at, self.clock() + delay_s)
+            self._cond.notify_all()
+
     def pending(self) -> int:
         with self._cond:
             return sum(len(c.queue) for c in self._channels.values())

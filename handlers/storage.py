@@ -7,6 +7,11 @@ Rules:
 * ``stagehold_slack_message``: one row per message stagehold posted in a thread, keyed by a
   reference (``hold:H3``, ``rollback:41``, ``entry:17:0``), so a card is edited rather than posted
   twice, and a reply delivered before a crash is not posted again after it.
+* ``stagehold_slack_intent``: a message about to be posted (the root card, a reply, a tracked
+  card), written before the post and removed in the transaction that records its ``ts``. One left
+  behind means a post whose outcome is unknown (a process died, or Slack's answer was lost): the
+  notifier reads the channel back for a message carrying that execution and reference in its
+  metadata before it ever posts again.
 * These tables are delivery bookkeeping, not history: the ledger stays the only record of what
   happened, and nothing here is read by the engine.
 """
@@ -41,6 +46,25 @@ class SlackMessageRow(SQLModel, table=True):
     ts: str = Field(max_length=40)
 
 
+class SlackIntentRow(SQLModel, table=True):
+    __tablename__ = "stagehold_slack_intent"
+
+    execution_id: str = Field(primary_key=True, max_length=200)
+    ref: str = Field(primary_key=True, max_length=100)
+    channel: str = Field(max_length=40)
+    thread_ts: str | None = Field(default=None, max_length=40)
+    posted_after: float  # Unix seconds just before the first attempt: where to read back from
+
+
+@dataclass(frozen=True)
+class Intent:
+    execution_id: str
+    ref: str
+    channel: str
+    thread_ts: str | None
+    posted_after: float
+
+
 @dataclass(frozen=True)
 class ThreadInfo:
     execution_id: str
@@ -55,6 +79,7 @@ class SlackStore:
         tables = [
             SQLModel.metadata.tables[SlackThreadRow.__tablename__],
             SQLModel.metadata.tables[SlackMessageRow.__tablename__],
+            SQLModel.metadata.tables[SlackIntentRow.__tablename__],
         ]
         SQLModel.metadata.create_all(engine, tables=tables)
 
@@ -77,12 +102,39 @@ class SlackStore:
         with Session(self.engine) as session:
             return {r.execution_id: r.posted_seq for r in session.exec(select(SlackThreadRow)).all()}
 
+    def intend(self, execution_id: str, ref: str, channel: str, thread_ts: str | None, now: float) -> Intent:
+        """Record a post about to be made; an earlier intent for the same message is kept (and returned)."""
+        with Session(self.engine) as session, session.begin():
+            row = session.get(SlackIntentRow, (execution_id, ref))
+            if row is None:
+                row = SlackIntentRow(
+                    execution_id=execution_id, ref=ref, channel=channel, thread_ts=thread_ts, posted_after=now
+                )
+                session.add(row)
+                session.flush()
+            return Intent(row.execution_id, row.ref, row.channel, row.thread_ts, row.posted_after)
+
+    def intent(self, execution_id: str, ref: str) -> Intent | None:
+        with Session(self.engine) as session:
+            row = session.get(SlackIntentRow, (execution_id, ref))
+            return Intent(row.execution_id, row.ref, row.channel, row.thread_ts, row.posted_after) if row else None
+
+    def forget_intent(self, execution_id: str, ref: str) -> None:
+        """The read-back found no such message: the next attempt posts it."""
+        with Session(self.engine) as session, session.begin():
+            row = session.get(SlackIntentRow, (execution_id, ref))
+            if row is not None:
+                session.delete(row)
+
     def set_root(self, execution_id: str, ts: str, seq: int) -> None:
         with Session(self.engine) as session, session.begin():
             row = session.get(SlackThreadRow, execution_id)
             if row is not None:
                 row.root_ts = ts
                 row.posted_seq = max(row.posted_seq, seq)
+            intent = session.get(SlackIntentRow, (execution_id, "root"))
+            if intent is not None:
+                session.delete(intent)
 
     def advance(self, execution_id: str, seq: int) -> None:
         with Session(self.engine) as session, session.begin():
@@ -100,6 +152,9 @@ class SlackStore:
         with Session(self.engine) as session, session.begin():
             if session.get(SlackMessageRow, (execution_id, ref)) is None:
                 session.add(SlackMessageRow(execution_id=execution_id, ref=ref, channel=channel, ts=ts))
+            intent = session.get(SlackIntentRow, (execution_id, ref))
+            if intent is not None:
+                session.delete(intent)
             if seq is not None:
                 row = session.get(SlackThreadRow, execution_id)
                 if row is not None and seq > row.posted_seq:

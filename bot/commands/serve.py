@@ -120,6 +120,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             lease_ttl_s=settings.lease_ttl_s,
             lease_renew_s=settings.lease_renew_s,
             lease_poll_s=settings.lease_poll_s,
+            # Each replica looks for threads with undelivered entries as often as for lapsed leases.
+            notifier_sweep_s=settings.lease_poll_s,
         )
     except BoltError as exc:
         runtime.close()

@@ -336,11 +336,11 @@ class BotFactory:
             signing_secret=SECRET,
             api_url=self.fake.api_url,
             packages_dir=self.packages,
-            owner="stagehold-test",  # one identity across restarts: the lease carries over at once
             pace_s=pace_s,
             notifier_sweep_s=0.5,
             driver_sweep_s=1.0,
-            **{"start_mode": "rehearsal", "start_speed": speed, **bot_options},
+            # One identity across restarts (the lease carries over at once) unless a test names replicas.
+            **{"start_mode": "rehearsal", "start_speed": speed, "owner": "stagehold-test", **bot_options},
         )
         bot.start(resume=resume)
         server = HttpServer(bot.endpoint(), "127.0.0.1", 0).start()

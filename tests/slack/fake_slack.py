@@ -80,6 +80,10 @@ class FakeSlack:
         self._failures: dict[str, deque[_Failure]] = {}
         self._storms: dict[str, tuple[float, float]] = {}
         self._delays: dict[str, float] = {}
+        self._lost: dict[str, int] = {}
+        self._refused: dict[
+            str, str
+        ] = {}  # method -> the error every call of it gets (ok: false)  # method -> calls whose effect happens but whose answer is lost
         self._lock = threading.Lock()
         self._ts = 1_700_000_000_000_100
         self.wall_clock_ts = False  # True: message ts follow the wall clock, as Slack's do
@@ -163,6 +167,17 @@ class FakeSlack:
             self.upload_faults.popleft()
             return True
         return False
+
+    def lose_answer(self, method: str, times: int = 1) -> None:
+        """Carry out the next ``times`` calls of ``method`` but answer HTTP 500, as when Slack's
+        answer is lost on the way (or the caller died before it could record it)."""
+        with self._lock:
+            self._lost[method] = self._lost.get(method, 0) + times
+
+    def refuse(self, method: str, error: str) -> None:
+        """Answer every call of ``method`` with ``ok: false`` and ``error`` (e.g. ``missing_scope``)."""
+        with self._lock:
+            self._refused[method] = error
 
     def delay(self, method: str, seconds: float) -> None:
         """Answer ``method`` only after ``seconds`` (a slow Slack)."""
@@ -260,7 +275,13 @@ class FakeSlack:
             return
         with self._lock:
             answer = self._answer(method, params, token)
-            self.calls.append(Call(method, params, 200, time.time(), token))
+            lost = self._lost.get(method, 0) > 0 and answer.get("ok") is True
+            if lost:
+                self._lost[method] -= 1
+            self.calls.append(Call(method, params, 500 if lost else 200, time.time(), token))
+        if lost:
+            self._send(request, 500, json.dumps({"ok": False, "error": "internal_error"}))
+            return
         self._send(request, 200, json.dumps(answer))
 
     def _handshake(self, request: BaseHTTPRequestHandler) -> None:
@@ -314,6 +335,8 @@ class FakeSlack:
             return {"ok": True, **({"url": url} if url else {})}
         if token != self.token:
             return {"ok": False, "error": "invalid_auth"}
+        if method in self._refused:
+            return {"ok": False, "error": self._refused[method]}
         if method == "auth.test":
             return {
                 "ok": True,
@@ -342,6 +365,8 @@ class FakeSlack:
             message.history.append({"text": message.text, "blocks": message.blocks})
             message.text, message.blocks = p.get("text", ""), p.get("blocks") or []
             return {"ok": True, "channel": key[0], "ts": key[1]}
+        if method in ("conversations.history", "conversations.replies"):
+            return self._read_channel(method, p)
         if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": self._next_ts()}
         if method == "views.open":
@@ -364,6 +389,33 @@ class FakeSlack:
             files = p.get("files") or []
             return {"ok": True, "files": [{"id": f.get("id"), "title": f.get("title")} for f in files]}
         return {"ok": False, "error": "unknown_method"}
+
+    def _read_channel(self, method: str, p: dict[str, Any]) -> dict[str, Any]:
+        """conversations.history (top-level messages, newest first) and conversations.replies (a
+        thread, root first); ``metadata`` only with ``include_all_metadata``, as Slack does."""
+        channel = p.get("channel", "")
+        oldest = float(p.get("oldest") or 0)
+        with_metadata = str(p.get("include_all_metadata", "")).lower() in ("1", "true")
+        if method == "conversations.history":
+            found = [m for (c, _), m in self.messages.items() if c == channel and m.thread_ts in (None, m.ts)]
+            found.sort(key=lambda m: float(m.ts), reverse=True)
+        else:
+            root = p.get("ts", "")
+            if (channel, root) not in self.messages:
+                return {"ok": False, "error": "thread_not_found"}
+            found = [m for (c, _), m in self.messages.items() if c == channel and (m.ts == root or m.thread_ts == root)]
+            found.sort(key=lambda m: float(m.ts))
+        out = []
+        for m in found:
+            if float(m.ts) < oldest:
+                continue
+            item: dict[str, Any] = {"type": "message", "ts": m.ts, "text": m.text}
+            if m.thread_ts:
+                item["thread_ts"] = m.thread_ts
+            if with_metadata and m.metadata:
+                item["metadata"] = m.metadata
+            out.append(item)
+        return {"ok": True, "messages": out, "has_more": False, "response_metadata": {"next_cursor": ""}}
 
     @staticmethod
     def _send(

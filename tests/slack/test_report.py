@@ -123,6 +123,17 @@ def test_a_digest_slack_refuses_is_logged_not_raised(make_bot: BotFactory, caplo
     assert len(digest_posts(h.fake)) == 1
 
 
+def test_replicas_post_each_scheduled_digest_once(make_bot: BotFactory) -> None:
+    a, b = (
+        make_bot(owner=name, digest_channel=REVIEW_CHANNEL, digest_trigger=parse_schedule("0 9 * * mon"))
+        for name in ("replica-a", "replica-b")
+    )
+    assert a.bot.digest is not None and b.bot.digest is not None
+    a.bot.digest.run()
+    b.bot.digest.run()  # the same schedule firing on the other replica
+    assert len(digest_posts(a.fake)) == 1
+
+
 def test_no_channel_no_digest(harness: Harness) -> None:
     assert harness.bot.digest is None
     assert harness.bot.driver.scheduler.get_job(JOB_ID) is None

@@ -76,7 +76,7 @@ def test_health_and_unknown_paths(harness: Harness) -> None:
     health = h.http.get(f"{h.url}/healthz")
     assert health.status_code == 200
     body = health.json()
-    assert body["ok"] is True and body["executions"] == {"active": 0} and "queued" in body["slack"]
+    assert body["ok"] is True and body["executions"] == {"leased": 0} and "queued" in body["slack"]
     assert h.http.get(f"{h.url}/nope").status_code == 404
     assert h.http.get(f"{h.url}/slack/events").status_code == 405
     assert h.http.post(f"{h.url}/slack/events", content=b"x" * (1024 * 1024 + 10)).status_code == 413
