@@ -51,7 +51,8 @@ from bot.digest import Digest
 from bot.keys import WitnessFile
 from bot.metrics import Metrics
 from bot.ops import PATHS as OPS_PATHS
-from bot.ops import OpsEndpoint
+from bot.ops import OpsEndpoint, reply
+from bot.ops import lifespan as ops_lifespan
 from bot.scheduler import Driver
 from execution.adapters.base import Connection
 from execution.approvals import ApprovalReport
@@ -165,7 +166,7 @@ class SlackEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await ops_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -174,14 +175,14 @@ class SlackEndpoint:
             await self.ops.serve(scope, send)
             return
         if path != EVENTS_PATH:
-            await _reply(send, 404, b'{"error": "not found"}', "application/json")
+            await reply(send, 404, b'{"error": "not found"}', "application/json")
             return
         if method != "POST":
-            await _reply(send, 405, b'{"error": "method not allowed"}', "application/json")
+            await reply(send, 405, b'{"error": "method not allowed"}', "application/json")
             return
         raw = await _read_body(receive)
         if raw is None:
-            await _reply(send, 413, b'{"error": "request too large"}', "application/json")
+            await reply(send, 413, b'{"error": "request too large"}', "application/json")
             return
         headers: dict[str, list[str]] = {}
         for key, value in scope.get("headers", []):
@@ -189,7 +190,7 @@ class SlackEndpoint:
         timestamp = _first(headers, "x-slack-request-timestamp")
         signature = _first(headers, "x-slack-signature")
         if not self.guard.admit(raw, timestamp, signature):
-            await _reply(send, 401, b'{"error": "invalid request"}', "application/json")
+            await reply(send, 401, b'{"error": "invalid request"}', "application/json")
             return
         request = BoltRequest(
             body=raw.decode("utf-8", errors="replace"),
@@ -201,16 +202,6 @@ class SlackEndpoint:
         body_bytes = response.body.encode("utf-8") if isinstance(response.body, str) else bytes(response.body or b"")
         await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
         await send({"type": "http.response.body", "body": body_bytes})
-
-    @staticmethod
-    async def _lifespan(receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
 
 def _first(headers: dict[str, list[str]], name: str) -> str | None:
@@ -232,12 +223,6 @@ async def _read_body(receive: Receive) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-async def _reply(send: Send, status: int, body: bytes, content_type: str) -> None:
-    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 class HttpServer:

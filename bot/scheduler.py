@@ -86,14 +86,7 @@ class Driver:
             self.scheduler.add_job(self.poll, "interval", seconds=self.poll_s, id="poll", replace_existing=True)
         if resume:
             for execution_id in self.engine.active():
-                self.scheduler.add_job(
-                    self._resume,
-                    "date",
-                    run_date=self.clock(),
-                    id=f"exec:{execution_id}",
-                    args=[execution_id, self.clock()],
-                    replace_existing=True,
-                )
+                self._at(self._resume, execution_id, self.clock())
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop scheduling, then wait for runs in progress.
@@ -116,13 +109,12 @@ class Driver:
         job = self.scheduler.get_job(f"exec:{execution_id}")
         if job is not None and job.next_run_time is not None and job.next_run_time <= when:
             return  # an earlier run is already due; it will re-decide and re-arm
+        self._at(self._run, execution_id, when)
+
+    def _at(self, run: Callable[[str, datetime], None], execution_id: str, when: datetime) -> None:
+        """The execution's one job, run at ``when`` (told when it was due, for the lag metric)."""
         self.scheduler.add_job(
-            self._run,
-            "date",
-            run_date=when,
-            id=f"exec:{execution_id}",
-            args=[execution_id, when],
-            replace_existing=True,
+            run, "date", run_date=when, id=f"exec:{execution_id}", args=[execution_id, when], replace_existing=True
         )
 
     def _resume(self, execution_id: str, due: datetime | None = None) -> None:
@@ -156,14 +148,7 @@ class Driver:
 
     def _rearm(self, execution_id: str, wake: datetime | None) -> None:
         if wake is not None and not self._stopping:
-            self.scheduler.add_job(
-                self._run,
-                "date",
-                run_date=wake,
-                id=f"exec:{execution_id}",
-                args=[execution_id, wake],
-                replace_existing=True,
-            )
+            self._at(self._run, execution_id, wake)
 
     def sweep(self) -> None:
         """Re-arm active executions without a pending job (the safety net for lost wake-ups)."""

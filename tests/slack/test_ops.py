@@ -18,7 +18,7 @@ from execution.sandbox import Sandbox
 from tests.conftest import PG_ADMIN_DSN
 from tests.slack.conftest import CHANGE, INITIATOR, RELEASERS, BotFactory, Harness
 from tests.slack.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
-from tests.slack.test_serve import STAGEHOLD, environment
+from tests.slack.test_serve import STAGEHOLD, end, environment
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -138,9 +138,4 @@ def test_socket_mode_serves_health_readiness_and_metrics_on_its_port(
         assert logged, "no JSON log line"
         assert all({"ts", "level", "logger", "message", "replica"} <= set(x) for x in logged)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        end(proc)

@@ -61,12 +61,17 @@ def serving(tmp_path: Path, fake_slack: FakeSlack, sandbox: Sandbox) -> Iterator
         assert found, f"no listening line: {line!r} {proc.stderr.read() if proc.stderr else ''}"
         yield proc, f"http://127.0.0.1:{found.group(1)}"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        end(proc)
+
+
+def end(proc: subprocess.Popen[str]) -> None:
+    """Kill a serve process still running and close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=10)
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
 
 
 def test_serve_answers_health_and_a_signed_help_then_stops_on_sigterm(
