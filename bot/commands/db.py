@@ -7,7 +7,8 @@ Rules:
 * On PostgreSQL, ``--runtime-role ROLE`` grants that role, in the same transaction: CONNECT on the
   database, USAGE on the schema, SELECT and INSERT on the ledger (history is never updated,
   deleted or truncated), SELECT, INSERT and UPDATE on the coordination tables (leases, Slack thread
-  positions), and USAGE and SELECT on any sequence those tables own. Anything else the role held
+  positions, channel leases), SELECT, INSERT and DELETE on the Slack post intents (an intent is
+  removed once its post is recorded), and USAGE and SELECT on any sequence those tables own. Anything else the role held
   on these tables is revoked first, so the result is exactly that list.
 * The runtime role must be a different, non-superuser role: a table's owner and a superuser can
   always UPDATE, DELETE and TRUNCATE, whatever is granted.
@@ -27,6 +28,8 @@ from bot import exits
 LEDGER_TABLE = "stagehold_ledger"
 LEDGER_PRIVILEGES = ("SELECT", "INSERT")
 COORDINATION_PRIVILEGES = ("SELECT", "INSERT", "UPDATE")
+INTENT_TABLE = "stagehold_slack_intent"
+INTENT_PRIVILEGES = ("SELECT", "INSERT", "DELETE")
 SEQUENCE_PRIVILEGES = ("USAGE", "SELECT")
 # SQLSTATEs for a missing grant and a missing table: a setup problem, not a bug.
 _REFUSALS = {"42501": "permission denied", "42P01": "a stagehold table does not exist"}
@@ -66,6 +69,7 @@ def stagehold_tables() -> list[Any]:
     """Every table stagehold uses, ledger first (importing the modules registers their models)."""
     from sqlmodel import SQLModel
 
+    import handlers.channels
     import handlers.storage  # noqa: F401 - registers the Slack bookkeeping tables
     import ledger.sql  # noqa: F401 - registers the ledger and lease tables
 
@@ -89,7 +93,8 @@ def grants_for(tables: list[str], sequences: list[str]) -> list[Grant]:
     [Grant("TABLE", "stagehold_ledger", ("SELECT", "INSERT")),
      Grant("TABLE", "stagehold_lease", ("SELECT", "INSERT", "UPDATE"))]
     """
-    out = [Grant("TABLE", t, LEDGER_PRIVILEGES if t == LEDGER_TABLE else COORDINATION_PRIVILEGES) for t in tables]
+    special = {LEDGER_TABLE: LEDGER_PRIVILEGES, INTENT_TABLE: INTENT_PRIVILEGES}
+    out = [Grant("TABLE", t, special.get(t, COORDINATION_PRIVILEGES)) for t in tables]
     out += [Grant("SEQUENCE", s, SEQUENCE_PRIVILEGES) for s in sequences]
     return out
 

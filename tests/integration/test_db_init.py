@@ -19,13 +19,21 @@ from psycopg import sql
 from bot import exits
 from bot.cli import main
 from bot.commands.db import Grant, grants_for
+from handlers.channels import ChannelLeases
 from handlers.storage import SlackStore
 from ledger.sql import make_engine
 from tests.conftest import PG_HOST, PG_PORT, PG_USER
 from tests.fakes import EXAMPLES
 
 PAYMENTS = EXAMPLES / "payments-cutover" / "package.yaml"
-TABLES = ["stagehold_ledger", "stagehold_lease", "stagehold_slack_message", "stagehold_slack_thread"]
+TABLES = [
+    "stagehold_ledger",
+    "stagehold_lease",
+    "stagehold_slack_channel",
+    "stagehold_slack_intent",
+    "stagehold_slack_message",
+    "stagehold_slack_thread",
+]
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -46,13 +54,13 @@ def test_sqlite_gets_its_tables_and_no_roles(capsys: pytest.CaptureFixture[str],
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     code, out, err = run(capsys, "db", "init", "--db", url)
     assert (code, err) == (0, "")
-    assert "(4 created, 0 already there)" in out
+    assert "(6 created, 0 already there)" in out
     with sqlite3.connect(tmp_path / "fresh.db") as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     conn.close()
     assert set(TABLES) <= names
     code, out, _ = run(capsys, "db", "init", "--db", url)
-    assert code == 0 and "(0 created, 4 already there)" in out
+    assert code == 0 and "(0 created, 6 already there)" in out
     code, out, err = run(capsys, "db", "init", "--db", url, "--runtime-role", "stagehold")
     assert code == exits.INVALID and out == ""
     assert err.count("\n") == 1 and "SQLite has no roles" in err
@@ -111,15 +119,17 @@ def test_the_runtime_role_rehearses_and_cannot_rewrite_history(
     role = make_role()
     code, out, err = run(capsys, "db", "init", "--db", pg_url, "--runtime-role", role)
     assert (code, err) == (0, ""), err
-    assert "(4 created, 0 already there)" in out
+    assert "(6 created, 0 already there)" in out
     assert f"role {role}: stagehold_ledger SELECT, INSERT (history: no UPDATE, DELETE or TRUNCATE)" in out
     with _admin(pg_url) as conn:  # whatever it held before, a second db init leaves exactly the list
         conn.execute(sql.SQL("GRANT ALL ON stagehold_ledger TO {}").format(sql.Identifier(role)))
     code, out, _ = run(capsys, "db", "init", "--db", pg_url, "--runtime-role", role)
-    assert code == 0 and "(0 created, 4 already there)" in out
+    assert code == 0 and "(0 created, 6 already there)" in out
     assert _privileges(pg_url, role) == {
         "stagehold_ledger": {"SELECT", "INSERT"},
         "stagehold_lease": {"SELECT", "INSERT", "UPDATE"},
+        "stagehold_slack_channel": {"SELECT", "INSERT", "UPDATE"},
+        "stagehold_slack_intent": {"SELECT", "INSERT", "DELETE"},
         "stagehold_slack_message": {"SELECT", "INSERT", "UPDATE"},
         "stagehold_slack_thread": {"SELECT", "INSERT", "UPDATE"},
     }
@@ -140,9 +150,15 @@ def test_the_runtime_role_rehearses_and_cannot_rewrite_history(
         slack = SlackStore(engine)
         slack.create_thread(execution, "C0CHANGES")
         slack.set_root(execution, "1700000000.000100", 3)
-        slack.save_message(execution, "hold:H1", "C0CHANGES", "1700000000.000200", 5)
+        slack.intend(execution, "hold:H1", "C0CHANGES", "1700000000.000100", 1700000000.0)
+        slack.save_message(execution, "hold:H1", "C0CHANGES", "1700000000.000200", 5)  # removes the intent
+        assert slack.intent(execution, "hold:H1") is None
         slack.advance(execution, 9)
         assert slack.threads() == {execution: 9}
+        channels = ChannelLeases(engine, "replica-a")
+        assert channels.take("C0CHANGES", 1700000000.0, 10.0) == 0.0
+        channels.paced("C0CHANGES", 1700000001.0)
+        channels.release("C0CHANGES")
     finally:
         engine.dispose()
 
