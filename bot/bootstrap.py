@@ -108,11 +108,22 @@ def build_engine(
     listeners: Iterable[Listener] = (),
     clock: Clock = utc_now,
     owner: str | None = None,
-    lease_ttl_s: float = 60.0,
+    lease_ttl_s: float | None = None,
 ) -> Engine:
     from execution.service import Engine
 
-    return Engine(store, connect, clock, owner or process_owner(), listeners=listeners, lease_ttl_s=lease_ttl_s)
+    ttl = lease_ttl_s if lease_ttl_s is not None else configured_lease_ttl()
+    return Engine(store, connect, clock, owner or process_owner(), listeners=listeners, lease_ttl_s=ttl)
+
+
+def configured_lease_ttl() -> float:
+    """STAGEHOLD_LEASE_TTL for command-line engines (a bad setting is reported by the command itself)."""
+    from bot.settings import Settings, SettingsError, load_settings
+
+    try:
+        return load_settings().lease_ttl_s
+    except SettingsError:
+        return Settings.model_fields["lease_ttl_s"].default  # type: ignore[no-any-return]
 
 
 @dataclass

@@ -8,15 +8,22 @@ piece of evidence on the hold passes. Evidence-driven holds always stop the run.
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from bot import exits
 from execution.project import Hold, State
 from execution.service import Engine
 from execution.transitions import Phase
 from ledger.entry import Entry
+
+# How long a foreground run waits for an unreachable ledger database before it gives up.
+DATABASE_OUTAGE_S = 300.0
 
 EXIT_BY_STATUS = {
     "completed": exits.OK,
@@ -57,9 +64,39 @@ def drive(
     sleep: Callable[[float], None] = time.sleep,
     on_release: Callable[[str, Sequence[Entry]], None] | None = None,
 ) -> State:
+    # The lease is renewed beside the ticks, so a tick waiting on a slow action never lets it lapse.
+    stop = threading.Event()
+    renewer = threading.Thread(target=_renew, args=(engine, stop), name="stagehold-lease-renewal", daemon=True)
+    renewer.start()
+    try:
+        return _drive(engine, execution_id, auto_release, sleep)
+    finally:
+        stop.set()
+
+
+def _renew(engine: Engine, stop: threading.Event) -> None:
+    while not stop.wait(engine.lease_ttl_s / 3):
+        engine.renew_leases()
+
+
+def _drive(engine: Engine, execution_id: str, auto_release: bool, sleep: Callable[[float], None]) -> State:
+    outage_since: float | None = None
     while True:
-        wake = engine.tick(execution_id)
-        state = engine.load(execution_id)
+        try:
+            wake = engine.tick(execution_id)
+            state = engine.load(execution_id)
+        except (OperationalError, InterfaceError) as exc:
+            # The database went away (a restart, a failover): nothing is acted on without a ledger
+            # append, so wait for it and decide again; give up only after a long outage.
+            now_s = time.monotonic()
+            outage_since = outage_since or now_s
+            if now_s - outage_since > DATABASE_OUTAGE_S:
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            print(f"stagehold: the ledger database does not answer ({first[:200]}); retrying", file=sys.stderr)
+            sleep(1.0)
+            continue
+        outage_since = None
         if state.plan is None or state.terminal:
             return state
         if state.phase == Phase.HOLDING:
