@@ -1,4 +1,4 @@
-"""Reliability trials: crash, ambiguity, delivery, tampering, bad input, secrets, authority and approvals.
+"""Reliability trials: crash, ambiguity, delivery, tampering, bad input, secrets, authority, approvals and failover.
 
 ``run_families(size, names, workdir)`` runs the named families and returns their results;
 ``python -m reliability`` does the same and rewrites ``docs/reliability.md``.
@@ -14,7 +14,7 @@ from reliability.harness import Family, FamilyResult, Size
 
 
 def _families() -> list[Family]:
-    from reliability import ambiguous, approvals, authority, badinput, crash, deliveries, leaks, tamper
+    from reliability import ambiguous, approvals, authority, badinput, crash, deliveries, failover, leaks, tamper
 
     return [
         Family("crash", crash.run_crash, "SIGKILL a rehearsal process at chosen moments and resume it"),
@@ -26,6 +26,9 @@ def _families() -> list[Family]:
         Family("secrets", leaks.run, "secrets in every field that reaches the ledger, cards, packets and logs"),
         Family("authority", authority.run, "random authorities and random clicks"),
         Family("approvals", approvals.run, "unapproved packages, and chains rewritten behind the witness's back"),
+        Family(
+            "failover", failover.run, "three replicas on PostgreSQL, the lease holder SIGKILLed, PostgreSQL restarted"
+        ),
     ]
 
 
