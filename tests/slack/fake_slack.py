@@ -80,10 +80,11 @@ class FakeSlack:
         self._failures: dict[str, deque[_Failure]] = {}
         self._storms: dict[str, tuple[float, float]] = {}
         self._delays: dict[str, float] = {}
-        self._lost: dict[str, int] = {}
-        self._refused: dict[
-            str, str
-        ] = {}  # method -> the error every call of it gets (ok: false)  # method -> calls whose effect happens but whose answer is lost
+        self._lost: dict[str, int] = {}  # method -> calls whose effect happens but whose answer is lost
+        self._refused: dict[str, str] = {}  # method -> the error every call of it gets (ok: false)
+        # Called with (method, params) after a call took effect and before its answer is sent:
+        # a trial can kill the caller there, as if it died between Slack's answer and its own write.
+        self.before_answer: Callable[[str, dict[str, Any]], None] | None = None
         self._lock = threading.Lock()
         self._ts = 1_700_000_000_000_100
         self.wall_clock_ts = False  # True: message ts follow the wall clock, as Slack's do
@@ -279,10 +280,16 @@ class FakeSlack:
             if lost:
                 self._lost[method] -= 1
             self.calls.append(Call(method, params, 500 if lost else 200, time.time(), token))
-        if lost:
-            self._send(request, 500, json.dumps({"ok": False, "error": "internal_error"}))
-            return
-        self._send(request, 200, json.dumps(answer))
+        hook = self.before_answer
+        if hook is not None:
+            hook(method, params)
+        try:
+            if lost:
+                self._send(request, 500, json.dumps({"ok": False, "error": "internal_error"}))
+                return
+            self._send(request, 200, json.dumps(answer))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the caller is gone (killed while it waited)
 
     def _handshake(self, request: BaseHTTPRequestHandler) -> None:
         """A WebSocket opening handshake (RFC 6455), then a close frame, as when Slack drops a
