@@ -558,13 +558,15 @@ class Notifier:
                 self._dirty |= marked
 
     def _open(self, execution_id: str) -> tuple[_Thread, list[Entry]] | None:
+        info = self.slack.thread(execution_id)
+        if info is not None and not self._holds(info.channel):
+            return None  # another replica delivers this channel's threads (checked before reading the ledger)
         entries = self.store.read(execution_id)
         started = ev.event_of(entries[0]) if entries else None
         if not isinstance(started, ev.ExecutionStarted):
             return None
-        info = self.slack.thread(execution_id)
-        if not self._holds(info.channel if info is not None else started.channel):
-            return None  # another replica delivers this channel's threads
+        if info is None and not self._holds(started.channel):
+            return None
         if info is None:
             if project(execution_id, entries).terminal:
                 # It finished before this bot knew of it (e.g. a command-line rehearsal): no thread.
