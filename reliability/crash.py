@@ -11,7 +11,7 @@ The moments are exact: the sandbox calls back before and after every request, so
 unanswered" is a kill after the write was applied and before its answer leaves; ledger moments
 (a release recorded, a rollback started) are caught by watching the database.
 
-A killed process leaves its lease behind; a restarted one would wait out its 60 s lifetime. The
+A killed process leaves its lease behind; a restarted one would wait out its lifetime (STAGEHOLD_LEASE_TTL). The
 harness expires the dead process's lease in the database instead of waiting (the process is
 certainly dead: it was SIGKILLed and reaped).
 
@@ -594,7 +594,7 @@ def _family(size: Size, workdir: Path, *, unsafe_build: bool) -> FamilyResult:
         f"{sum(r.ambiguous for r in runs)} ambiguous sends",
         "uninterrupted outcomes: "
         + "; ".join(f"{s}: {r.outcome.get('status')} (exit {r.exit_code})" for s, r in sorted(base.items())),
-        "a killed process's lease is expired in the database instead of waiting out its 60 s lifetime",
+        "a killed process's lease is expired in the database instead of waiting out its lifetime (the failover family lets it lapse)",
         "readback-fails-at-s3: with the read-back path down a resumed process cannot reconcile and holds at once, "
         "a step earlier than the uninterrupted run; there the same end means the same status and exit code with no "
         "stage further along",

@@ -365,6 +365,7 @@ def run(size: Size, workdir: Path) -> list[FamilyResult]:
     package = plans.write_change(workdir / "change", plans.package(CHANGE_ID), plans.crash_drill())
     cluster = PrivateCluster().start()
     takeovers: list[float] = []
+    by_point: dict[str, int] = {}
     kills = 0
     restarted = 0
     try:
@@ -380,6 +381,8 @@ def run(size: Size, workdir: Path) -> list[FamilyResult]:
             finally:
                 sandbox.stop()
             kills += len(trial.out.kills)
+            for point in trial.out.kills:
+                by_point[point] = by_point.get(point, 0) + 1
             takeovers += trial.out.takeovers
             restarted += int(trial.out.restarted_db)
             for invariant, problems in trial.out.violations:
@@ -391,6 +394,8 @@ def run(size: Size, workdir: Path) -> list[FamilyResult]:
         def judged(name: str, out: failover_slack.SlackTrialOutcome) -> None:
             nonlocal kills
             kills += len(out.kills)
+            for point in out.kills:
+                by_point[point] = by_point.get(point, 0) + 1
             slack_takeovers.extend(out.takeovers)
             for invariant, problems in out.violations:
                 if problems:
@@ -402,13 +407,14 @@ def run(size: Size, workdir: Path) -> list[FamilyResult]:
     finally:
         cluster.stop()
     notes = _notes(takeovers, kills, count, restarted)
+    notes.append("kills by point: " + ", ".join(f"{p} {n}" for p, n in sorted(by_point.items())))
     notes.append(
         f"{slack_trials} Slack trials (three serve replicas; the channel's poster killed between Slack's answer and its "
         f"database write): channel takeover p50 {_p50(slack_takeovers):.2f} s, max {max(slack_takeovers, default=float('nan')):.2f} s"
     )
     if rec.dropped:
         notes.append(f"{rec.dropped} further violation(s) not listed")
-    title = "Failover: three replicas on PostgreSQL, the lease holder SIGKILLed, PostgreSQL restarted"
+    title = "Failover across replicas"
     return [rec.result("failover", title, "kills", INVARIANTS, notes, size, started)]
 
 
