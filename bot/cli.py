@@ -99,12 +99,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         code = 0
     except Exception as exc:  # a bug: one line for the operator, the traceback on request
-        if os.environ.get("STAGEHOLD_DEBUG"):
-            traceback.print_exc()
+        from sqlalchemy.exc import InterfaceError, OperationalError
+
         refusal = database_refusal(exc)
         if refusal is not None:  # a missing grant or table is set-up, not a bug
             print(f"stagehold: {mask_text(refusal)[:400]}", file=sys.stderr)
             return exits.INVALID
+        if isinstance(exc, OperationalError | InterfaceError):
+            # The database went away (restarted, failed over, unreachable): nothing is acted on
+            # without its ledger entry, so running the command again when it is back is safe.
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(
+                f"stagehold: the ledger database does not answer ({mask_text(first)[:300]}); "
+                "nothing was acted on without its ledger entry: run the command again when it is back",
+                file=sys.stderr,
+            )
+            return exits.INVALID
+        if os.environ.get("STAGEHOLD_DEBUG"):
+            traceback.print_exc()
         print(
             f"stagehold: internal error: {type(exc).__name__}: {mask_text(str(exc))[:300]} "
             "(set STAGEHOLD_DEBUG=1 for the traceback); the ledger is unchanged by this failure",

@@ -288,10 +288,11 @@ class _Trial:
             self._conn.close()
 
     def _supervise(self, sandbox: TrialSandbox) -> None:
-        """Start again, as a supervisor would, a replica that could not open the database (it was restarting)."""
+        """Start again, as a supervisor would, a replica that stopped because the database was restarting."""
         for pid, proc in list(self.procs.items()):
             log = self.log_of[pid]
-            if proc.poll() == exits.INVALID and "cannot open the ledger database" in log.read_text(errors="replace"):
+            said = log.read_text(errors="replace") if proc.poll() == exits.INVALID else ""
+            if "cannot open the ledger database" in said or "the ledger database does not answer" in said:
                 del self.procs[pid]
                 self.out.refused_starts += 1
                 self._resume(sandbox.url)
