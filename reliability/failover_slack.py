@@ -33,7 +33,7 @@ from urllib.parse import urlencode
 
 from reliability import checks, plans
 from reliability.crash import _child_env
-from reliability.pgcluster import PrivateCluster
+from reliability.pgcluster import Peek, PrivateCluster
 from reliability.target import TrialSandbox
 
 CHANGE = "CHG-SLACKFAIL"
@@ -85,7 +85,7 @@ class SlackTrial:
         self.logs: list[Path] = []
         self.pending: tuple[float, str] | None = None
         self.out = SlackTrialOutcome()
-        self._conn: Any = None
+        self._query = Peek(self.url)
 
     # ------------------------------------------------------------ replicas
 
@@ -121,19 +121,6 @@ class SlackTrial:
         self.procs[proc.pid] = proc
         port = line.split("127.0.0.1:")[1].split(" ")[0] if "127.0.0.1:" in line else ""
         return f"http://127.0.0.1:{port}"
-
-    def _query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        import psycopg
-
-        try:
-            if self._conn is None or self._conn.closed:
-                self._conn = psycopg.connect(self.url, connect_timeout=5, autocommit=True)
-            return list(self._conn.execute(sql, params).fetchall())
-        except psycopg.Error:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = None
-            return []
 
     def _channel_owner(self) -> str | None:
         rows = self._query("SELECT owner, expires_at FROM stagehold_slack_channel WHERE channel = %s", CHANNEL)
@@ -252,8 +239,7 @@ class SlackTrial:
         v.append(("chain verifies", checks.chain(entries, eid)))
         if checks.folded(entries).status() != "completed":
             v.append(("same end", [f"ended {checks.folded(entries).status()}, expected completed"]))
-        if self._conn is not None:
-            self._conn.close()
+        self._query.close()
         self.fake.stop()
 
 

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 class ClusterUnavailable(RuntimeError):
@@ -99,3 +100,28 @@ class PrivateCluster:
         with contextlib.suppress(ClusterUnavailable, subprocess.TimeoutExpired):
             self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Peek:
+    """The harness's own reads of a trial database: one connection, and no answer (``[]``) while
+    the database restarts or before the tables exist — the next poll asks again."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: Any = None
+
+    def __call__(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(self.url, connect_timeout=5, autocommit=True)
+            return list(self._conn.execute(sql, params).fetchall())
+        except psycopg.Error:
+            self.close()
+            return []
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
