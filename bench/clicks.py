@@ -207,6 +207,7 @@ def _serve_noop() -> None:
     from slack_bolt import App
 
     from bot.app import HttpServer, SlackEndpoint, listener_client
+    from bot.ops import OpsEndpoint
     from handlers.ids import RELEASE_ACTION
     from tests.slack.fake_slack import BOT_TOKEN, FakeSlack
 
@@ -224,7 +225,8 @@ def _serve_noop() -> None:
     def on_release(ack: Any) -> None:
         ack()
 
-    server = HttpServer(SlackEndpoint(app, secret, lambda: {"ok": True}), "127.0.0.1", 0).start()
+    ops = OpsEndpoint(lambda: {"ok": True}, lambda: {"ok": True}, lambda: b"")
+    server = HttpServer(SlackEndpoint(app, secret, ops), "127.0.0.1", 0).start()
     try:
         _announce(
             Served(
