@@ -48,12 +48,15 @@ def open_store(url: str) -> SqlLedgerStore:
 
 def http_client(timeout_s: float) -> httpx.Client:
     # Connection pooling across executions; per-request timeouts are set by the adapters. Targets
-    # with their own TLS files (STAGEHOLD_TARGET_AUTH) get clients of their own from it.
+    # with their own TLS files (STAGEHOLD_TARGET_AUTH) get clients of their own from it. Enough
+    # connections kept alive for every signal reader and driver worker at once (httpx keeps 20
+    # by default; past that, each read beyond them would open and close a connection of its own).
     import httpx
 
     from execution.adapters.transport import TargetTransport
 
-    return TargetTransport(timeout=timeout_s, follow_redirects=False, limits=httpx.Limits(max_connections=200))
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=64)
+    return TargetTransport(timeout=timeout_s, follow_redirects=False, limits=limits)
 
 
 def live_connector(
