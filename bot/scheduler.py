@@ -151,10 +151,16 @@ class Driver:
             self._at(self._run, execution_id, wake)
 
     def sweep(self) -> None:
-        """Re-arm active executions without a pending job (the safety net for lost wake-ups)."""
-        for execution_id in self.engine.active():
-            if self.scheduler.get_job(f"exec:{execution_id}") is None:
-                self.wake(execution_id)
+        """Re-arm active executions without a pending job (the safety net for lost wake-ups).
+
+        An execution with a wake-up pending is skipped before its ledger is read: with a thousand
+        executions, reading them all at every sweep cost more than a tenth of the process's time.
+        """
+        for execution_id in self.engine.active(skip=self._pending):
+            self.wake(execution_id)
+
+    def _pending(self, execution_id: str) -> bool:
+        return self.scheduler.get_job(f"exec:{execution_id}") is not None
 
     def renew(self) -> None:
         lost = self.engine.renew_leases()

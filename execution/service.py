@@ -145,9 +145,12 @@ class Engine:
     def executions(self) -> list[str]:
         return self.store.executions()
 
-    def active(self) -> list[str]:
+    def active(self, skip: Callable[[str], bool] | None = None) -> list[str]:
+        """Executions not finished; those ``skip`` names are left out before their ledger is read."""
         out = []
         for eid in self.store.executions():
+            if skip is not None and skip(eid):
+                continue
             state = self.load(eid)
             if state.plan is not None and not state.terminal:
                 out.append(eid)
