@@ -143,7 +143,7 @@ def serving(mode: str) -> Iterator[Served]:
 
 
 def run(size: Size) -> list[Row]:
-    count = size.pick(smoke=20, full=300)
+    count = size.pick(smoke=20, full=200)
     pace = size.pick(smoke=0.02, full=0.05)
     figures: dict[tuple[str, str], list[list[float]]] = {}
     with serving("stagehold") as mine, serving("noop") as noop:

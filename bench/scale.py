@@ -365,7 +365,8 @@ GOAL_EXECUTIONS = 3000
 def run(size: Size) -> list[Row]:
     """The ``python -m bench`` part: the ramp, each backend in a fresh process (its own memory)."""
     steps = size.pick(smoke="10", full="1000,2000,3000")
-    every, window = size.pick(smoke=(2, 2.0), full=(15, 15.0))
+    # Windows of 12 s keep the whole ramp (two backends, three steps) near six minutes at most.
+    every, window = size.pick(smoke=(2, 2.0), full=(15, 12.0))
     rows = []
     for backend, label in (("sqlite", "SQLite"), ("postgres", "PostgreSQL")):
         # One ramp per backend (its three windows per step give min / median / max): a full ramp
