@@ -335,7 +335,7 @@ def _judge(trial: _Trial, sandbox: TrialSandbox) -> None:
 
 
 def run(size: Size, workdir: Path) -> list[FamilyResult]:
-    count = size.pick(1, 40)
+    count = size.pick(1, 46)
     restarts = size.pick(1, 4)
     started = time.monotonic()
     rec = Recorder()
@@ -380,7 +380,7 @@ def run(size: Size, workdir: Path) -> list[FamilyResult]:
                     rec.add(name, invariant, problems)
             rec.trial_done(len(out.kills))
 
-        slack_trials = size.pick(1, 12)
+        slack_trials = size.pick(1, 14)
         failover_slack.run_slack_trials(slack_trials, size.seed, cluster, workdir, TTL_S, judged)
     finally:
         cluster.stop()
@@ -409,7 +409,7 @@ def _notes(takeovers: list[float], kills: int, trials: int, restarted: int) -> l
     budget = TTL_S + POLL_S
     within = sum(1 for t in takeovers if t <= budget + 1.0)
     return [
-        f"{trials} trials, {kills} kills of the lease holder, {restarted} PostgreSQL restart(s) (immediate stop, WAL recovery) mid-run",
+        f"{trials} engine trials, {kills} kills in all (of the execution's lease holder, and of the Slack channel's poster below), {restarted} PostgreSQL restart(s) (immediate stop, WAL recovery) mid-run",
         f"takeover after a kill (kill -> new owner in the lease table): p50 {statistics.median(takeovers) if takeovers else float('nan'):.2f} s, "
         f"p99 {_pct(takeovers, 0.99):.2f} s, max {max(takeovers, default=float('nan')):.2f} s, against TTL {TTL_S:g} s + poll {POLL_S:g} s = {budget:g} s "
         f"({within} of {len(takeovers)} within it plus 1 s)",
