@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from reliability import FAMILIES, run_families
-from reliability.harness import REPORT, Size, now_text, previous, render
+from reliability.harness import REPORT, FamilyResult, RunHeader, Size, merge_partial, now_text, render
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,16 +49,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    {v}")
     print(f"total {seconds:.0f}s")
     if not args.no_report:
+        header = RunHeader(started_text, seconds, load)
+        merged: list[FamilyResult] = results
         if args.family:
-            # A partial run keeps the other rows as last published.
-            kept = {r.family: r for r in previous(args.report)}
-            kept.update({r.family: r for r in results})
-            order = [f.name for f in FAMILIES]
-            merged = [kept[n] for n in order if n in kept]
-        else:
-            merged = results
+            header, merged = merge_partial(args.report, results, [f.name for f in FAMILIES], header)
         args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(render(merged, started=started_text, seconds=seconds, load=load), encoding="utf-8")
+        args.report.write_text(render(merged, header), encoding="utf-8")
         print(f"wrote {args.report}")
     return 0 if all(r.ok for r in results) else 1
 

@@ -65,14 +65,21 @@ class FamilyResult:
     seconds: float = 0.0
     negative_control: bool = False
     finished_at: str = ""
+    # How many violations were found. The report keeps only the first ten, so a row read back
+    # from it (a partial re-run keeps the other rows) needs the count stored beside them.
+    found: int | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.violations) if self.found is None else self.found
 
     @property
     def ok(self) -> bool:
         """A normal family holds with no violation; a negative control holds when it finds some."""
-        return bool(self.violations) if self.negative_control else not self.violations
+        return self.count > 0 if self.negative_control else self.count == 0
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"violations": [asdict(v) for v in self.violations[:10]], "found": self.count}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FamilyResult:
@@ -151,7 +158,29 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render(results: Sequence[FamilyResult], *, started: str, seconds: float, load: float | None = None) -> str:
+@dataclass(frozen=True)
+class RunHeader:
+    """When the whole table was last produced, and which rows were re-run on their own since.
+
+    A partial run (``--family``) keeps the whole run's time, length and load in the header, since
+    those describe most rows, and lists the rows it replaced with their own finishing time.
+    """
+
+    started: str
+    seconds: float
+    load: float | None = None
+    rerun: tuple[tuple[str, str], ...] = ()  # (family, finished_at)
+
+    def after_partial(self, results: Sequence[FamilyResult]) -> RunHeader:
+        names = {r.family for r in results}
+        kept = tuple(item for item in self.rerun if item[0] not in names)
+        return RunHeader(
+            self.started, self.seconds, self.load, kept + tuple((r.family, r.finished_at) for r in results)
+        )
+
+
+def render(results: Sequence[FamilyResult], header: RunHeader) -> str:
+    started, seconds, load = header.started, header.seconds, header.load
     lines = [
         "# Reliability",
         "",
@@ -166,13 +195,22 @@ def render(results: Sequence[FamilyResult], *, started: str, seconds: float, loa
         f"Run: {started}, {seconds / 60:.1f} min in total on {os.cpu_count()} CPU(s), "
         f"Python {platform.python_version()}"
         + (f", load average {load:.1f} when it started." if load is not None else "."),
+        *(
+            [
+                "Re-run on their own since: "
+                + ", ".join(f"{family} ({finished})" for family, finished in header.rerun)
+                + "; their rows below come from those runs."
+            ]
+            if header.rerun
+            else []
+        ),
         "",
         "| family | size | trials | invariants checked | violations | reproduce |",
         "|---|---|---:|---|---:|---|",
     ]
     for r in results:
         name = r.title + (" (negative control)" if r.negative_control and "negative" not in r.title else "")
-        found = f"{len(r.violations)}" + (" (expected > 0)" if r.negative_control else "")
+        found = f"{r.count}" + (" (expected > 0)" if r.negative_control else "")
         lines.append(
             f"| {_cell(name)} | {r.size} | {r.trials:,} {r.unit} | "
             f"{'<br>'.join(_cell(i) for i in r.invariants)} | {found} | `{r.command}` |"
@@ -183,7 +221,7 @@ def render(results: Sequence[FamilyResult], *, started: str, seconds: float, loa
         lines.append("")
         lines.append(
             f"{r.trials:,} {r.unit} at {r.size} size in {r.seconds:.0f} s; "
-            f"{len(r.violations)} violation(s){' — expected, this is the negative control' if r.negative_control else ''}."
+            f"{r.count} violation(s){' — expected, this is the negative control' if r.negative_control else ''}."
         )
         lines.append("")
         for note in r.notes:
@@ -195,29 +233,47 @@ def render(results: Sequence[FamilyResult], *, started: str, seconds: float, loa
             for v in r.violations[:10]:
                 lines.append(f"- `{_cell(str(v))[:400]}`")
         lines.append("")
-    data = [r.to_json() | {"violations": [asdict(v) for v in r.violations[:10]]} for r in results]
+    data = [r.to_json() for r in results]
+    meta = {"started": started, "seconds": seconds, "load": load, "rerun": [list(item) for item in header.rerun]}
     lines += [
         _DATA_START,
-        json.dumps({"started": started, "seconds": seconds, "load": load, "results": data}, indent=1),
+        json.dumps(meta | {"results": data}, indent=1),
         _DATA_END,
     ]
     return "\n".join(lines) + "\n"
 
 
-def previous(path: Path = REPORT) -> list[FamilyResult]:
-    """Rows of the current report, so a run of one family keeps the others' published figures."""
+def previous(path: Path = REPORT) -> tuple[RunHeader | None, list[FamilyResult]]:
+    """The header and rows of the current report, so a run of one family keeps the others' figures."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return []
+        return None, []
     match = re.search(re.escape(_DATA_START) + r"\n(.*)\n" + re.escape(_DATA_END), text, re.DOTALL)
     if not match:
-        return []
+        return None, []
     try:
         data = json.loads(match.group(1))
-        return [FamilyResult.from_json(dict(r)) for r in data["results"]]
+        rows = [FamilyResult.from_json(dict(r)) for r in data["results"]]
+        header = RunHeader(
+            str(data["started"]),
+            float(data["seconds"]),
+            None if data.get("load") is None else float(data["load"]),
+            tuple((str(f), str(t)) for f, t in data.get("rerun", [])),
+        )
     except (ValueError, KeyError, TypeError):
-        return []
+        return None, []
+    return header, rows
+
+
+def merge_partial(
+    report: Path, results: Sequence[FamilyResult], order: Sequence[str], fallback: RunHeader
+) -> tuple[RunHeader, list[FamilyResult]]:
+    """A partial run's report: its rows replace theirs; the other rows and the whole run's header stay."""
+    last, rows = previous(report)
+    kept = {r.family: r for r in rows}
+    kept.update({r.family: r for r in results})
+    return (last or fallback).after_partial(results), [kept[n] for n in order if n in kept]
 
 
 def now_text() -> str:
