@@ -2,22 +2,16 @@
 
 Why the locking is done this way:
 
-* SQLite: every write transaction starts with ``BEGIN IMMEDIATE``, which takes the database's
-  single write lock up front, so "read the last seq, then insert the next" cannot interleave
-  with another writer. WAL with ``synchronous=FULL`` means an acknowledged append (a release, for
+* SQLite: every write transaction takes the database's single write lock up front (``BEGIN
+  IMMEDIATE``, or the one INSERT of a single-entry append), so a lease decision or an append
+  cannot interleave with another writer. WAL with ``synchronous=FULL`` means an acknowledged append (a release, for
   example) survives a power cut.
-* PostgreSQL: rows inserted by concurrent transactions become visible in *commit* order, not
-  insert order, so a reader tailing by seq could otherwise see seq 8 before seq 7 commits, and
-  two writers could both compute "next is 7". Each append therefore takes a transaction-scoped
-  advisory lock keyed by the execution id before reading the head; positions are assigned and
-  committed one writer at a time per execution. The primary key (execution_id, seq) remains the
-  final guard: a second writer at the same seq fails with ``AppendConflict``.
-* Fencing: a writer's lease is checked by the INSERT that writes its first entry (INSERT ...
-  SELECT ... WHERE EXISTS the lease at that owner and epoch), not by a separate read. Taking or
-  renewing a lease holds the same per-execution lock (SQLite: the write lock; PostgreSQL: the
-  advisory lock), so the lease cannot change between that check and the commit.
-* Appends run Core statements on the engine's pooled connection, no ORM session: an append is
-  one read of the head and one INSERT, and little else is on the path to the fsync.
+* PostgreSQL: taking or renewing a lease takes a transaction-scoped advisory lock keyed by the
+  execution id, so racing replicas decide one at a time.
+* Appends (``ledger.appender``): one INSERT per append checks the link to the previous entry and
+  the writer's fence, so positions stay contiguous and a stale writer writes nothing, without a
+  lock or a read inside the transaction; the primary key (execution_id, seq) refuses a racing
+  writer at the same seq with ``AppendConflict``.
 
 There is deliberately no update or delete of ledger rows anywhere in this module. The lease table
 is coordination data, not history, and is the only table written with UPDATE.
@@ -31,24 +25,22 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import LargeBinary, Table, bindparam, cast, event, exists, func, insert, literal_column, text
+from sqlalchemy import LargeBinary, Table, cast, event, func, literal_column, text
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
+from ledger.appender import Appender
 from ledger.chain import (
-    GENESIS_HASH,
     Canonical,
     format_ts,
     hashed_bytes,
     parse_ts,
-    seal_texts,
     string_token,
     verify_canonical,
 )
 from ledger.entry import Entry, NewEntry
-from ledger.store import AppendConflict, CorruptEntry, FencedOut, Lease, VerifyResult
+from ledger.store import CorruptEntry, Lease, VerifyResult
 
 
 class LedgerRow(SQLModel, table=True):
@@ -124,41 +116,7 @@ def _ledger_table() -> Table:
     return SQLModel.metadata.tables[LedgerRow.__tablename__]
 
 
-def _statements() -> tuple[Any, Any, Any, Any]:
-    """The append path's statements, built once (SQLAlchemy caches their compiled form)."""
-    ledger = _ledger_table()
-    lease = SQLModel.metadata.tables[LeaseRow.__tablename__]
-    head = (
-        sa_select(ledger.c.seq, ledger.c.hash)
-        .where(ledger.c.execution_id == bindparam("execution_id"))
-        .order_by(ledger.c.seq.desc())
-        .limit(1)
-    )
-    holder = (lease.c.execution_id == bindparam("execution_id", type_=lease.c.execution_id.type)) & (
-        (lease.c.owner == bindparam("owner", type_=lease.c.owner.type))
-        & (lease.c.epoch == bindparam("epoch", type_=lease.c.epoch.type))
-    )
-    values = [bindparam(c.key, type_=c.type) for c in ledger.columns]
-    fenced = (
-        insert(ledger)
-        .from_select([c.key for c in ledger.columns], sa_select(*values).where(exists().where(holder)))
-        .execution_options(preserve_rowcount=True)  # the count of rows written says whether the fence held
-    )
-    holds = sa_select(lease.c.epoch).where(holder)
-    return head, insert(ledger), fenced, holds
-
-
-_HEAD, _INSERT, _FENCED_INSERT, _HOLDS = _statements()
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
-
-
-def _holds(conn: Any, fence: Lease) -> bool:
-    params = {"execution_id": fence.execution_id, "owner": fence.owner, "epoch": fence.epoch}
-    return conn.execute(_HOLDS, params).first() is not None
-
-
-def _fenced_out(fence: Lease) -> FencedOut:
-    return FencedOut(f"{fence.execution_id}: lease epoch {fence.epoch} of {fence.owner} is no longer current")
 
 
 def _to_entry(row: Any) -> Entry:
@@ -216,8 +174,10 @@ class SqlLedgerStore:
         self.is_postgres = self.engine.dialect.name == "postgresql"
         tables = [SQLModel.metadata.tables[LedgerRow.__tablename__], SQLModel.metadata.tables[LeaseRow.__tablename__]]
         SQLModel.metadata.create_all(self.engine, tables=tables)
+        self._appender = Appender(self.engine, *tables)
 
     def close(self) -> None:
+        self._appender.close()
         self.engine.dispose()
 
     @contextmanager
@@ -234,58 +194,10 @@ class SqlLedgerStore:
         entries: Sequence[NewEntry],
         fence: Lease | None = None,
     ) -> list[Entry]:
-        """Seal and insert ``entries`` at ``expected_seq`` in one transaction.
-
-        The hot path of every execution: Core statements on the engine's pooled connection, no ORM
-        session. With a fence, the first row's INSERT ... SELECT carries the lease check in its
-        WHERE clause, so the lease is checked by the statement that writes (no extra round trip).
-        """
+        """Seal and insert ``entries`` at ``expected_seq`` in one transaction (see ``ledger.appender``)."""
         if not entries:
             return []
-        try:
-            with self.engine.begin() as conn:
-                if self.is_postgres:
-                    conn.execute(_ADVISORY_LOCK, {"key": "stagehold:" + execution_id})
-                last = conn.execute(_HEAD, {"execution_id": execution_id}).first()
-                last_seq, prev = (last[0], last[1]) if last is not None else (0, GENESIS_HASH)
-                if last_seq + 1 != expected_seq:
-                    if fence is not None and not _holds(conn, fence):
-                        raise _fenced_out(fence)  # a writer that lost its lease hears that first
-                    raise AppendConflict(execution_id, expected_seq, last_seq + 1)
-                sealed: list[Entry] = []
-                rows: list[dict[str, object]] = []
-                for offset, new in enumerate(entries):
-                    entry, ts_text, body_text = seal_texts(execution_id, expected_seq + offset, new, prev)
-                    rows.append(
-                        {
-                            "execution_id": execution_id,
-                            "seq": entry.seq,
-                            "ts": ts_text,
-                            "kind": entry.kind,
-                            "actor": entry.actor,
-                            "body": body_text,
-                            "prev_hash": entry.prev_hash,
-                            "hash": entry.hash,
-                        }
-                    )
-                    sealed.append(entry)
-                    prev = entry.hash
-                if fence is None:
-                    conn.execute(_INSERT, rows)
-                else:
-                    written = conn.execute(_FENCED_INSERT, {**rows[0], "owner": fence.owner, "epoch": fence.epoch})
-                    if written.rowcount != 1:
-                        raise _fenced_out(fence)
-                    if len(rows) > 1:
-                        conn.execute(_INSERT, rows[1:])
-            return sealed
-        except IntegrityError as exc:
-            # The (execution_id, seq) key is the last line of defence against a racing writer.
-            raise AppendConflict(execution_id, expected_seq, -1) from exc
-        except OperationalError as exc:
-            if "locked" in str(exc).lower():
-                raise AppendConflict(execution_id, expected_seq, -1) from exc
-            raise
+        return self._appender.append(execution_id, expected_seq, entries, fence)
 
     def read(self, execution_id: str, after_seq: int = 0) -> list[Entry]:
         with Session(self.engine) as session:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, text
 
 import ledger.sql
 from ledger.chain import GENESIS_HASH, entry_hash, format_ts, verify_chain
@@ -340,26 +340,58 @@ def test_a_fenced_out_writer_hears_so_even_when_its_seq_is_stale(store: SqlLedge
         store.append(EXEC, 2, [new(2)], fence=b)
 
 
-def test_a_fenced_append_checks_the_lease_in_its_insert(sql_store: SqlLedgerStore) -> None:
-    """The append reads the head and writes: two statements. The lease is checked by the INSERT
-    itself, not by a separate read (PostgreSQL also takes the per-execution advisory lock)."""
+def test_a_takeover_during_an_append_fences_it_in_the_insert(sql_store: SqlLedgerStore, ledger_url: str) -> None:
+    """The fence is checked by the INSERT that writes, against the lease as it stands when that
+    INSERT runs: an append that meets a takeover in progress waits for it and then writes nothing.
+    A lease read before the write (or without a lock) would see the old owner and let it through."""
     a = sql_store.acquire_lease(EXEC, "replica-a", T0, 30)
     assert a is not None
     fill(sql_store, 1)
-    statements: list[str] = []
+    assert [e.seq for e in sql_store.append(EXEC, 2, [new(2)], fence=a)] == [2]
+    outcome: list[object] = []
 
-    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(" ".join(statement.split()))
+    def stale_append() -> None:
+        try:
+            outcome.append(sql_store.append(EXEC, 3, [new(3)], fence=a))
+        except Exception as exc:
+            outcome.append(exc)
 
-    event.listen(sql_store.engine, "before_cursor_execute", seen)
+    takeover = create_engine(normalise_url(ledger_url))
     try:
-        sql_store.append(EXEC, 2, [new(2)], fence=a)
+        with takeover.connect() as conn:
+            txn = conn.begin()
+            conn.execute(
+                text("UPDATE stagehold_lease SET owner = 'replica-b', epoch = 2 WHERE execution_id = :e"), {"e": EXEC}
+            )
+            writer = threading.Thread(target=stale_append)
+            writer.start()
+            writer.join(timeout=0.5)
+            assert writer.is_alive() and not outcome, f"the append did not wait for the takeover: {outcome!r}"
+            txn.commit()
+        writer.join(timeout=60)
     finally:
-        event.remove(sql_store.engine, "before_cursor_execute", seen)
-    work = [s for s in statements if not s.startswith(("BEGIN", "SELECT pg_advisory_xact_lock"))]
-    assert len(work) == 2, statements
-    assert work[0].startswith("SELECT") and "stagehold_lease" not in work[0]
-    assert work[1].startswith("INSERT INTO stagehold_ledger") and "stagehold_lease" in work[1]
+        takeover.dispose()
+    assert len(outcome) == 1 and isinstance(outcome[0], FencedOut), outcome
+    assert "lease epoch 1 of replica-a is no longer current" in str(outcome[0])
+    assert [e.seq for e in sql_store.read(EXEC)] == [1, 2], "a fenced-out writer leaves no trace"
+
+
+def test_an_append_never_links_to_an_entry_it_did_not_read(sql_store: SqlLedgerStore, ledger_url: str) -> None:
+    """The store remembers the head it last wrote, so its next append need not read it. When the
+    chain changed behind its back, the INSERT's own link check refuses the entry instead of
+    writing one that points at a hash the chain does not hold."""
+    fill(sql_store, 2)
+    engine = create_engine(normalise_url(ledger_url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM stagehold_ledger WHERE execution_id = :e AND seq = 2"), {"e": EXEC})
+    finally:
+        engine.dispose()
+    with pytest.raises(AppendConflict, match="expected to append at seq 3, next free is 2"):
+        sql_store.append(EXEC, 3, [new(3)])
+    assert [e.seq for e in sql_store.read(EXEC)] == [1]
+    assert [e.seq for e in sql_store.append(EXEC, 2, [new(2)])] == [2]
+    assert verify_chain(sql_store.read(EXEC), EXEC).ok
 
 
 def test_released_lease_can_be_taken_at_once(store: SqlLedgerStore) -> None:
@@ -686,3 +718,29 @@ def test_the_only_attribute_writes_are_to_the_lease_table() -> None:
 def test_store_offers_no_mutating_method(store: SqlLedgerStore) -> None:
     public = {n for n in dir(store) if not n.startswith("_")}
     assert not {n for n in public if re.search(r"update|delete|remove|truncate|rewrite|edit|set_", n)}
+
+
+@pytest.mark.postgres
+def test_an_append_survives_the_server_dropping_its_kept_connection(pg_url: str) -> None:
+    """Appends keep their connections between calls; one the server closed meanwhile (a restart, an
+    idle timeout) is replaced, and the append lands once."""
+    store = SqlLedgerStore(pg_url)
+    try:
+        fill(store, 1)
+        admin = create_engine(normalise_url(pg_url))
+        try:
+            with admin.begin() as conn:
+                dropped = conn.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ).scalar_one()
+        finally:
+            admin.dispose()
+        assert dropped >= 1
+        assert [e.seq for e in store.append(EXEC, 2, [new(2)])] == [2]
+        assert [e.seq for e in store.read(EXEC)] == [1, 2]
+        assert verify_chain(store.read(EXEC), EXEC).ok
+    finally:
+        store.close()
