@@ -36,7 +36,7 @@ def process_owner() -> str:
 
 
 def open_store(url: str) -> SqlLedgerStore:
-    from bot.settings import SettingsError
+    from bot.settings_error import SettingsError
     from ledger.sql import SqlLedgerStore
 
     try:

@@ -23,14 +23,11 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.settings_error import SettingsError as SettingsError
 from execution.conditions import parse_duration
 from execution.model import Credentials, Role, TargetAuth
 
 DEFAULT_DATABASE_URL = "sqlite:///stagehold.db"
-
-
-class SettingsError(Exception):
-    """A required setting is missing or malformed; the message is one line naming it."""
 
 
 class BasicAuth(BaseModel):

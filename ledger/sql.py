@@ -19,8 +19,7 @@ is coordination data, not history, and is the only table written with UPDATE.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,20 +30,14 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from ledger.appender import Appender
-from ledger.chain import (
-    Canonical,
-    format_ts,
-    hashed_bytes,
-    parse_ts,
-    string_token,
-    verify_canonical,
-)
+from ledger.chain import format_ts, parse_ts, verify_canonical
 from ledger.entry import Entry, NewEntry
-from ledger.store import CorruptEntry, Lease, VerifyResult
+from ledger.rows import LEASE_TABLE, LEDGER_TABLE, canonical_rows, decode_row
+from ledger.store import Lease, VerifyResult
 
 
 class LedgerRow(SQLModel, table=True):
-    __tablename__ = "stagehold_ledger"
+    __tablename__ = LEDGER_TABLE
 
     execution_id: str = Field(primary_key=True, max_length=200)
     seq: int = Field(primary_key=True)
@@ -57,7 +50,7 @@ class LedgerRow(SQLModel, table=True):
 
 
 class LeaseRow(SQLModel, table=True):
-    __tablename__ = "stagehold_lease"
+    __tablename__ = LEASE_TABLE
 
     execution_id: str = Field(primary_key=True, max_length=200)
     owner: str = Field(max_length=200)
@@ -120,49 +113,7 @@ _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 
 
 def _to_entry(row: Any) -> Entry:
-    return _decode(row.execution_id, row.seq, row.ts, row.kind, row.actor, row.body, row.prev_hash, row.hash)
-
-
-def _decode(
-    execution_id: str, seq: int, ts: str, kind: str, actor: str, body: str | bytes, prev_hash: str, digest: str
-) -> Entry:
-    # A row edited outside the store may not decode at all; name its seq instead of failing
-    # with a bare JSON error, so verification can say where the chain is damaged.
-    try:
-        parsed_ts = parse_ts(ts)
-    except ValueError:
-        raise CorruptEntry(execution_id, seq, "stored timestamp cannot be read") from None
-    try:
-        parsed_body = json.loads(body.decode("utf-8") if isinstance(body, bytes) else body)
-    except ValueError:
-        raise CorruptEntry(execution_id, seq, "stored body is not JSON") from None
-    return Entry(
-        execution_id=execution_id,
-        seq=seq,
-        ts=parsed_ts,
-        kind=kind,
-        actor=actor,
-        body=parsed_body,
-        prev_hash=prev_hash,
-        hash=digest,
-    )
-
-
-def _streamed(execution_id: str, rows: Iterable[Any]) -> Iterator[Canonical]:
-    """Rows ``(seq, ts, kind, actor, body as UTF-8 bytes, prev_hash, hash)`` as ``verify_canonical`` items."""
-    execution = string_token(execution_id)
-    tokens: dict[str, bytes] = {}  # kinds and actors repeat: encode each once
-    for row in rows:
-        seq, ts, kind, actor, body, prev_hash, digest = row
-        try:
-            kind_token = tokens.get(kind) or tokens.setdefault(kind, string_token(kind))
-            actor_token = tokens.get(actor) or tokens.setdefault(actor, string_token(actor))
-            canonical = hashed_bytes(seq, ts, kind_token, actor_token, body, execution, prev_hash)
-        except (TypeError, ValueError, AttributeError):  # a value edited into another type: the full check decides
-            canonical = None
-        if len(tokens) > 4096:  # stay constant-size whatever the chain holds
-            tokens.clear()
-        yield execution_id, seq, prev_hash, digest, canonical, row
+    return decode_row(row.execution_id, row.seq, row.ts, row.kind, row.actor, row.body, row.prev_hash, row.hash)
 
 
 class SqlLedgerStore:
@@ -228,12 +179,12 @@ class SqlLedgerStore:
         )
 
         def decode(row: Any) -> Entry:
-            return _decode(execution_id, *row)
+            return decode_row(execution_id, *row)
 
         with self.engine.connect() as conn:
             rows = conn.execution_options(yield_per=_STREAM_BATCH, **{_READ_ONLY: True}).execute(stmt)
             try:
-                return verify_canonical(_streamed(execution_id, rows), execution_id, head, decode)
+                return verify_canonical(canonical_rows(execution_id, rows), execution_id, head, decode)
             finally:
                 rows.close()  # a verdict before the end leaves a server-side cursor open otherwise
 

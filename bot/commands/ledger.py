@@ -40,7 +40,7 @@ from ledger.chain import (
     verify_chain,
 )
 from ledger.entry import Entry
-from ledger.store import CorruptEntry, VerifyResult
+from ledger.store import CorruptEntry, LedgerReader, VerifyResult
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -144,7 +144,7 @@ def _verify(args: argparse.Namespace) -> int:
             raise _Usage(f"{flag} needs an EXECUTION: a checkpoint belongs to one execution")
     head = _read_head(args.head, args.execution) if args.head else None
     witness = _read_witness(args.witness, args.vkey, args.execution) if args.witness else None
-    with _open_store(args.db) as store:
+    with _open_reader(args.db) as store:
         if args.execution:
             if head is None:
                 # With a checkpoint, an execution whose rows are all gone is truncation, not a typo.
@@ -167,7 +167,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _verified_head(args: argparse.Namespace) -> VerifyResult:
-    with _open_store(args.db) as store:
+    with _open_reader(args.db) as store:
         _require_known(store, args.execution)
         # A checkpoint of a chain that is already damaged would bless the damage.
         result = _verify_stored(store, args.execution, None)
@@ -205,7 +205,7 @@ def _checkpoint(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    with _open_store(args.db) as store:
+    with _open_reader(args.db) as store:
         _require_known(store, args.execution)
         try:
             entries = store.read(args.execution)
@@ -258,6 +258,28 @@ def _verify_file(args: argparse.Namespace) -> int:
 
 
 @contextmanager
+def _open_reader(db: str | None) -> Iterator[LedgerReader]:
+    """The ledger, to read only: a SQLite file through sqlite3 (SQLAlchemy is not even imported),
+    any other database, or a file the reader declines, through the SQLModel store."""
+    import sqlite3
+
+    from ledger.sqlite_reader import open_reader
+
+    url = db or _settings_url()
+    reader = open_reader(url)
+    if reader is None:
+        with _open_store(url) as store:
+            yield store
+        return
+    try:
+        yield reader
+    except sqlite3.Error as exc:
+        raise _Usage(f"database error on {url}: {_first_line(exc)}") from None
+    finally:
+        reader.close()
+
+
+@contextmanager
 def _open_store(db: str | None) -> Iterator[SqlLedgerStore]:
     # Imported here so `verify-file` (no database) does not pay for SQLAlchemy.
     from sqlalchemy.engine import make_url
@@ -302,16 +324,16 @@ def _settings() -> Settings:
         raise _Usage(str(exc)) from None
 
 
-def _require_known(store: SqlLedgerStore, execution: str) -> None:
+def _require_known(store: LedgerReader, execution: str) -> None:
     if store.head(execution) is None:
         raise _Usage(f"unknown execution '{execution}': the ledger has no entries for it")
 
 
-def _verify_stored(store: SqlLedgerStore, execution: str, head: tuple[int, str] | None) -> VerifyResult:
+def _verify_stored(store: LedgerReader, execution: str, head: tuple[int, str] | None) -> VerifyResult:
     return store.verify(execution, head)
 
 
-def _verify_witnessed(store: SqlLedgerStore, execution: str, witness: Witness) -> VerifyResult:
+def _verify_witnessed(store: LedgerReader, execution: str, witness: Witness) -> VerifyResult:
     from ledger.witness import check_against_witness
 
     try:

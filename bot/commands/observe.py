@@ -24,7 +24,7 @@ from ledger.store import Lease
 if TYPE_CHECKING:
     from bot.commands.reading import Execution, Tampered
     from bot.lifecycle import View
-    from ledger.sql import SqlLedgerStore
+    from ledger.store import LedgerReader
 
 # A stop that is not final (held, or nothing driving it) must last this long before a watch exits
 # on it: a hold released a moment later by another process (--auto-release, a Slack click) or a
@@ -106,9 +106,9 @@ def _positive(text: str) -> float:
 # ---------------------------------------------------------------- helpers
 
 
-def _store(args: argparse.Namespace) -> SqlLedgerStore | None:
+def _store(args: argparse.Namespace) -> LedgerReader | None:
     from bot.commands.reading import open_ledger
-    from bot.settings import SettingsError
+    from bot.settings_error import SettingsError
 
     try:
         return open_ledger(args)
@@ -117,7 +117,7 @@ def _store(args: argparse.Namespace) -> SqlLedgerStore | None:
         return None
 
 
-def _known(store: SqlLedgerStore, execution_id: str) -> Execution | Tampered | None:
+def _known(store: LedgerReader, execution_id: str) -> Execution | Tampered | None:
     from bot.commands.reading import Execution, read_execution
 
     read = read_execution(store, execution_id)
@@ -323,7 +323,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def watch(
-    store: SqlLedgerStore,
+    store: LedgerReader,
     execution_id: str,
     *,
     timeout_s: float | None = None,

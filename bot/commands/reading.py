@@ -18,7 +18,7 @@ from ledger.store import CorruptEntry
 
 if TYPE_CHECKING:
     from execution.project import State
-    from ledger.sql import SqlLedgerStore
+    from ledger.store import LedgerReader
 
 
 @dataclass(frozen=True)
@@ -35,18 +35,28 @@ class Tampered:
 
 def database_url(args: argparse.Namespace) -> str:
     """``--db`` when given, else the ``STAGEHOLD_DATABASE_URL`` setting (raises ``SettingsError``)."""
+    if getattr(args, "db", None):
+        return str(args.db)
     from bot.settings import load_settings
 
-    return str(args.db) if getattr(args, "db", None) else load_settings().database_url
+    return load_settings().database_url
 
 
-def open_ledger(args: argparse.Namespace) -> SqlLedgerStore:
+def open_ledger(args: argparse.Namespace) -> LedgerReader:
+    """The ledger, to read only: a SQLite file through sqlite3 (no SQLAlchemy to import), any
+    other database (or a file the reader declines) through the SQLModel store."""
+    from ledger.sqlite_reader import open_reader
+
+    url = database_url(args)
+    reader = open_reader(url)
+    if reader is not None:
+        return reader
     from bot.bootstrap import open_store
 
-    return open_store(database_url(args))
+    return open_store(url)
 
 
-def read_execution(store: SqlLedgerStore, execution_id: str, after: Execution | None = None) -> Execution | Tampered:
+def read_execution(store: LedgerReader, execution_id: str, after: Execution | None = None) -> Execution | Tampered:
     """Every entry of ``execution_id`` verified and folded; ``after``: only read what is new since.
 
     An unknown execution folds to a state without a plan (callers say "no execution ...").

@@ -20,11 +20,13 @@ import pytest
 from sqlalchemy import create_engine, text
 
 import ledger.sql
+import ledger.sqlite_reader
 from ledger.chain import GENESIS_HASH, entry_hash, format_ts, verify_chain
 from ledger.entry import Entry, NewEntry
 from ledger.memory import MemoryLedgerStore
 from ledger.sql import SqlLedgerStore, normalise_url
-from ledger.store import AppendConflict, CorruptEntry, FencedOut, Lease, LedgerStore, VerifyResult
+from ledger.sqlite_reader import open_reader
+from ledger.store import AppendConflict, CorruptEntry, FencedOut, Lease, LedgerReader, LedgerStore, VerifyResult
 
 T0 = datetime(2026, 11, 28, 22, 0, 0, 123456, tzinfo=UTC)
 EXEC = "CHG-2041-r1"
@@ -458,7 +460,24 @@ def _verify(store: SqlLedgerStore, head: tuple[int, str] | None = None) -> tuple
     assert (streamed.ok, streamed.first_bad_seq, streamed.reason) == (listed.ok, listed.first_bad_seq, listed.reason)
     if streamed.ok:
         assert (streamed.checked, streamed.head_hash) == (listed.checked, listed.head_hash)
+    if (
+        isinstance(store, SqlLedgerStore) and not store.is_postgres
+    ):  # the sqlite3 reader of `status` and `ledger verify` says the same, to the letter
+        reader = open_reader(store.url)
+        assert reader is not None
+        try:
+            assert reader.verify(EXEC, head) == streamed
+            assert _read_or_corrupt(reader, EXEC) == _read_or_corrupt(store, EXEC)
+        finally:
+            reader.close()
     return streamed.ok, streamed.first_bad_seq, streamed.reason
+
+
+def _read_or_corrupt(store: LedgerReader, execution: str) -> list[Entry] | tuple[int, str]:
+    try:
+        return store.read(execution)
+    except CorruptEntry as exc:
+        return exc.seq, exc.reason
 
 
 def test_untouched_chain_verifies(store: SqlLedgerStore) -> None:
@@ -535,8 +554,13 @@ def test_tricky_text_in_every_field_verifies_streamed(
     )
     assert _verify(sql_store) == (True, None, "ok")
     # The stored text alone settled every entry: nothing needed decoding.
-    monkeypatch.setattr(ledger.sql, "_decode", _must_not_decode)
+    monkeypatch.setattr(ledger.sql, "decode_row", _must_not_decode)
+    monkeypatch.setattr(ledger.sqlite_reader, "decode_row", _must_not_decode)
     assert sql_store.verify(EXEC).ok
+    reader = open_reader(sql_store.url)  # None on PostgreSQL
+    if reader is not None:
+        assert reader.verify(EXEC).ok
+        reader.close()
 
 
 def _must_not_decode(*row: Any) -> Entry:
@@ -744,3 +768,96 @@ def test_an_append_survives_the_server_dropping_its_kept_connection(pg_url: str)
         assert verify_chain(store.read(EXEC), EXEC).ok
     finally:
         store.close()
+
+
+# ---------------------------------------------------------------- the sqlite3 reader of read-only commands
+
+
+def test_the_sqlite_reader_answers_as_the_store_on_the_same_database(sqlite_url: str) -> None:
+    """Everything a read-only command asks, asked of both on one database: equal answers."""
+    store = SqlLedgerStore(sqlite_url)
+    try:
+        fill(store, 4)
+        store.append("CHG-OTHER", 1, [new(i, body={"s": "é✓\n", "f": 1e-05}) for i in range(1, 3)])
+        store.acquire_lease(EXEC, "replica-a", T0, 30)
+        store.acquire_lease("CHG-OTHER", "replica-b", T0, 30)
+        store.acquire_lease("CHG-OTHER", "replica-c", T0 + timedelta(seconds=31), 30)  # epoch 2
+        reader = open_reader(sqlite_url)
+        assert reader is not None
+        try:
+            for execution in (EXEC, "CHG-OTHER", "CHG-NONE"):
+                assert reader.read(execution) == store.read(execution)
+                assert reader.read(execution, after_seq=2) == store.read(execution, after_seq=2)
+                assert reader.verify(execution) == store.verify(execution)
+                assert reader.head(execution) == store.head(execution)
+                assert reader.lease(execution) == store.lease(execution)
+            assert reader.executions() == store.executions() == [EXEC, "CHG-OTHER"]
+            assert reader.heads() == store.heads() == {EXEC: 4, "CHG-OTHER": 2}
+            assert reader.leases() == store.leases()
+            assert reader.lease("CHG-OTHER") == Lease("CHG-OTHER", "replica-c", 2, T0 + timedelta(seconds=61))
+            saved = store.head(EXEC)
+            assert saved is not None
+            assert reader.verify(EXEC, saved) == store.verify(EXEC, saved)
+            # A chain that grows while the reader is open is seen at once (no snapshot is kept).
+            store.append(EXEC, 5, [new(5)])
+            assert reader.read(EXEC, after_seq=4) == store.read(EXEC, after_seq=4) != []
+        finally:
+            reader.close()
+    finally:
+        store.close()
+
+
+def test_the_sqlite_reader_reads_the_tables_the_store_defines() -> None:
+    """The reader's SQL names the SQLModel tables and their columns, and nothing else."""
+    from sqlmodel import SQLModel
+
+    from ledger.sql import LeaseRow, LedgerRow
+    from ledger.sqlite_reader import STATEMENTS
+
+    tables = {
+        t: set(SQLModel.metadata.tables[t].columns.keys()) for t in (LedgerRow.__tablename__, LeaseRow.__tablename__)
+    }
+    for statement in STATEMENTS:
+        named = re.findall(r"\bFROM (\w+)", statement)
+        assert named and all(t in tables for t in named), statement
+        words = set(re.findall(r"[a-z_]+", statement.split(" FROM ")[0].removeprefix("SELECT ")))
+        assert words - {"cast", "as", "max", "min"} <= tables[named[0]], statement
+
+
+@pytest.mark.parametrize(
+    ("url", "file"),
+    [
+        ("sqlite:////var/lib/stagehold/ledger.db", "/var/lib/stagehold/ledger.db"),
+        ("sqlite:///ledger.db", "ledger.db"),
+        ("sqlite://", None),
+        ("sqlite:///:memory:", None),
+        ("sqlite:///x.db?mode=ro", None),
+        ("sqlite:///a%20b.db", None),
+        ("sqlite:///file:x.db", None),
+        ("sqlite+pysqlite:///x.db", None),
+        ("postgresql://postgres@127.0.0.1/stagehold", None),
+    ],
+)
+def test_only_plain_sqlite_file_urls_get_a_reader(url: str, file: str | None) -> None:
+    from ledger.sqlite_reader import sqlite_file
+
+    assert sqlite_file(url) == (Path(file) if file else None)
+
+
+def test_no_reader_where_the_store_must_decide(tmp_path: Path) -> None:
+    """A missing file, a file without the ledger's tables or not a database at all: no reader, and
+    nothing created or changed (the SQLModel store then reports or creates, as it always has)."""
+    missing = tmp_path / "missing.db"
+    assert open_reader(f"sqlite:///{missing}") is None
+    assert not missing.exists()
+    other = tmp_path / "other.db"
+    engine = create_engine(f"sqlite:///{other}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE stagehold_ledger (execution_id TEXT)"))
+    engine.dispose()
+    before = other.read_bytes()
+    assert open_reader(f"sqlite:///{other}") is None
+    assert other.read_bytes() == before
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database" * 100)
+    assert open_reader(f"sqlite:///{garbage}") is None

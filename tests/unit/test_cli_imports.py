@@ -76,17 +76,29 @@ def test_verify_file_imports_no_database_or_slack(tmp_path: Path) -> None:
     assert heavy_imports("ledger", "verify-file", str(export)) == set()
 
 
-def test_ledger_verify_imports_the_database_only(tmp_path: Path) -> None:
+def _one_entry_ledger(url: str) -> None:
     from ledger.entry import NewEntry
     from ledger.sql import SqlLedgerStore
     from tests.unit.test_chain import T0
 
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
     store = SqlLedgerStore(url)
     store.append("E1", 1, [NewEntry("k", "a", {"n": 1}, T0)])
     store.close()
+
+
+def test_ledger_verify_on_sqlite_imports_nothing_heavy(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    _one_entry_ledger(url)
+    # The standard library's sqlite3 reads the file: no SQLAlchemy, SQLModel or pydantic.
+    for argv in (("verify", "E1"), ("verify",), ("head", "E1"), ("export", "E1")):
+        assert heavy_imports("ledger", *argv, "--db", url) == set(), argv
+
+
+@pytest.mark.postgres
+def test_ledger_verify_on_postgresql_imports_the_database_only(pg_url: str) -> None:
+    _one_entry_ledger(pg_url)
     # SQLModel brings SQLAlchemy and pydantic; nothing of Slack, HTTP, templates, charts or keys.
-    assert heavy_imports("ledger", "verify", "E1", "--db", url) <= {"sqlmodel", "sqlalchemy", "pydantic"}
+    assert heavy_imports("ledger", "verify", "E1", "--db", pg_url) <= {"sqlmodel", "sqlalchemy", "pydantic", "psycopg"}
 
 
 def test_status_imports_no_slack_http_templates_or_keys(tmp_path: Path) -> None:
