@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -69,16 +70,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _report_approvals(change: LoadedChange, keyring_arg: str | None) -> int:
     """Who signed, what does not count and why, what is missing. Exit 0 either way: the package is valid."""
-    from bot.keys import approvals_checker
-    from bot.settings import SettingsError, load_settings
+    from bot.settings_error import SettingsError
     from execution.approvals import policy_of
     from execution.contract import InvalidChange
     from execution.contract.signatures import approvals_dir, read_signatures
 
     policy = ", ".join(r.describe() for r in policy_of(change.package))
+    report = None
     try:
-        keyring = keyring_arg or load_settings().keyring
-        report = approvals_checker(keyring, utc_now)(change)
+        keyring = keyring_arg or _keyring_setting()
+        if keyring:
+            from bot.keys import approvals_checker
+
+            report = approvals_checker(keyring, utc_now)(change)
     except (SettingsError, InvalidChange) as exc:
         print(f"stagehold validate: keyring: {exc}", file=sys.stderr)
         return exits.INVALID
@@ -101,6 +105,17 @@ def _report_approvals(change: LoadedChange, keyring_arg: str | None) -> int:
         else "  NOT APPROVED: a live run will be refused; a rehearsal runs UNSIGNED"
     )
     return exits.OK
+
+
+def _keyring_setting() -> str | None:
+    """The STAGEHOLD_KEYRING setting. Without that variable and without a ``.env`` file nothing can
+    set it, so the settings (pydantic-settings, longer to load than validating a package) are read
+    only when one of the two is there; the settings then decide, as for every other command."""
+    if not any(name.upper() == "STAGEHOLD_KEYRING" for name in os.environ) and not Path(".env").exists():
+        return None
+    from bot.settings import load_settings
+
+    return load_settings().keyring
 
 
 def cmd_digest(args: argparse.Namespace) -> int:

@@ -15,10 +15,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from execution.contract.messages import explain
-from execution.contract.models import ChangePackage, Plan
+from execution.contract.models import MODELS, ChangePackage, Plan
 from execution.contract.rules import Finding, check_digest, check_package, check_plan, check_window, plan_warnings
-from execution.contract.schema import MODELS, cached_schema
 from execution.contract.source import Document, SourceError, format_path, parse_yaml
 
 
@@ -121,6 +119,11 @@ def _validate(which: str, doc: Document, shown: str) -> tuple[Any, list[Problem]
     try:
         return MODELS[which].model_validate(doc.data), []
     except ValidationError as exc:
+        # Only an invalid file needs the JSON Schema (examples and expected values in messages):
+        # generating it costs more than validating a package, so a valid one never pays for it.
+        from execution.contract.messages import explain
+        from execution.contract.schema import cached_schema
+
         root = cached_schema(which)
         problems = []
         for err in exc.errors(include_url=False):

@@ -1069,3 +1069,6 @@ class ChangePackage(Strict):
         description="The systems the plan may name, by name.",
         examples=[{"payments-router": {"kind": "http", "url": "https://router.payments.internal"}}],
     )
+
+
+MODELS: dict[str, type[ChangePackage] | type[Plan]] = {"package": ChangePackage, "plan": Plan}

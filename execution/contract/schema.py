@@ -17,10 +17,9 @@ from typing import Any
 
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 
-from execution.contract.models import ChangePackage, Plan
+from execution.contract.models import MODELS as MODELS
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
-MODELS: dict[str, type[ChangePackage] | type[Plan]] = {"package": ChangePackage, "plan": Plan}
 FILE_NAMES = {"package": "package.schema.json", "plan": "plan.schema.json"}
 
 

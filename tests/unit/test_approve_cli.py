@@ -236,3 +236,27 @@ def test_witness_truncation_and_bad_witness_files(tmp_path: Path, run: Run) -> N
     assert code == 2 and "no witness verifier key" in err
     code, _, err = run("ledger", "checkpoint", EXEC, "--db", url)
     assert code == 2 and "STAGEHOLD_WITNESS_KEY" in err
+
+
+@pytest.mark.parametrize("where", ["environment", "lower-case environment", ".env file", "none"])
+def test_validate_finds_the_configured_keyring(
+    tmp_path: Path, run: Run, change: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """validate reads the settings only when something could set the keyring; wherever it is set,
+    the approvals are checked against it."""
+    ring = keyring(tmp_path, run, ("dana", "U01DANA", "change-authority"))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    if where == "environment":
+        monkeypatch.setenv("STAGEHOLD_KEYRING", str(ring))
+    elif where == "lower-case environment":
+        monkeypatch.setenv("stagehold_keyring", str(ring))
+    elif where == ".env file":
+        (workdir / ".env").write_text(f"STAGEHOLD_KEYRING={ring}\n", encoding="utf-8")
+    code, out, err = run("validate", str(change))
+    assert code == 0, err
+    if where == "none":
+        assert "not checked, no keyring" in out
+    else:
+        assert "approvals needed:" in out and "NOT APPROVED" in out

@@ -26,6 +26,7 @@ HEAVY = (
     "jinja2",
     "matplotlib",
     "pydantic",
+    "pydantic_settings",
     "apscheduler",
     "cryptography",
     "yaml",
@@ -45,10 +46,10 @@ print(json.dumps([code, sorted({m.split(".")[0] for m in sys.modules})]))
 """
 
 
-def heavy_imports(*argv: str) -> set[str]:
+def heavy_imports(*argv: str, cwd: Path | None = None) -> set[str]:
     """The heavy top-level packages a fresh ``stagehold ARGV`` has imported when it is done (it must
     have succeeded: a command that failed early proves nothing about what it needs)."""
-    out = subprocess.run([sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True, check=True, cwd=cwd)
     code, modules = json.loads(out.stdout)
     assert code in (0, None), f"stagehold {' '.join(argv)} exited {code}"
     return set(modules) & set(HEAVY)
@@ -114,5 +115,21 @@ def test_status_imports_no_slack_http_templates_or_keys(tmp_path: Path) -> None:
     store = SqlLedgerStore(url)
     store.append("E1", 1, start(change, "U08OPS", (), datetime(2027, 3, 2, 10, tzinfo=UTC), mode="rehearsal"))
     store.close()
-    # Reading and folding one execution needs the store and the contract models, nothing else.
-    assert heavy_imports("status", "E1", "--db", url) <= {"sqlmodel", "sqlalchemy", "pydantic", "yaml", "promql_parser"}
+    # Reading and folding one execution needs the contract models (pydantic, and the PromQL parser
+    # they name) and sqlite3: not SQLAlchemy or SQLModel, not the settings, Slack or templates.
+    assert heavy_imports("status", "E1", "--db", url) <= {"pydantic", "promql_parser"}
+    assert heavy_imports("status", "E1", "--db", url, "--json") <= {"pydantic", "promql_parser"}
+
+
+def test_validate_imports_the_contract_only(tmp_path: Path) -> None:
+    from tests.fakes import EXAMPLES
+
+    # No keyring given and none configured (no STAGEHOLD_KEYRING, no .env where it runs): the
+    # settings are not loaded; the models, YAML and the signature code are all it needs.
+    package = EXAMPLES / "first-change" / "package.yaml"
+    assert heavy_imports("validate", str(package), cwd=tmp_path) <= {
+        "pydantic",
+        "promql_parser",
+        "yaml",
+        "cryptography",
+    }
