@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -116,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return exits.INVALID
         if os.environ.get("STAGEHOLD_DEBUG"):
+            import traceback  # here: only a failing command pays for it
+
             traceback.print_exc()
         print(
             f"stagehold: internal error: {type(exc).__name__}: {mask_text(str(exc))[:300]} "

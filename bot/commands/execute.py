@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -280,6 +279,8 @@ def _rehearsal_target(url: str | None) -> Iterator[tuple[str, Credentials, Sandb
     if url:
         yield url.rstrip("/"), Credentials({}), None
         return
+    import secrets
+
     tokens = {role: secrets.token_urlsafe(16) for role in ("executor", "rollback", "preflight", "verifier")}
     sandbox = Sandbox(tokens=tokens).start()
     creds = Credentials(

@@ -21,7 +21,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -416,6 +415,8 @@ def _read_witness(path_text: str, vkey: str | None, execution: str) -> Witness:
 
 def _write_atomically(path: Path, lines: list[str]) -> None:
     # A half-written export that verifies as "truncated" would send an auditor the wrong way.
+    import tempfile  # here: only an export to a file needs it
+
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     except OSError as exc:
