@@ -44,7 +44,7 @@ _REMEMBER = 20_000  # executions whose head is remembered; forgetting one only c
 _T = TypeVar("_T")
 
 
-class _Statement:
+class Compiled:
     """A Core statement compiled once for one dialect, run straight on a DB-API cursor."""
 
     def __init__(self, statement: Any, engine: Engine) -> None:
@@ -86,13 +86,13 @@ class Appender:
             lease.c.owner == bindparam("owner", type_=lease.c.owner.type),
             lease.c.epoch == bindparam("epoch", type_=lease.c.epoch.type),
         )
-        self._linked = _Statement(insert(ledger).from_select(columns, sa_select(*values).where(linked)), engine)
+        self._linked = Compiled(insert(ledger).from_select(columns, sa_select(*values).where(linked)), engine)
         fenced = sa_select(*values).select_from(lease).where(holder, linked).with_for_update(read=True)
-        self._fenced = _Statement(insert(ledger).from_select(columns, fenced), engine)
-        self._rest = _Statement(insert(ledger), engine)
+        self._fenced = Compiled(insert(ledger).from_select(columns, fenced), engine)
+        self._rest = Compiled(insert(ledger), engine)
         head = sa_select(ledger.c.seq, ledger.c.hash).where(ledger.c.execution_id == execution)
-        self._head = _Statement(head.order_by(ledger.c.seq.desc()).limit(1), engine)
-        self._holds = _Statement(sa_select(lease.c.epoch).where(holder), engine)
+        self._head = Compiled(head.order_by(ledger.c.seq.desc()).limit(1), engine)
+        self._holds = Compiled(sa_select(lease.c.epoch).where(holder), engine)
         self._begin = "BEGIN" if self._postgres else "BEGIN IMMEDIATE"
         self._heads: dict[str, tuple[int, str]] = {}
         self._idle: list[Any] = []

@@ -243,14 +243,20 @@ def hashed_bytes(
     in its 27-character form (only the full check can say what such an entry is)."""
     if type(ts) is not str or len(ts) != 27 or not ts.isascii():
         return None
+    return spliced(seq, ts.encode("ascii"), kind, actor, body, execution, prev.encode("ascii"))
+
+
+def spliced(seq: int, ts: bytes, kind: bytes, actor: bytes, body: bytes, execution: bytes, prev: bytes) -> bytes:
+    """The hashed bytes from fields already in their canonical forms (``ts`` and ``prev`` without
+    their quotes): the payload's keys in code point order, no whitespace."""
     return b'{"actor":%s,"body":%s,"execution":%s,"kind":%s,"prev":"%s","seq":%d,"ts":"%s"}' % (
         actor,
         body,
         execution,
         kind,
-        prev.encode("ascii"),
+        prev,
         seq,
-        ts.encode("ascii"),
+        ts,
     )
 
 

@@ -19,17 +19,17 @@ is coordination data, not history, and is the only table written with UPDATE.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import LargeBinary, Table, cast, event, func, literal_column, text
+from sqlalchemy import LargeBinary, Table, bindparam, cast, event, func, literal_column, text
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
-from ledger.appender import Appender
+from ledger.appender import Appender, Compiled
 from ledger.chain import format_ts, parse_ts, verify_canonical
 from ledger.entry import Entry, NewEntry
 from ledger.rows import LEASE_TABLE, LEDGER_TABLE, canonical_rows, decode_row
@@ -84,15 +84,14 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            # A reader's snapshot (WAL) must not hold the write lock while it streams a long chain.
-            reading = conn.get_execution_options().get(_READ_ONLY, False)
-            conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")  # errors wrapped: "locked" is a conflict
+            # Streaming a chain (verify) runs one SELECT on the driver, outside these transactions:
+            # its snapshot (WAL) never holds the write lock.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # errors wrapped: "locked" is a conflict
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-_READ_ONLY = "stagehold_read_only"
 _STREAM_BATCH = 2000  # rows per fetch while streaming a chain: enough to amortise round trips
 
 
@@ -174,19 +173,37 @@ class SqlLedgerStore:
         )
         stmt = (
             sa_select(table.c.seq, table.c.ts, table.c.kind, table.c.actor, body, table.c.prev_hash, table.c.hash)
-            .where(table.c.execution_id == execution_id)
+            .where(table.c.execution_id == bindparam("execution_id"))
             .order_by(table.c.seq)
         )
 
         def decode(row: Any) -> Entry:
             return decode_row(execution_id, *row)
 
-        with self.engine.connect() as conn:
-            rows = conn.execution_options(yield_per=_STREAM_BATCH, **{_READ_ONLY: True}).execute(stmt)
+        rows = self._stream(Compiled(stmt, self.engine), {"execution_id": execution_id})
+        try:
+            return verify_canonical(canonical_rows(execution_id, rows), execution_id, head, decode)
+        finally:
+            rows.close()  # a verdict before the end leaves a server-side cursor open otherwise
+
+    def _stream(self, statement: Compiled, params: dict[str, Any]) -> Generator[tuple[Any, ...], None, None]:
+        """The rows of a query as plain tuples, fetched in batches straight from the driver: one
+        statement, so one snapshot (on PostgreSQL a server-side cursor, in binary so the body's
+        bytes arrive as bytes, not as hex to decode)."""
+        conn: Any = self.engine.raw_connection()
+        try:
+            if self.is_postgres:
+                cursor = conn.driver_connection.cursor("stagehold_stream", binary=True)
+            else:
+                cursor = conn.cursor()
             try:
-                return verify_canonical(canonical_rows(execution_id, rows), execution_id, head, decode)
+                cursor.execute(statement.sql, statement.args(params))
+                while batch := cursor.fetchmany(_STREAM_BATCH):
+                    yield from batch
             finally:
-                rows.close()  # a verdict before the end leaves a server-side cursor open otherwise
+                cursor.close()
+        finally:
+            conn.close()  # back to the pool, whose reset ends the read transaction
 
     def head(self, execution_id: str) -> tuple[int, str] | None:
         with Session(self.engine) as session:

@@ -19,7 +19,6 @@ import argparse
 import itertools
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -33,12 +32,12 @@ from ledger.chain import (
     Canonical,
     export_line,
     format_ts,
-    hashed_bytes,
     parse_ts,
     verify_canonical,
     verify_chain,
 )
 from ledger.entry import Entry
+from ledger.exported import exported_item
 from ledger.store import CorruptEntry, LedgerReader, VerifyResult
 
 if TYPE_CHECKING:
@@ -436,44 +435,6 @@ def _refuse_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
 
 
-# The start of an export line exactly as ``ledger export`` writes it, up to the body; the line then
-# ends with ,"prev":"<64>","hash":"<64>"} (_TAIL bytes). Such a line's hashed bytes are assembled
-# from its own text (see ledger.chain, "streaming verification"); any other line is parsed as JSON.
-_TOKEN = rb'("[^"\\]*(?:\\.[^"\\]*)*")'
-_EXPORT_HEAD = re.compile(
-    rb'\{"execution":'
-    + _TOKEN
-    + rb',"seq":(0|[1-9][0-9]*),"ts":"([^"]{27})","kind":'
-    + _TOKEN
-    + rb',"actor":'
-    + _TOKEN
-    + rb',"body":'
-)
-_TAIL = len(b',"prev":"') + 64 + len(b'","hash":"') + 64 + len(b'"}')
-
-
-def _as_exported(line: bytes) -> Canonical | None:
-    """A line in exactly the exported layout as a ``verify_canonical`` item (source: the line), else None."""
-    head = _EXPORT_HEAD.match(line)
-    end = len(line) - line.endswith(b"\n") - _TAIL  # where the body ends
-    if (
-        head is None
-        or end <= head.end()
-        or not line.startswith(b',"prev":"', end)
-        or not line.startswith(b'","hash":"', end + 73)
-        or not line.startswith(b'"}', end + 147)
-    ):
-        return None
-    execution, seq, ts, kind, actor = head.groups()
-    try:
-        eid = json.loads(execution) if b"\\" in execution else execution[1:-1].decode("utf-8")
-        prev, digest = line[end + 9 : end + 73].decode("ascii"), line[end + 83 : end + 147].decode("ascii")
-        canonical = hashed_bytes(int(seq), ts.decode("ascii"), kind, actor, line[head.end() : end], execution, prev)
-    except ValueError:
-        return None
-    return eid, int(seq), prev, digest, canonical, line
-
-
 class _Export:
     """An export file read line by line (one line in memory at a time), as ``verify_canonical`` items.
 
@@ -485,20 +446,29 @@ class _Export:
         self.path = path
         self.lines = lines
         self.lineno = 0
-        self.previous: tuple[str, int] | None = None  # (execution, seq) of the line before the current one
-        self.current: tuple[str, int] | None = None
+        self._items: list[Canonical | None] = [None, None]  # the item before the current one, and the current
+
+    @property
+    def previous(self) -> tuple[str, int] | None:
+        """(execution, seq) of the entry on the line before the current one, if any."""
+        item = self._items[0]
+        return (item[0], item[1]) if item is not None else None
 
     def items(self) -> Iterator[Canonical]:
+        kept = self._items
         for lineno, line in enumerate(self.lines, start=1):
-            if not line.strip():
-                continue
-            self.lineno = lineno
-            self.previous = self.current
-            item = _as_exported(line)
+            item = exported_item(line)
             if item is None:
+                if not line.strip():
+                    continue
+                self.lineno = lineno
+                kept[0] = kept[1]
                 entry = self.decode(line)
                 item = (entry.execution_id, entry.seq, entry.prev_hash, entry.hash, None, entry)
-            self.current = (item[0], item[1])
+            else:
+                self.lineno = lineno
+                kept[0] = kept[1]
+            kept[1] = item
             yield item
 
     def decode(self, line: bytes | Entry) -> Entry:

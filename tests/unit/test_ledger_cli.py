@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -312,6 +313,45 @@ def test_an_export_damaged_after_its_first_entry_is_tampering(
     last_good = 2 if line == 4 else 1
     assert len(out.splitlines()) == 1
     assert out.startswith(f"{EXEC}: TAMPERED at {bad}:{line} (after seq {last_good}): {message}")
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        pytest.param('{"b":1,"a":2}', "stage.entered", id="unsorted-keys"),
+        pytest.param('{"a": 2}', "stage.entered", id="whitespace"),
+        pytest.param('{"a":2.50}', "stage.entered", id="float-spelling"),
+        pytest.param('{"a":"\\u0041"}', "stage.entered", id="needless-escape"),
+        pytest.param('{"a":NaN}', "stage.entered", id="nan"),
+        pytest.param('{"a":2}', "stage.\\u0065ntered", id="escaped-kind"),
+    ],
+)
+def test_a_line_hashed_over_a_non_canonical_spelling_is_tampering(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, body: str, kind: str
+) -> None:
+    """The hash covers the canonical encoding of an entry's values, never the bytes as written: a
+    line in the export layout whose hash was computed over a non-canonical spelling of its fields
+    (spliced exactly where the canonical bytes would be) fails, as parsing and re-encoding it per
+    docs/ledger-encoding.md fails it, even though its own bytes hash to its hash."""
+    from ledger.chain import GENESIS_HASH, export_line, seal
+
+    first = seal(EXEC, 1, entries(1)[0], GENESIS_HASH)
+    ts = "2026-11-28T22:00:02.000000Z"
+    hashed = (
+        f'{{"actor":"U01DANA","body":{body},"execution":"{EXEC}","kind":"{kind}",'
+        f'"prev":"{first.hash}","seq":2,"ts":"{ts}"}}'
+    )
+    digest = hashlib.sha256(hashed.encode("utf-8")).hexdigest()
+    line = (
+        f'{{"execution":"{EXEC}","seq":2,"ts":"{ts}","kind":"{kind}","actor":"U01DANA","body":{body},'
+        f'"prev":"{first.hash}","hash":"{digest}"}}\n'
+    )
+    export = tmp_path / "export.jsonl"
+    export.write_text(export_line(first) + line, encoding="utf-8")
+    code, out, err = run(capsys, "ledger", "verify-file", str(export))
+    assert (code, err) == (exits.TAMPERED, "")
+    assert out.startswith(f"{EXEC}: TAMPERED at "), out
+    assert "seq 2" in out or "after seq 1" in out, out
 
 
 def test_an_export_cut_inside_its_first_line_is_tampering(
