@@ -24,11 +24,12 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+# cryptography is imported by the functions that sign or check: reading a package's approval
+# policy, or a note's text, should not pay for loading it.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 ED25519: Final = 0x01
 SIGNATURE_PREFIX: Final = "— "
@@ -99,6 +100,9 @@ class Verifier:
         return f"{self.name}+{self.key_hex}+{base64.b64encode(bytes([ED25519]) + self.public_key).decode()}"
 
     def verifies(self, text: bytes, signature: bytes) -> bool:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         try:
             Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, text)
         except (InvalidSignature, ValueError):
@@ -136,16 +140,22 @@ class Signer:
 
     @property
     def verifier(self) -> Verifier:
+        from cryptography.hazmat.primitives import serialization
+
         raw = self.private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return Verifier(self.name, raw)
 
 
 def generate_private_key() -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     return Ed25519PrivateKey.generate()
 
 
 def private_key_pem(key: Ed25519PrivateKey) -> bytes:
     """PKCS#8 PEM, the form ``openssl genpkey -algorithm ed25519`` writes and reads."""
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -153,6 +163,10 @@ def private_key_pem(key: Ed25519PrivateKey) -> bytes:
 
 def load_private_key(pem: bytes, password: bytes | None = None) -> Ed25519PrivateKey:
     """An Ed25519 private key from PEM (PKCS#8, as openssl writes it); anything else is a ``NoteError``."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         key = serialization.load_pem_private_key(pem, password=password)
     except TypeError as exc:  # encrypted without a password, or a password for a plain key
