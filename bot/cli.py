@@ -98,13 +98,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         code = 0
     except Exception as exc:  # a bug: one line for the operator, the traceback on request
+        import sqlite3  # the read-only commands read a SQLite ledger with it directly
+
         from sqlalchemy.exc import InterfaceError, OperationalError
 
         refusal = database_refusal(exc)
         if refusal is not None:  # a missing grant or table is set-up, not a bug
             print(f"stagehold: {mask_text(refusal)[:400]}", file=sys.stderr)
             return exits.INVALID
-        if isinstance(exc, OperationalError | InterfaceError):
+        if isinstance(exc, OperationalError | InterfaceError | sqlite3.OperationalError):
             # The database went away (restarted, failed over, unreachable): nothing is acted on
             # without its ledger entry, so running the command again when it is back is safe.
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -472,3 +472,22 @@ def test_there_is_no_command_that_changes_the_ledger(capsys: pytest.CaptureFixtu
             main(["ledger", command])
         assert caught.value.code == 2
     capsys.readouterr()
+
+
+def test_a_sqlite_ledger_that_fails_while_read_is_reported_not_a_crash(
+    capsys: pytest.CaptureFixture[str], db: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read-only commands read SQLite with sqlite3: its errors say what SQLAlchemy's would."""
+    from ledger.sqlite_reader import SqliteLedgerReader
+
+    def failing(*_: object) -> list[str]:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    url, _ = db
+    monkeypatch.setattr(SqliteLedgerReader, "executions", failing)
+    code, _, err = run(capsys, "list", "--db", url)
+    assert code == exits.INVALID
+    assert "the ledger database does not answer (disk I/O error)" in err and "Traceback" not in err
+    code, _, err = run(capsys, "ledger", "verify", "--db", url)
+    assert code == exits.INVALID
+    assert f"database error on {url}: disk I/O error" in err
