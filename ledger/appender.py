@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any, TypeVar
 
 from sqlalchemy import Table, and_, bindparam, exists, insert, literal_column, or_
@@ -51,12 +52,15 @@ class Compiled:
         compiled = statement.compile(dialect=engine.dialect)
         self.sql: str = compiled.string
         self._defaults = {k: v for k, v in compiled.params.items() if v is not None}
-        self._order: list[str] | None = compiled.positiontup  # qmark (SQLite); None for named styles
+        order: list[str] | None = compiled.positiontup  # qmark (SQLite); None for named styles
+        self._pick = None if order is None else lambda params: tuple(params[k] for k in order)
+        if order is not None and len(order) > 1:
+            self._pick = itemgetter(*order)  # the same tuple, built in C
 
     def args(self, params: dict[str, Any]) -> Any:
         if self._defaults:
             params = {**self._defaults, **params}
-        return params if self._order is None else tuple(params[k] for k in self._order)
+        return params if self._pick is None else self._pick(params)
 
 
 def fenced_out(fence: Lease) -> FencedOut:
@@ -100,23 +104,25 @@ class Appender:
 
     # ------------------------------------------------------------------ connections
 
-    def _checkout(self) -> tuple[Any, bool]:
+    def _checkout(self) -> tuple[Any, Any, bool]:
+        """A kept (connection, cursor), or a new pair from the pool; and whether it was kept."""
         with self._lock:
             if self._idle:
-                return self._idle.pop(), True
+                return (*self._idle.pop(), True)
         conn: Any = self.engine.raw_connection()  # pre-pinged by the pool where the engine asks for it
         if self._postgres:
             conn.driver_connection.autocommit = True  # a lone statement is its own transaction
-        return conn, False
+        return conn, conn.dbapi_connection.cursor(), False
 
-    def _checkin(self, conn: Any) -> None:
+    def _checkin(self, conn: Any, cursor: Any) -> None:
         with self._lock:
             if len(self._idle) < _KEEP:
-                self._idle.append(conn)
+                self._idle.append((conn, cursor))
                 return
-        self._give_back(conn)
+        self._give_back(conn, cursor)
 
-    def _give_back(self, conn: Any) -> None:
+    def _give_back(self, conn: Any, cursor: Any) -> None:
+        cursor.close()
         if self._postgres:
             conn.driver_connection.autocommit = False  # as the pool's other users expect it
         conn.close()
@@ -124,42 +130,38 @@ class Appender:
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
-        for conn in idle:
-            self._give_back(conn)
+        for conn, cursor in idle:
+            self._give_back(conn, cursor)
 
     def _run(self, work: Callable[[Any], _T]) -> _T:
         """``work(cursor)`` on a kept connection; retried once on a fresh one if the kept one was dropped."""
         for attempt in range(2):
-            conn, kept = self._checkout()
+            conn, cursor, kept = self._checkout()
             try:
-                cursor = conn.cursor()
-                try:
-                    result = work(cursor)
-                finally:
-                    cursor.close()
+                result = work(cursor)
             except self._dbapi.Error as exc:
                 if self.engine.dialect.is_disconnect(exc, conn.dbapi_connection, None):
                     conn.invalidate()
                     if kept and attempt == 0:
                         continue
                     raise
-                self._abandon(conn)
+                self._abandon(conn, cursor)
                 raise
             except BaseException:
-                self._abandon(conn)
+                self._abandon(conn, cursor)
                 raise
-            self._checkin(conn)
+            self._checkin(conn, cursor)
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _abandon(self, conn: Any) -> None:
+    def _abandon(self, conn: Any, cursor: Any) -> None:
         """After a failure: roll back what the connection may hold open, and keep it if that works."""
         try:
             conn.dbapi_connection.rollback()
         except self._dbapi.Error:
             conn.invalidate()
             return
-        self._checkin(conn)
+        self._checkin(conn, cursor)
 
     # ------------------------------------------------------------------ appending
 

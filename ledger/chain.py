@@ -85,10 +85,15 @@ def _check_json_value(value: Any, path: str) -> None:
     raise TypeError(f"{path}: {type(value).__name__} is not a JSON value")
 
 
+# What json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# builds on every call, built once.
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
 def canonical_json(value: Any) -> bytes:
     """Encode ``value`` canonically (see the module docstring)."""
     _check_json_value(value, "$")
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return _encode(value).encode("utf-8")
 
 
 def entry_hash(
