@@ -362,6 +362,12 @@ TITLE = "headroom: executions one process carries at 3 signals each, p95 sample 
 GOAL_EXECUTIONS = 3000
 
 
+def _core_bound(cpu_ms: float, every: float) -> str:
+    """What the measured CPU per sample allows: one process runs Python on one core at a time."""
+    per_core = 1000 / cpu_ms * every
+    return f"CPU {cpu_ms:.1f} ms per sample: one core's worth carries at most {per_core:,.0f} executions"
+
+
 def run(size: Size) -> list[Row]:
     """The ``python -m bench`` part: the ramp, each backend in a fresh process (its own memory)."""
     steps = size.pick(smoke="10", full="1000,2000,3000")
@@ -392,8 +398,9 @@ def run(size: Size) -> list[Row]:
                 goal=f"≥ {GOAL_EXECUTIONS:,} per process",
                 met=carried >= GOAL_EXECUTIONS,
                 note=(
-                    f"{bound}; resident memory {last['kib_per_execution']:.0f} KiB per execution at "
-                    f"{last['executions']:,} executions ({last['rss_mib']:.0f} MiB)"
+                    f"{bound}; {_core_bound(last['cpu_ms'], every)}; resident memory "
+                    f"{last['kib_per_execution']:.0f} KiB per execution at {last['executions']:,} executions "
+                    f"({last['rss_mib']:.0f} MiB)"
                 ),
             )
         )

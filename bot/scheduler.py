@@ -1,18 +1,21 @@
 """APScheduler wakes executions when they are due; the engine decides what "due" means.
 
 Rules:
-* One job per execution (``exec:<id>``) with a date trigger at the engine's next wake time; no
-  thread per execution: a small pool runs whichever are due.
-* Misfires coalesce into one catch-up run, never a silent skip (``misfire_grace_time=None``).
-* A sweep re-arms any active execution that has no job (new ones, ones released from Slack,
-  ones whose job was lost), so nothing waits forever.
+* One pending wake-up per execution at the engine's next wake time, in a heap (``bot.due``) that
+  one dispatching thread drains; no thread per execution: a small pool runs whichever are due.
+  APScheduler runs the periodic jobs (sweep, lease renewal, poll); a job per execution re-armed at
+  every sample cost a sixth of the process's time at a thousand executions.
+* A wake-up late for any reason runs once, as soon as it can: never a silent skip.
+* A sweep re-arms any active execution that has no wake-up pending (new ones, ones released from
+  Slack, ones whose wake-up was lost), so nothing waits forever.
 * Every run is safe to repeat: a tick re-reads the ledger and decides again.
 * Only the lease holder drives an execution; ticks elsewhere return without acting.
-* Replicas (``bot.replicas``): every ``renew_s`` the leases this process holds are renewed (one
-  that cannot be is dropped at once, and that execution is no longer driven here); every
-  ``poll_s`` the ledger heads and leases are read in two queries: an execution whose lease
-  lapsed or was let go is woken here (the tick takes the lease and reconciles first), and one
-  this process drives is woken when another replica appended to it (a release clicked there).
+* Every ``renew_s`` the leases this process holds are renewed, all in one round (one that cannot
+  be is dropped at once, and that execution is no longer driven here).
+* Replicas (``bot.replicas``): every ``poll_s`` the ledger heads and leases are read in two
+  queries: an execution whose lease lapsed or was let go is woken here (the tick takes the lease
+  and reconciles first), and one this process drives is woken when another replica appended to it
+  (a release clicked there).
 """
 
 from __future__ import annotations
@@ -20,13 +23,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.executors.pool import ThreadPoolExecutor as JobExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from bot.due import DueQueue, Wake
 from execution.model import Clock
 from execution.service import Engine
 from ledger.store import Lease
@@ -62,17 +68,24 @@ class Driver:
         self.on_lag = on_lag  # how late each run started (the /metrics scheduler lag)
         self.clock = clock
         self.sweep_seconds = sweep_seconds
+        # The periodic jobs only (the executions' wake-ups run in the pool below).
         self.scheduler = BackgroundScheduler(
             timezone="UTC",
-            executors={"default": ThreadPoolExecutor(max_workers=workers)},
+            executors={"default": JobExecutor(max_workers=4)},
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 3},
         )
-        self._runs = threading.Condition()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="stagehold-drive")
+        self._due = DueQueue()
+        self._queue = threading.Condition()  # guards the wake-ups; the dispatcher waits on it
+        self._in_flight: Counter[str] = Counter()  # handed to the pool, not finished yet
+        self._runs = threading.Condition()  # guards the count of runs in progress and stopping
         self._running_now = 0
         self._stopping = False
+        self._dispatcher = threading.Thread(target=self._dispatch, name="stagehold-due", daemon=True)
 
     def start(self, *, resume: bool = True) -> None:
         self.scheduler.start()
+        self._dispatcher.start()
         self.scheduler.add_job(
             self.sweep,
             "interval",
@@ -81,23 +94,22 @@ class Driver:
             replace_existing=True,
             next_run_time=self.clock(),
         )
+        self.scheduler.add_job(self.renew, "interval", seconds=self.renew_s, id="renew", replace_existing=True)
         if self.coordination is not None:
-            self.scheduler.add_job(self.renew, "interval", seconds=self.renew_s, id="renew", replace_existing=True)
             self.scheduler.add_job(self.poll, "interval", seconds=self.poll_s, id="poll", replace_existing=True)
         if resume:
             for execution_id in self.engine.active():
-                self._at(self._resume, execution_id, self.clock())
+                self._at(execution_id, self.clock(), resume=True)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop scheduling, then wait for runs in progress.
-
-        Not ``shutdown(wait=True)``: it waits while holding the scheduler's job-store lock, which a
-        finishing run needs to re-arm itself (``add_job``), so the two would wait for each other.
-        """
+        """Stop scheduling, then wait for runs in progress (those not started yet never start)."""
         with self._runs:
             self._stopping = True
+        with self._queue:
+            self._queue.notify_all()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        self._pool.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + timeout
         with self._runs:
             while self._running_now and time.monotonic() < deadline:
@@ -105,25 +117,45 @@ class Driver:
 
     def wake(self, execution_id: str, at: datetime | None = None) -> None:
         """Drive ``execution_id`` at ``at`` (default: now). Replaces any later wake-up."""
-        when = at or self.clock()
-        job = self.scheduler.get_job(f"exec:{execution_id}")
-        if job is not None and job.next_run_time is not None and job.next_run_time <= when:
-            return  # an earlier run is already due; it will re-decide and re-arm
-        self._at(self._run, execution_id, when)
+        self._at(execution_id, at or self.clock())
 
-    def _at(self, run: Callable[[str, datetime], None], execution_id: str, when: datetime) -> None:
-        """The execution's one job, run at ``when`` (told when it was due, for the lag metric)."""
-        self.scheduler.add_job(
-            run, "date", run_date=when, id=f"exec:{execution_id}", args=[execution_id, when], replace_existing=True
-        )
+    def _at(self, execution_id: str, when: datetime, *, resume: bool = False) -> None:
+        with self._queue:
+            if self._due.put(execution_id, when, resume=resume):
+                self._queue.notify_all()  # a new earliest: the dispatcher waits for it instead
 
-    def _resume(self, execution_id: str, due: datetime | None = None) -> None:
-        self._lag(due)
-        self._counted(execution_id, self.engine.resume, "resume")
+    def _dispatch(self) -> None:
+        """Hand each wake-up to the pool when it is due."""
+        while True:
+            with self._queue:
+                while not self._stopping:
+                    delay = self._due.seconds_to_next(time.time())
+                    if delay is not None and delay <= 0:
+                        break
+                    # Bounded, so a wall-clock step is noticed within a second.
+                    self._queue.wait(timeout=1.0 if delay is None else min(delay, 1.0))
+                if self._stopping:
+                    return
+                due = self._due.pop_due(time.time())
+                self._in_flight.update(wake.execution_id for wake in due)
+            for wake in due:
+                try:
+                    self._pool.submit(self._step, wake)
+                except RuntimeError:
+                    return  # the pool was shut down: stopping
 
-    def _run(self, execution_id: str, due: datetime | None = None) -> None:
-        self._lag(due)
-        self._counted(execution_id, self.engine.tick, "tick")
+    def _step(self, wake: Wake) -> None:
+        try:
+            self._lag(wake.at)
+            if wake.resume:
+                self._counted(wake.execution_id, self.engine.resume, "resume")
+            else:
+                self._counted(wake.execution_id, self.engine.tick, "tick")
+        finally:
+            with self._queue:
+                self._in_flight[wake.execution_id] -= 1
+                if self._in_flight[wake.execution_id] <= 0:
+                    del self._in_flight[wake.execution_id]
 
     def _lag(self, due: datetime | None) -> None:
         if self.on_lag is not None and due is not None:
@@ -148,7 +180,7 @@ class Driver:
 
     def _rearm(self, execution_id: str, wake: datetime | None) -> None:
         if wake is not None and not self._stopping:
-            self._at(self._run, execution_id, wake)
+            self._at(execution_id, wake)
 
     def sweep(self) -> None:
         """Re-arm active executions without a pending job (the safety net for lost wake-ups).
@@ -156,11 +188,13 @@ class Driver:
         An execution with a wake-up pending is skipped before its ledger is read: with a thousand
         executions, reading them all at every sweep cost more than a tenth of the process's time.
         """
-        for execution_id in self.engine.active(skip=self._pending):
+        for execution_id in self.engine.active(skip=self.pending):
             self.wake(execution_id)
 
-    def _pending(self, execution_id: str) -> bool:
-        return self.scheduler.get_job(f"exec:{execution_id}") is not None
+    def pending(self, execution_id: str) -> bool:
+        """A wake-up is queued, or a run is on its way (it re-arms the execution when it ends)."""
+        with self._queue:
+            return self._due.pending(execution_id) or execution_id in self._in_flight
 
     def renew(self) -> None:
         lost = self.engine.renew_leases()
@@ -190,5 +224,5 @@ class Driver:
                 continue
             if not live:
                 self.wake(execution_id)  # free or lapsed: the tick takes it over, reconciling first
-            elif head > seen or self.scheduler.get_job(f"exec:{execution_id}") is None:
+            elif head > seen or not self.pending(execution_id):
                 self.wake(execution_id)  # ours, and another replica appended to it (or no run is due)

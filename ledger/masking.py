@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 MASK = "***"
@@ -51,10 +52,12 @@ _ACCOUNT_WORDS = frozenset({"iban", "pan", "acct", "accountnumber", "accountno",
 _WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 
 
-def _key_words(name: str) -> set[str]:
+@lru_cache(maxsize=4096)
+def _key_words(name: str) -> frozenset[str]:
+    # Key names repeat in every entry (a key name is not a secret, so it may be kept).
     words = [w.lower() for w in _WORD_SPLIT.split(name) if w]
     pairs = {a + b for a, b in itertools.pairwise(words)}
-    return set(words) | pairs
+    return frozenset(words) | pairs
 
 
 _BEARER = re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=\-]{4,}", re.IGNORECASE)

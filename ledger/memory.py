@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from ledger.chain import GENESIS_HASH, canonical_json, seal, verify_chain
@@ -95,6 +96,23 @@ class MemoryLedgerStore:
                 return None
             self._leases[execution_id] = lease
             return lease
+
+    def renew_leases(self, owner: str, held: Sequence[Lease], now: datetime, ttl_seconds: float) -> dict[str, Lease]:
+        """Renew ``owner``'s leases still held at their epoch; those renewed, by execution."""
+        expires = now + timedelta(seconds=ttl_seconds)
+        renewed: dict[str, Lease] = {}
+        with self._lock:
+            for lease in held:
+                current = self._leases.get(lease.execution_id)
+                if (
+                    current is not None
+                    and lease.owner == owner
+                    and (current.owner, current.epoch) == (owner, lease.epoch)
+                ):
+                    renewed[lease.execution_id] = self._leases[lease.execution_id] = replace(
+                        current, expires_at=expires
+                    )
+        return renewed
 
     def lease(self, execution_id: str) -> Lease | None:
         """Who holds (or last held) the execution's lease, without taking it."""

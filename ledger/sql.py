@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import LargeBinary, Table, bindparam, cast, event, func, literal_column, text
+from sqlalchemy import LargeBinary, Table, bindparam, cast, event, func, literal_column, text, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
@@ -109,6 +109,16 @@ def _ledger_table() -> Table:
 
 
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+# The same locks for many executions, in the order of the keys given (sorted by the caller).
+_ADVISORY_LOCKS = text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k")
+# Leases renewed per transaction: bounds the advisory locks one PostgreSQL transaction holds.
+_RENEW_CHUNK = 200
+_RENEW = (
+    update(LeaseRow)
+    .where(col(LeaseRow.owner) == bindparam("holder"), col(LeaseRow.execution_id).in_(bindparam("ids", expanding=True)))
+    .values(expires_at=bindparam("until"))
+    .returning(col(LeaseRow.execution_id), col(LeaseRow.epoch))
+)
 
 
 def _to_entry(row: Any) -> Entry:
@@ -238,6 +248,32 @@ class SqlLedgerStore:
                 return None
             session.flush()
             return Lease(execution_id, row.owner, row.epoch, parse_ts(row.expires_at))
+
+    def renew_leases(self, owner: str, held: Sequence[Lease], now: datetime, ttl_seconds: float) -> dict[str, Lease]:
+        """Renew many of ``owner``'s leases in few transactions; those still held, by execution.
+
+        A lease is renewed only at the epoch it was held at (one taken over in between is left
+        alone and missing from the answer). Per chunk, one transaction: on SQLite its write lock
+        covers every row; on PostgreSQL the per-execution advisory locks are taken in one statement,
+        in a fixed order, as ``acquire_lease`` takes them one at a time, so neither can interleave.
+        """
+        expires = format_ts(now + timedelta(seconds=ttl_seconds))
+        epochs = {lease.execution_id: lease.epoch for lease in held if lease.owner == owner}
+        renewed: dict[str, Lease] = {}
+        ids = sorted(epochs)
+        for start in range(0, len(ids), _RENEW_CHUNK):
+            chunk = ids[start : start + _RENEW_CHUNK]
+            with self.engine.begin() as conn:
+                if self.is_postgres:
+                    conn.execute(_ADVISORY_LOCKS, {"keys": ["stagehold:" + eid for eid in chunk]})
+                # One statement per chunk (the ORM would load and flush a row object per lease).
+                # A lease of this owner at another epoch (lost and taken back since the caller
+                # looked) is extended too, harmlessly: it is ours, but not the lease asked about.
+                extended = conn.execute(_RENEW, {"holder": owner, "ids": chunk, "until": expires})
+                for execution_id, epoch in extended.all():
+                    if epoch == epochs[execution_id]:
+                        renewed[execution_id] = Lease(execution_id, owner, epoch, parse_ts(expires))
+        return renewed
 
     def lease(self, execution_id: str) -> Lease | None:
         """Who holds (or last held) the execution's lease, without taking it: read-only."""

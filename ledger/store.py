@@ -76,6 +76,10 @@ class LedgerStore(Protocol):
 
     def acquire_lease(self, execution_id: str, owner: str, now: datetime, ttl_seconds: float) -> Lease | None: ...
 
+    def renew_leases(
+        self, owner: str, held: Sequence[Lease], now: datetime, ttl_seconds: float
+    ) -> dict[str, Lease]: ...
+
     def release_lease(self, lease: Lease) -> None: ...
 
 

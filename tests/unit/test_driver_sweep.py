@@ -17,10 +17,10 @@ def test_the_sweep_wakes_an_execution_without_a_pending_wake_and_skips_the_other
         return store_read(execution_id, after_seq=after_seq)
 
     rig.store.read = counted  # type: ignore[method-assign]
-    assert driver.scheduler.get_job(f"exec:{rig.eid}") is None
+    assert not driver.pending(rig.eid)
     driver.sweep()
     assert read == [rig.eid]  # read to find it unfinished, then woken
-    assert driver.scheduler.get_job(f"exec:{rig.eid}") is not None
+    assert driver.pending(rig.eid)
     read.clear()
     driver.sweep()
     assert read == []  # its wake-up is pending: not read again
