@@ -23,10 +23,11 @@ import hashlib
 import json
 import math
 import re
+from _json import make_encoder, make_scanner
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
-from typing import Any
+from typing import Any, cast
 
 from ledger.entry import Entry, NewEntry
 from ledger.store import CorruptEntry, VerifyResult
@@ -263,6 +264,28 @@ def spliced(seq: int, ts: bytes, kind: bytes, actor: bytes, body: bytes, executi
         seq,
         ts,
     )
+
+
+def _no_default(value: object) -> object:
+    raise TypeError(type(value).__name__)  # unreachable: parsed JSON holds JSON values only
+
+
+# The C halves of json.loads and of canonical_json's json.dumps (sort_keys, no whitespace,
+# ensure_ascii=False, allow_nan=False), made once: the per-call set-up is most of their cost on a
+# body of a few hundred bytes. Canonical text has no whitespace, so the value must end the text.
+_scan_value = make_scanner(cast(Any, json.JSONDecoder()))
+_encode_chunks = make_encoder(None, _no_default, encode_basestring, None, ":", ",", True, False, False)
+
+
+def is_canonical_json(raw: bytes) -> bool:
+    """Whether ``raw`` is exactly the canonical encoding (``canonical_json``) of the value it spells."""
+    try:
+        text = raw.decode("utf-8")
+        value, end = _scan_value(text, 0)
+        # A lone surrogate spelled as an escape comes back raw, so it differs from the text too.
+        return end == len(text) and "".join(_encode_chunks(value, 0)) == text
+    except (ValueError, StopIteration, RecursionError):  # not UTF-8 or JSON, or NaN: not canonical
+        return False
 
 
 def verify_canonical(

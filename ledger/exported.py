@@ -12,14 +12,10 @@ check (``None``), which parses the line as JSON and accepts any spelling of the 
 
 from __future__ import annotations
 
-import json
 import re
-from _json import make_encoder, make_scanner
 from datetime import datetime
-from json.encoder import encode_basestring
-from typing import Any, cast
 
-from ledger.chain import Canonical, spliced
+from ledger.chain import Canonical, is_canonical_json, spliced
 
 # String fields with nothing to escape (the usual ids, kinds and actors); anything else is decided
 # by the full check. The time is the canonical 27 characters of a four-digit year from 1000.
@@ -33,28 +29,6 @@ _EXPORT_LINE = re.compile(
     + _STRING
     + rb',"body":(\{.*\}),"prev":"([0-9a-f]{64})","hash":"([0-9a-f]{64})"\}\n?'
 )
-
-
-def _no_default(value: object) -> object:
-    raise TypeError(type(value).__name__)  # unreachable: parsed JSON holds JSON values only
-
-
-# The C halves of json.loads and of canonical_json's json.dumps (sort_keys, no whitespace,
-# ensure_ascii=False, allow_nan=False), made once: the per-call set-up is most of their cost on a
-# body of a few hundred bytes. Canonical text has no whitespace, so the value must end the text.
-_scan = make_scanner(cast(Any, json.JSONDecoder()))
-_encode = make_encoder(None, _no_default, encode_basestring, None, ":", ",", True, False, False)
-
-
-def is_canonical_json(raw: bytes) -> bool:
-    """Whether ``raw`` is exactly the canonical encoding (``canonical_json``) of the value it spells."""
-    try:
-        text = raw.decode("utf-8")
-        value, end = _scan(text, 0)
-        # A lone surrogate spelled as an escape comes back raw, so it differs from the text too.
-        return end == len(text) and "".join(_encode(value, 0)) == text
-    except (ValueError, StopIteration, RecursionError):  # not UTF-8 or JSON, or NaN: not canonical
-        return False
 
 
 def exported_item(line: bytes) -> Canonical | None:

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ledger.chain import Canonical, hashed_bytes, parse_ts, string_token
+from ledger.chain import Canonical, hashed_bytes, is_canonical_json, parse_ts, string_token
 from ledger.entry import Entry
 from ledger.store import CorruptEntry
 
@@ -52,7 +52,14 @@ def canonical_rows(execution_id: str, rows: Iterable[Any]) -> Iterator[Canonical
         try:
             kind_token = tokens.get(kind) or tokens.setdefault(kind, string_token(kind))
             actor_token = tokens.get(actor) or tokens.setdefault(actor, string_token(actor))
-            canonical = hashed_bytes(seq, ts, kind_token, actor_token, body, execution, prev_hash)
+            # Hashing the stored body is only the full check's answer when that body is canonical:
+            # a row rewritten in another spelling (NaN, unsorted keys, whitespace) and hashed over
+            # that spelling must fail as decoding and re-encoding it would fail it.
+            canonical = (
+                hashed_bytes(seq, ts, kind_token, actor_token, body, execution, prev_hash)
+                if is_canonical_json(body)
+                else None
+            )
         except (TypeError, ValueError, AttributeError):  # a value edited into another type: the full check decides
             canonical = None
         if len(tokens) > 4096:  # stay constant-size whatever the chain holds

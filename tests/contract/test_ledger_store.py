@@ -7,6 +7,7 @@ tests edit the database behind the store's back, so they run on the SQL stores o
 from __future__ import annotations
 
 import ast
+import hashlib
 import itertools
 import math
 import re
@@ -21,7 +22,7 @@ from sqlalchemy import create_engine, text
 
 import ledger.sql
 import ledger.sqlite_reader
-from ledger.chain import GENESIS_HASH, entry_hash, format_ts, verify_chain
+from ledger.chain import GENESIS_HASH, entry_hash, format_ts, hashed_bytes, string_token, verify_chain
 from ledger.entry import Entry, NewEntry
 from ledger.memory import MemoryLedgerStore
 from ledger.sql import SqlLedgerStore, normalise_url
@@ -552,6 +553,44 @@ def test_the_same_values_in_another_spelling_verify_as_before(
         ledger_url, f"UPDATE stagehold_ledger SET {column} = :v WHERE execution_id = :e AND seq = 3", v=value, e=EXEC
     )
     _verify(sql_store)  # agreement is the assertion; the verdict is whatever decoding the values gives
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ('{"n":NaN}', "no canonical form"),
+        ('{ "n" : 33 }', "hash does not match content"),
+        ('{"n":33,"a":1}', "hash does not match content"),  # keys out of order
+        ('{"n":3.30}', "hash does not match content"),  # a float not in its shortest form
+    ],
+)
+def test_a_row_rehashed_over_a_non_canonical_spelling_is_tampering(
+    sql_store: SqlLedgerStore, ledger_url: str, body: str, why: str
+) -> None:
+    """Someone who edits a body and recomputes the hash over the stored text, as the streamed check
+    splices it, must not pass: an entry's hash covers its canonical encoding, which this is not."""
+    fill(sql_store, 5)
+    three = row(ledger_url, 3)
+    forged = hashed_bytes(
+        3,
+        three["ts"],
+        string_token(three["kind"]),
+        string_token(three["actor"]),
+        body.encode(),
+        string_token(EXEC),
+        three["prev_hash"],
+    )
+    assert forged is not None
+    raw_sql(
+        ledger_url,
+        "UPDATE stagehold_ledger SET body = :b, hash = :h WHERE execution_id = :e AND seq = 3",
+        b=body,
+        h=hashlib.sha256(forged).hexdigest(),
+        e=EXEC,
+    )
+    ok, seq, reason = _verify(sql_store)
+    assert (ok, seq) == (False, 3)
+    assert why in reason
 
 
 def test_tricky_text_in_every_field_verifies_streamed(
