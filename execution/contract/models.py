@@ -17,7 +17,15 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from execution.conditions import CONDITION_PATTERN, DURATION_PATTERN, parse_condition, parse_duration
@@ -115,30 +123,22 @@ def _check_headers(headers: dict[str, str]) -> dict[str, str]:
 Headers = Annotated[dict[HeaderName, HeaderValue], AfterValidator(_check_headers)]
 
 
-def _takes_only_booleans(annotation: Any) -> tuple[bool, bool]:
-    """(is a yes/no field, may also be null)."""
-    if annotation is bool:
-        return True, False
-    if annotation == (bool | None):
-        return True, True
-    return False, False
+def _true_or_false(value: Any) -> Any:
+    # pydantic alone would read "no", "off", "0" and 0 as False: a yes/no field that protects
+    # something (two_person, hold_before) takes only a real YAML boolean.
+    if not isinstance(value, bool):
+        raise PydanticCustomError("bool_type", "expected true or false")
+    return value
+
+
+# Every yes/no field of a contract model is a YesNo (a test holds every model to it). On the
+# field itself rather than as a validator of every field of every model: building that one costs
+# a tenth of the models' build, and each command that reads a package or the ledger pays for it.
+YesNo = Annotated[bool, BeforeValidator(_true_or_false)]
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _true_or_false(cls, value: Any, info: ValidationInfo) -> Any:
-        # pydantic alone would read "no", "off", "0" and 0 as False: a yes/no field that protects
-        # something (two_person, hold_before) takes only a real YAML boolean, for every model and
-        # every field added later.
-        if isinstance(value, bool) or info.field_name is None:
-            return value
-        flag, nullable = _takes_only_booleans(cls.model_fields[info.field_name].annotation)
-        if flag and not (nullable and value is None):
-            raise PydanticCustomError("bool_type", "expected true or false")
-        return value
 
 
 ACTION_KINDS = ("http", "command", "haproxy")
@@ -703,21 +703,21 @@ class Stage(Strict):
         "Rule 2: at most the package's max_blast_radius.",
         examples=[5],
     )
-    hold_before: bool = Field(
+    hold_before: YesNo = Field(
         False,
         description="Stop before entering this stage until a named release authority releases it. Rule 4: "
         "required when the stage widens the blast radius, promotes or retires the fallback.",
         examples=[True],
     )
-    promotes: bool = Field(
+    promotes: YesNo = Field(
         False, description="The stage makes the new side authoritative (rule 4: needs hold_before).", examples=[True]
     )
-    retires_fallback: bool = Field(
+    retires_fallback: YesNo = Field(
         False,
         description="The stage removes the way back (rule 5: it must also be irreversible and protected).",
         examples=[True],
     )
-    irreversible: bool = Field(
+    irreversible: YesNo = Field(
         False,
         description="No automated rollback exists from here: it needs two distinct releasers, names no rollback, "
         "and no later outcome may roll back (rule 5).",
@@ -939,7 +939,7 @@ class Authorities(Strict):
         description="Others who may place a hold at any time (everyone above may too).",
         examples=[{"users": ["U06SRE"]}],
     )
-    two_person: bool = Field(
+    two_person: YesNo = Field(
         True,
         description="Two-person control: the initiator cannot release. Only true or false; YAML's yes/no/on/off "
         "are refused, never read as a boolean.",

@@ -885,3 +885,30 @@ def test_validate_warns_when_a_query_window_outruns_the_initial_delay(
     assert main(["validate", str(v.package)]) == 0
     err = capsys.readouterr().err
     assert "stages[0].verify" not in err and "stages[1].verify.checks[0]" in err
+
+
+def test_every_yes_no_field_takes_only_true_or_false() -> None:
+    """A yes/no field added to any contract model must be a YesNo, or YAML's "no" would slip in."""
+    import typing
+
+    from pydantic import BeforeValidator
+
+    import execution.contract.keyring  # noqa: F401  (its models are contract models too)
+    from execution.contract.models import ChangePackage, Strict, YesNo
+
+    (check,) = (m for m in typing.get_args(YesNo)[1:] if isinstance(m, BeforeValidator))
+    models, seen = list(Strict.__subclasses__()), set()
+    while models:
+        model = models.pop()
+        seen.add(model)
+        models += [m for m in model.__subclasses__() if m not in seen]
+    flags = {
+        f"{model.__name__}.{name}": field
+        for model in seen
+        for name, field in model.model_fields.items()
+        if bool in (field.annotation, *typing.get_args(field.annotation))
+    }
+    assert "Authorities.two_person" in flags and "Stage.hold_before" in flags
+    assert [name for name, field in flags.items() if check not in field.metadata] == []
+    with pytest.raises(ValueError, match="expected true or false"):
+        ChangePackage.model_validate({"authorities": {"two_person": "no"}})
