@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from execution.adapters.keepalive import KeepAliveReads
+
 
 class _NoCookies(httpx.Cookies):
     """A jar that refuses every cookie, and does not look at responses for them: httpx looks at
@@ -51,11 +53,18 @@ class CookielessClient(httpx.Client):
 
 
 class TargetTransport(CookielessClient):
-    """An ``httpx.Client`` that also hands out clients configured with a target's TLS files."""
+    """An ``httpx.Client`` that also hands out clients configured with a target's TLS files.
+
+    Its plain-HTTP GETs (signal reads) go over ``KeepAliveReads``; the rest over httpx's transport.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
+        if "transport" not in kwargs:  # (tests hand in their own)
+            limits = kwargs.get("limits", httpx.Limits())
+            fallback = httpx.HTTPTransport(limits=limits)
+            kwargs = {**kwargs, "transport": KeepAliveReads(fallback, max_idle=limits.max_keepalive_connections or 20)}
         super().__init__(**kwargs)
-        self._settings = kwargs
+        self._settings = {k: v for k, v in kwargs.items() if k != "transport"}
         self._tls: dict[tuple[str | None, str | None, str | None], httpx.Client] = {}
         self._tls_lock = threading.Lock()
 
