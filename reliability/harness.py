@@ -192,14 +192,12 @@ def render(results: Sequence[FamilyResult], header: RunHeader) -> str:
         "a build with a safety turned off and must find violations: it shows the checks can see the",
         "failures they guard against.",
         "",
-        f"Run: {started}, {seconds / 60:.1f} min in total on {os.cpu_count()} CPU(s), "
-        f"Python {platform.python_version()}"
-        + (f", load average {load:.1f} when it started." if load is not None else "."),
+        _run_line(results, header, started, seconds, load),
         *(
             [
-                "Re-run on their own since: "
+                "Re-run on their own since the last whole run: "
                 + ", ".join(f"{family} ({finished})" for family, finished in header.rerun)
-                + "; their rows below come from those runs."
+                + "."
             ]
             if header.rerun
             else []
@@ -220,7 +218,9 @@ def render(results: Sequence[FamilyResult], header: RunHeader) -> str:
         lines.append(f"### {r.title}")
         lines.append("")
         lines.append(
-            f"{r.trials:,} {r.unit} at {r.size} size in {r.seconds:.0f} s; "
+            f"{r.trials:,} {r.unit} at {r.size} size in {r.seconds:.0f} s"
+            + (f", finished {r.finished_at}" if r.finished_at else "")
+            + "; "
             f"{r.count} violation(s){' — expected, this is the negative control' if r.negative_control else ''}."
         )
         lines.append("")
@@ -241,6 +241,20 @@ def render(results: Sequence[FamilyResult], header: RunHeader) -> str:
         _DATA_END,
     ]
     return "\n".join(lines) + "\n"
+
+
+def _run_line(
+    results: Sequence[FamilyResult], header: RunHeader, started: str, seconds: float, load: float | None
+) -> str:
+    machine = f"on {os.cpu_count()} CPU(s), Python {platform.python_version()}"
+    if header.rerun:
+        # The rows come from several runs: say which span, not one run's time and length.
+        finished = sorted(r.finished_at for r in results if r.finished_at)
+        span = f"between {finished[0]} and {finished[-1]}" if finished else "at different times"
+        return f"Run: the rows come from runs that finished {span}, {machine}; each family's details give its own."
+    return f"Run: {started}, {seconds / 60:.1f} min in total {machine}" + (
+        f", load average {load:.1f} when it started." if load is not None else "."
+    )
 
 
 def previous(path: Path = REPORT) -> tuple[RunHeader | None, list[FamilyResult]]:

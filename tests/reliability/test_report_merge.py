@@ -33,9 +33,10 @@ def test_a_partial_run_keeps_the_whole_runs_header_and_the_other_rows_counts(tmp
     report.write_text(render(rows, header))
 
     text = report.read_text()
-    # The header still describes the whole run, and names the row re-run since.
-    assert "Run: 2026-11-30 01:00 UTC, 11.7 min in total" in text
-    assert "Re-run on their own since: tamper (2026-11-30 03:18 UTC)" in text
+    # The header no longer claims one run's time and length; it names the row re-run since.
+    assert "11.7 min in total" not in text and "30.0" not in text
+    assert "the rows come from runs that finished between 2026-11-30 01:00 UTC and 2026-11-30 03:18 UTC" in text
+    assert "Re-run on their own since the last whole run: tamper (2026-11-30 03:18 UTC)" in text
     # Only ten violations are kept in the data, but the negative control found 46.
     assert "| 46 (expected > 0) |" in text
     again, kept = previous(report)
@@ -48,6 +49,7 @@ def test_a_whole_run_clears_the_list_of_rows_re_run_on_their_own(tmp_path: Path)
     report = tmp_path / "reliability.md"
     header = RunHeader("2026-11-30 01:00 UTC", 700.0).after_partial([_row("crash", 0)])
     report.write_text(render([_row("crash", 0)], header))
-    assert "Re-run on their own since: crash" in report.read_text()
+    assert "Re-run on their own since the last whole run: crash" in report.read_text()
     report.write_text(render([_row("crash", 0)], RunHeader("2026-11-30 04:00 UTC", 710.0)))
     assert "Re-run on their own" not in report.read_text()
+    assert "Run: 2026-11-30 04:00 UTC, 11.8 min in total" in report.read_text()
