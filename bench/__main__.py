@@ -15,9 +15,10 @@ import time
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bench import PARTS, Row, Size
-from bench.report import REPORT, line, previous, render
+from bench.report import REPORT, line, previous, published, render
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,12 +56,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total {minutes:.1f} min")
     report = args.report or (None if size.smoke else REPORT)
     if report is not None and not args.no_report and not failed:
+        header: dict[str, Any] = {"started": started, "minutes": minutes, "load": list(load), "remeasured": []}
+        last = published(report) if args.part else None
         if args.part:
             kept = [r for r in previous(report) if r.part not in names]
             order = {name: i for i, name in enumerate(PARTS)}
             rows = sorted([*kept, *rows], key=lambda r: order.get(r.part, len(order)))
+        if last is not None:
+            # The header keeps describing the last whole run; this run is listed beside it.
+            this = [{"part": n, "started": started, "minutes": minutes, "load": list(load)} for n in names]
+            earlier = [r for r in last.get("remeasured", []) if r["part"] not in names]
+            header = {k: last[k] for k in ("started", "minutes", "load")} | {"remeasured": earlier + this}
         report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(render(rows, started=started, minutes=minutes, load=load), encoding="utf-8")
+        report.write_text(render(rows, **header), encoding="utf-8")
         print(f"wrote {report}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)

@@ -9,6 +9,7 @@ import platform
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bench import Row
 from bench.measure import ROOT, number
@@ -65,7 +66,16 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render(rows: Sequence[Row], *, started: str, minutes: float, load: tuple[float, float, float]) -> str:
+def render(
+    rows: Sequence[Row],
+    *,
+    started: str,
+    minutes: float,
+    load: Sequence[float],
+    remeasured: Sequence[dict[str, Any]] = (),
+) -> str:
+    """``started``/``minutes``/``load`` describe the last whole run; ``remeasured`` lists the parts
+    re-measured on their own since (``--part``), each with its own start, length and load."""
     lines = [
         "# Performance",
         "",
@@ -77,6 +87,17 @@ def render(rows: Sequence[Row], *, started: str, minutes: float, load: tuple[flo
         "",
         f"Run: {started}, {minutes:.1f} min in total; machine: {machine()}; "
         f"load average at the start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}.",
+        *(
+            [
+                "Parts re-measured on their own since (`--part`), their rows from those runs: "
+                + "; ".join(
+                    f"{r['part']} ({r['started']}, {r['minutes']:.1f} min, load {r['load'][0]:.2f})" for r in remeasured
+                )
+                + "."
+            ]
+            if remeasured
+            else []
+        ),
         "",
         "| figure | stagehold (min / median / max) | baseline in the same run | ratio | goal | result |",
         "|---|---|---|---:|---|---|",
@@ -91,17 +112,30 @@ def render(rows: Sequence[Row], *, started: str, minutes: float, load: tuple[flo
     if notes:
         lines += ["", "## Notes", ""]
         lines += [f"- **{_cell(row.figure)}**: {_cell(row.note)}" for row in notes]
-    data = {"started": started, "minutes": minutes, "load": list(load), "rows": [r.to_json() for r in rows]}
+    data = {
+        "started": started,
+        "minutes": minutes,
+        "load": list(load),
+        "remeasured": list(remeasured),
+        "rows": [r.to_json() for r in rows],
+    }
     lines += ["", _DATA_START, json.dumps(data, indent=1, ensure_ascii=False), _DATA_END]
     return "\n".join(lines) + "\n"
 
 
-def previous(path: Path = REPORT) -> list[Row]:
-    """The rows published now, so that re-measuring one part keeps the others."""
+def published(path: Path = REPORT) -> dict[str, Any] | None:
+    """The data of the table published now (header and rows), so that re-measuring one part keeps
+    the others and the whole run's header."""
     if not path.is_file():
-        return []
+        return None
     _, found, rest = path.read_text(encoding="utf-8").partition(_DATA_START + "\n")
     if not found:
-        return []
-    data = json.loads(rest.partition("\n" + _DATA_END)[0])
-    return [Row.from_json(r) for r in data["rows"]]
+        return None
+    data: dict[str, Any] = json.loads(rest.partition("\n" + _DATA_END)[0])
+    return data
+
+
+def previous(path: Path = REPORT) -> list[Row]:
+    """The rows published now."""
+    data = published(path)
+    return [] if data is None else [Row.from_json(r) for r in data["rows"]]

@@ -29,6 +29,7 @@ import argparse
 import hashlib
 import itertools
 import json
+import os
 import secrets
 import shutil
 import socket
@@ -309,9 +310,9 @@ def ramp_backend(label: str, url: str, change: LoadedChange, args: argparse.Name
             time.sleep(args.every)
             windows = []
             for _ in range(args.windows):
-                cpu0, m0 = time.process_time(), time.monotonic()
+                cpu0, m0, machine0 = time.process_time(), time.monotonic(), _machine_ticks()
                 time.sleep(args.window)
-                cpu1, m1 = time.process_time(), time.monotonic()
+                cpu1, m1, machine1 = time.process_time(), time.monotonic(), _machine_ticks()
                 with lock:
                     ends = [(b, b - a) for v in sampled.values() for a, b in itertools.pairwise(v) if m0 <= b < m1]
                     taken = sum(1 for v in sampled.values() for t in v if m0 <= t < m1)
@@ -321,6 +322,8 @@ def ramp_backend(label: str, url: str, change: LoadedChange, args: argparse.Name
                         "p95": _pct([gap for _, gap in ends], 0.95),
                         "taken": taken / due,
                         "cpu_ms": 1000 * (cpu1 - cpu0) / max(taken, 1),
+                        "cores": (cpu1 - cpu0) / (m1 - m0),
+                        "machine": _busy_cores(machine0, machine1),
                     }
                 )
             rss = _rss_mib()
@@ -329,6 +332,8 @@ def ramp_backend(label: str, url: str, change: LoadedChange, args: argparse.Name
                 "p95": [w["p95"] for w in windows],
                 "taken": [w["taken"] for w in windows],
                 "cpu_ms": statistics.median(w["cpu_ms"] for w in windows),
+                "cores": statistics.median(w["cores"] for w in windows),
+                "machine": statistics.median(w["machine"] for w in windows),
                 "rss_mib": rss,
                 "kib_per_execution": 1024 * (rss - rss_empty) / target,
                 "threads": threading.active_count(),
@@ -350,6 +355,23 @@ def ramp_backend(label: str, url: str, change: LoadedChange, args: argparse.Name
         runtime.close()
     within = [f["executions"] for f in figures if statistics.median(f["p95"]) <= args.every + 1]
     return {"steps": figures, "carried": max(within, default=0), "every": args.every}
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """(all, idle) CPU ticks of the whole machine so far, from /proc/stat (0, 0 where there is none)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+    except OSError:
+        return 0, 0
+    return sum(fields), fields[3] + fields[4]  # idle + iowait
+
+
+def _busy_cores(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """How many of the machine's cores were busy between two readings (everything: the database
+    server and the sandbox target included)."""
+    total, idle = after[0] - before[0], after[1] - before[1]
+    return (os.cpu_count() or 1) * (1 - idle / total) if total > 0 else float("nan")
 
 
 def ramp(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -398,7 +420,9 @@ def run(size: Size) -> list[Row]:
                 goal=f"≥ {GOAL_EXECUTIONS:,} per process",
                 met=carried >= GOAL_EXECUTIONS,
                 note=(
-                    f"{bound}; {_core_bound(last['cpu_ms'], every)}; resident memory "
+                    f"{bound}; {_core_bound(last['cpu_ms'], every)}; at that step the process kept "
+                    f"{last['cores']:.2f} of a core busy and the machine {last['machine']:.2f} of its "
+                    f"{os.cpu_count()} (the database server and the sandbox target included); resident memory "
                     f"{last['kib_per_execution']:.0f} KiB per execution at {last['executions']:,} executions "
                     f"({last['rss_mib']:.0f} MiB)"
                 ),
@@ -416,7 +440,8 @@ def run(size: Size) -> list[Row]:
                     met=statistics.median(step["p95"]) <= every + 1,
                     note=(
                         f"samples taken / due {min(step['taken']):.2f}–{max(step['taken']):.2f}; "
-                        f"CPU per sample {step['cpu_ms']:.1f} ms; {step['kib_per_execution']:.0f} KiB per execution"
+                        f"CPU per sample {step['cpu_ms']:.1f} ms; process {step['cores']:.2f} cores, machine "
+                        f"{step['machine']:.2f}; {step['kib_per_execution']:.0f} KiB per execution"
                     ),
                 )
             )
