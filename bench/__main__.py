@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import PARTS, Row, Size
-from bench.report import REPORT, line, previous, published, render
+from bench.report import REPORT, line, published, render
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,11 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     if report is not None and not args.no_report and not failed:
         header: dict[str, Any] = {"started": started, "minutes": minutes, "load": list(load), "remeasured": []}
         last = published(report) if args.part else None
-        if args.part:
-            kept = [r for r in previous(report) if r.part not in names]
+        if last is not None:
+            kept = [r for r in map(Row.from_json, last["rows"]) if r.part not in names]
             order = {name: i for i, name in enumerate(PARTS)}
             rows = sorted([*kept, *rows], key=lambda r: order.get(r.part, len(order)))
-        if last is not None:
             # The header keeps describing the last whole run; this run is listed beside it.
             this = [{"part": n, "started": started, "minutes": minutes, "load": list(load)} for n in names]
             earlier = [r for r in last.get("remeasured", []) if r["part"] not in names]
