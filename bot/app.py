@@ -1,10 +1,10 @@
 """The Slack app: Bolt wired to the handlers, served over Socket Mode or HTTP.
 
 Rules:
-* Socket Mode when an app-level token (``SLACK_APP_TOKEN``) is set — no public URL needed;
-  otherwise HTTP behind uvicorn: ``POST /slack/events`` for commands and interactions, and
-  ``GET /healthz``, ``GET /readyz`` and ``GET /metrics`` (``bot.ops``; in Socket Mode these are
-  served alone on the same port). Bolt's ``dispatch`` is synchronous, so it runs in a worker thread
+* Socket Mode (``bot.socket_mode``) when an app-level token (``SLACK_APP_TOKEN``) is set — no
+  public URL needed; otherwise HTTP behind uvicorn: ``POST /slack/events`` for commands and
+  interactions, and ``GET /healthz``, ``GET /readyz`` and ``GET /metrics`` (``bot.ops``; in Socket
+  Mode these are served alone on the same port). Bolt's ``dispatch`` is synchronous, so it runs in a worker thread
   (``asyncio.to_thread``) and never blocks the event loop.
 * Every HTTP request is verified against the signing secret by Bolt's ``RequestVerification``
   (``v0=HMAC-SHA256(secret, "v0:{ts}:{body}")``, timestamps more than five minutes off refused):
@@ -34,7 +34,6 @@ from typing import Any
 import uvicorn
 from apscheduler.triggers.cron import CronTrigger
 from slack_bolt import App, BoltRequest
-from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_sdk import WebClient
 from slack_sdk.http_retry import RetryHandler
 from slack_sdk.http_retry.builtin_handlers import (
@@ -260,46 +259,6 @@ class HttpServer:
         self.server.should_exit = True
         self.thread.join(timeout=timeout)
         self.sock.close()
-
-
-class SocketModeUnusable(RuntimeError):
-    """Slack's answer leaves Socket Mode nothing to connect to; retrying will not change that."""
-
-
-class SocketModeRunner:
-    """Bolt over Socket Mode (an app-level ``xapp-`` token; no public URL needed).
-
-    Every WebSocket URL slack_sdk asks ``apps.connections.open`` for is checked first: an answer
-    without one used to reach the connection as ``None`` and fail with an AttributeError logged
-    every 10 s forever. Now it raises ``SocketModeUnusable`` — at start, out of ``start()``; later,
-    through ``on_fatal`` so the process can say why and exit.
-    """
-
-    def __init__(self, app: App, app_token: str, on_fatal: Callable[[str], None] | None = None) -> None:
-        self.handler = SocketModeHandler(app, app_token)
-        self.on_fatal = on_fatal
-        client = self.handler.client
-        issue = client.issue_new_wss_url
-
-        def checked_issue() -> str:
-            url = issue()
-            if isinstance(url, str) and url.startswith(("wss://", "ws://")):
-                return url
-            reason = f"apps.connections.open answered without a WebSocket url (got {type(url).__name__})"
-            if self.on_fatal is not None:
-                self.on_fatal(reason)
-            raise SocketModeUnusable(reason)
-
-        # slack_sdk's client asks for a URL at connect and at every reconnect; the handler builds
-        # that client itself, so the check wraps its method on the instance.
-        setattr(client, "issue_new_wss_url", checked_issue)  # noqa: B010
-
-    def start(self) -> SocketModeRunner:
-        self.handler.connect()  # type: ignore[no-untyped-call]
-        return self
-
-    def stop(self) -> None:
-        self.handler.close()  # type: ignore[no-untyped-call]
 
 
 # ---------------------------------------------------------------- the assembled bot

@@ -27,7 +27,8 @@ from bot import exits
 from bot.clock import utc_now
 
 if TYPE_CHECKING:
-    from bot.app import HttpServer, SocketModeRunner
+    from bot.app import HttpServer
+    from bot.socket_mode import SocketModeRunner
 
 CREDENTIALS = (
     "STAGEHOLD_CREDENTIAL_PREFLIGHT",
@@ -62,12 +63,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from slack_bolt.error import BoltError
     from slack_sdk.errors import SlackApiError
 
-    from bot.app import HttpServer, SlackBot, SocketModeRunner, SocketModeUnusable
+    from bot.app import HttpServer, SlackBot
     from bot.bootstrap import open_runtime, process_owner
     from bot.digest import ScheduleError, parse_schedule
     from bot.keys import KeyProblem, approvals_checker, witness_signer
     from bot.logs import configure as configure_logs
     from bot.settings import SettingsError, load_settings
+    from bot.socket_mode import SocketModeRunner, SocketModeUnusable
     from execution.model import Credentials
     from handlers.review import ReportSettings
 

@@ -77,6 +77,7 @@ class FakeSlack:
         # WebSocket URL (``ws_url``: a handshake that then hangs up) or None (ok, but no url).
         self.socket_urls: deque[str | None] = deque([None])
         self.socket_handshakes = 0
+        self.socket_hold_s = 0.0  # how long a WebSocket stays open before the fake hangs up
         self._failures: dict[str, deque[_Failure]] = {}
         self._storms: dict[str, tuple[float, float]] = {}
         self._delays: dict[str, float] = {}
@@ -306,9 +307,14 @@ class FakeSlack:
         request.send_header("Connection", "Upgrade")
         request.send_header("Sec-WebSocket-Accept", accept)
         request.end_headers()
-        request.wfile.write(b"\x88\x00")  # a close frame (FIN, opcode 8, no payload): Slack hangs up
         request.wfile.flush()
+        time.sleep(self.socket_hold_s)
         request.close_connection = True
+        try:
+            request.wfile.write(b"\x88\x00")  # a close frame (FIN, opcode 8, no payload): Slack hangs up
+            request.wfile.flush()
+        except OSError:
+            pass  # the client closed its end first
 
     def _failure(self, method: str) -> _Failure | None:
         storm = self._storms.get(method)
