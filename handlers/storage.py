@@ -25,7 +25,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from ledger.sql import execution_heads
+from ledger.sql import execution_heads, registry_installed
 
 
 class SlackThreadRow(SQLModel, table=True):
@@ -82,6 +82,9 @@ class SlackStore:
             SQLModel.metadata.tables[SlackIntentRow.__tablename__],
         ]
         SQLModel.metadata.create_all(engine, tables=tables)
+        with engine.connect() as conn:
+            # The ledger store installs the registry when it opens, before the bot builds this.
+            self._registered = registry_installed(conn)
 
     def thread(self, execution_id: str) -> ThreadInfo | None:
         with Session(self.engine) as session:
@@ -170,7 +173,7 @@ class SlackStore:
 
     def heads(self) -> dict[str, int]:
         """The last ledger seq of every execution, in one query."""
-        return execution_heads(self.engine)
+        return execution_heads(self.engine, self._registered)
 
 
 def hold_card_times(engine: Engine) -> dict[tuple[str, str], datetime]:

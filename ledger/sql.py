@@ -14,11 +14,13 @@ Why the locking is done this way:
   writer at the same seq with ``AppendConflict``.
 
 There is deliberately no update or delete of ledger rows anywhere in this module. The lease table
-is coordination data, not history, and is the only table written with UPDATE.
+is coordination data, not history, and is the only table written with UPDATE. Listing executions
+and their heads reads the execution registry where it is installed (``ledger.registry``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -26,9 +28,11 @@ from typing import Any
 
 from sqlalchemy import LargeBinary, Table, bindparam, cast, event, func, literal_column, text, update
 from sqlalchemy import select as sa_select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
+from ledger import registry
 from ledger.appender import Appender, Compiled
 from ledger.chain import format_ts, parse_ts, verify_canonical
 from ledger.entry import Entry, NewEntry
@@ -47,6 +51,15 @@ class LedgerRow(SQLModel, table=True):
     body: str  # canonical JSON text, exactly what the hash covers
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+
+
+class ExecutionRow(SQLModel, table=True):
+    """The execution registry (``ledger.registry``): written by a trigger on the ledger, never updated."""
+
+    __tablename__ = registry.REGISTRY_TABLE
+
+    execution_id: str = Field(primary_key=True, max_length=200)
+    started_at: str = Field(max_length=32)  # the ts of the execution's first entry
 
 
 class LeaseRow(SQLModel, table=True):
@@ -95,18 +108,65 @@ def make_engine(url: str) -> Engine:
 _STREAM_BATCH = 2000  # rows per fetch while streaming a chain: enough to amortise round trips
 
 
-def execution_heads(engine: Engine) -> dict[str, int]:
-    """The last seq of every execution, in one query."""
-    with Session(engine) as session:
-        rows = session.exec(
-            select(LedgerRow.execution_id, func.max(LedgerRow.seq)).group_by(col(LedgerRow.execution_id))
-        ).all()
-        return {eid: int(seq) for eid, seq in rows}
+def execution_heads(engine: Engine, registered: bool) -> dict[str, int]:
+    """The last seq of every execution, in one query (``registered``: read the registry)."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(registry.HEADS if registered else registry.LEDGER_HEADS).all()
+    return {eid: int(seq) for eid, seq in rows if seq is not None}
+
+
+def registry_installed(conn: Connection) -> bool:
+    postgres = conn.dialect.name == "postgresql"
+    query = registry.POSTGRES_INSTALLED if postgres else registry.SQLITE_INSTALLED
+    return conn.exec_driver_sql(query).first() is not None
+
+
+def install_registry(engine: Engine) -> bool:
+    """Install the execution registry unless it is there; False, with a warning, if it cannot be.
+
+    Without it everything still works, reading the whole ledger to list executions; a role that may
+    not create tables or triggers gets it from ``stagehold db init`` run by the tables' owner.
+    """
+    with engine.connect() as conn:
+        if registry_installed(conn):
+            return True
+    try:
+        with engine.begin() as conn:
+            install_registry_in(conn)
+    except DBAPIError as exc:
+        first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+        _log.warning(
+            "the execution registry could not be installed (%s); listing executions reads the whole ledger "
+            "until the tables' owner runs stagehold db init",
+            first,
+        )
+        return False
+    return True
+
+
+def install_registry_in(conn: Connection) -> None:
+    """Create the registry, its trigger and the rows of executions already there, in ``conn``'s
+    transaction (``stagehold db init`` runs it in its own)."""
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:
+        conn.execute(_ADVISORY_LOCK, {"key": "stagehold-schema"})  # two replicas opening at once
+    if registry_installed(conn):
+        return
+    SQLModel.metadata.tables[registry.REGISTRY_TABLE].create(conn, checkfirst=True)
+    if postgres:
+        schema = conn.exec_driver_sql("SELECT quote_ident(current_schema())").scalar_one()
+        statements = registry.postgres_install(schema)
+    else:
+        statements = registry.SQLITE_INSTALL
+    for statement in statements:
+        conn.exec_driver_sql(statement)
 
 
 def _ledger_table() -> Table:
     return SQLModel.metadata.tables[LedgerRow.__tablename__]
 
+
+_log = logging.getLogger("stagehold.ledger")
 
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 # The same locks for many executions, in the order of the keys given (sorted by the caller).
@@ -134,6 +194,7 @@ class SqlLedgerStore:
         self.is_postgres = self.engine.dialect.name == "postgresql"
         tables = [SQLModel.metadata.tables[LedgerRow.__tablename__], SQLModel.metadata.tables[LeaseRow.__tablename__]]
         SQLModel.metadata.create_all(self.engine, tables=tables)
+        self.registered = install_registry(self.engine)
         self._appender = Appender(self.engine, *tables)
 
     def close(self) -> None:
@@ -226,11 +287,10 @@ class SqlLedgerStore:
             return (row.seq, row.hash) if row else None
 
     def executions(self) -> list[str]:
-        with Session(self.engine) as session:
-            rows = session.exec(
-                select(LedgerRow.execution_id).group_by(col(LedgerRow.execution_id)).order_by(func.min(LedgerRow.ts))
-            ).all()
-            return list(rows)
+        """Execution ids, oldest first (by the time of their first entry)."""
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(registry.EXECUTIONS if self.registered else registry.LEDGER_EXECUTIONS)
+            return [r[0] for r in rows]
 
     def acquire_lease(self, execution_id: str, owner: str, now: datetime, ttl_seconds: float) -> Lease | None:
         """Take or renew the lease; a new owner gets a higher epoch so stale writers are fenced."""
@@ -288,7 +348,7 @@ class SqlLedgerStore:
             return {r.execution_id: Lease(r.execution_id, r.owner, r.epoch, parse_ts(r.expires_at)) for r in rows}
 
     def heads(self) -> dict[str, int]:
-        return execution_heads(self.engine)
+        return execution_heads(self.engine, self.registered)
 
     def release_lease(self, lease: Lease) -> None:
         with self._txn(lease.execution_id) as session:

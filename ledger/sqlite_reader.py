@@ -17,6 +17,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from ledger import registry
 from ledger.chain import parse_ts, verify_canonical
 from ledger.entry import Entry
 from ledger.rows import canonical_rows, decode_row
@@ -37,11 +38,11 @@ _VERIFY = (
     "WHERE execution_id = ? ORDER BY seq"
 )
 _HEAD = "SELECT seq, hash FROM stagehold_ledger WHERE execution_id = ? ORDER BY seq DESC LIMIT 1"
-_EXECUTIONS = "SELECT execution_id FROM stagehold_ledger GROUP BY execution_id ORDER BY min(ts)"
-_HEADS = "SELECT execution_id, max(seq) FROM stagehold_ledger GROUP BY execution_id"
 _LEASE = "SELECT execution_id, owner, epoch, expires_at FROM stagehold_lease WHERE execution_id = ?"
 _LEASES = "SELECT execution_id, owner, epoch, expires_at FROM stagehold_lease"
-STATEMENTS = (_CHECK_LEDGER, _CHECK_LEASE, _READ, _VERIFY, _HEAD, _EXECUTIONS, _HEADS, _LEASE, _LEASES)
+STATEMENTS = (_CHECK_LEDGER, _CHECK_LEASE, _READ, _VERIFY, _HEAD, _LEASE, _LEASES)
+# Listing executions: the registry's statements where its trigger is installed, else the ledger's
+# (``ledger.registry``; the same choice the store makes).
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -71,6 +72,7 @@ class SqliteLedgerReader:
             # Both tables with every column read below, or no reader: the caller falls back.
             self._conn.execute(_CHECK_LEDGER).fetchall()
             self._conn.execute(_CHECK_LEASE).fetchall()
+            self._registered = self._conn.execute(registry.SQLITE_INSTALLED).fetchone() is not None
         except sqlite3.Error:
             self._conn.close()
             raise
@@ -97,12 +99,12 @@ class SqliteLedgerReader:
         return (row[0], row[1]) if row else None
 
     def executions(self) -> list[str]:
-        rows = self._conn.execute(_EXECUTIONS).fetchall()
+        rows = self._conn.execute(registry.EXECUTIONS if self._registered else registry.LEDGER_EXECUTIONS).fetchall()
         return [r[0] for r in rows]
 
     def heads(self) -> dict[str, int]:
-        rows = self._conn.execute(_HEADS)
-        return {eid: int(seq) for eid, seq in rows}
+        rows = self._conn.execute(registry.HEADS if self._registered else registry.LEDGER_HEADS)
+        return {eid: int(seq) for eid, seq in rows if seq is not None}
 
     def lease(self, execution_id: str) -> Lease | None:
         row = self._conn.execute(_LEASE, (execution_id,)).fetchone()

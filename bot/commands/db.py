@@ -3,10 +3,12 @@ what it needs.
 
 Rules:
 * Run it with the owner's URL. It creates every stagehold table that is missing (existing ones and
-  their rows are left alone), so running it again is harmless.
+  their rows are left alone) and the execution registry's trigger (``ledger.registry``), so
+  running it again is harmless.
 * On PostgreSQL, ``--runtime-role ROLE`` grants that role, in the same transaction: CONNECT on the
   database, USAGE on the schema, SELECT and INSERT on the ledger (history is never updated,
-  deleted or truncated), SELECT, INSERT and UPDATE on the coordination tables (leases, Slack thread
+  deleted or truncated), SELECT on the execution registry (its trigger writes it with the
+  owner's rights), SELECT, INSERT and UPDATE on the coordination tables (leases, Slack thread
   positions, channel leases), SELECT, INSERT and DELETE on the Slack post intents (an intent is
   removed once its post is recorded), and USAGE and SELECT on any sequence those tables own. Anything else the role held
   on these tables is revoked first, so the result is exactly that list.
@@ -24,9 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot import exits
+from ledger.registry import REGISTRY_TABLE
 
 LEDGER_TABLE = "stagehold_ledger"
 LEDGER_PRIVILEGES = ("SELECT", "INSERT")
+REGISTRY_PRIVILEGES = ("SELECT",)
 COORDINATION_PRIVILEGES = ("SELECT", "INSERT", "UPDATE")
 INTENT_TABLE = "stagehold_slack_intent"
 INTENT_PRIVILEGES = ("SELECT", "INSERT", "DELETE")
@@ -93,7 +97,7 @@ def grants_for(tables: list[str], sequences: list[str]) -> list[Grant]:
     [Grant("TABLE", "stagehold_ledger", ("SELECT", "INSERT")),
      Grant("TABLE", "stagehold_lease", ("SELECT", "INSERT", "UPDATE"))]
     """
-    special = {LEDGER_TABLE: LEDGER_PRIVILEGES, INTENT_TABLE: INTENT_PRIVILEGES}
+    special = {LEDGER_TABLE: LEDGER_PRIVILEGES, REGISTRY_TABLE: REGISTRY_PRIVILEGES, INTENT_TABLE: INTENT_PRIVILEGES}
     out = [Grant("TABLE", t, special.get(t, COORDINATION_PRIVILEGES)) for t in tables]
     out += [Grant("SEQUENCE", s, SEQUENCE_PRIVILEGES) for s in sequences]
     return out
@@ -103,7 +107,7 @@ def init(url: str, runtime_role: str | None) -> list[str]:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-    from ledger.sql import make_engine, normalise_url
+    from ledger.sql import install_registry_in, make_engine, normalise_url
 
     try:
         postgres = make_url(normalise_url(url)).get_backend_name() == "postgresql"
@@ -123,6 +127,7 @@ def init(url: str, runtime_role: str | None) -> list[str]:
             for table in tables:
                 table.create(conn, checkfirst=True)
             created = [t.name for t in tables if t.name not in existing]
+            install_registry_in(conn)
             lines = [
                 f"{shown}: tables {', '.join(t.name for t in tables)}"
                 f" ({len(created)} created, {len(existing)} already there)"

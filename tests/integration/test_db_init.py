@@ -7,6 +7,7 @@ gets one line and exit 2, not an internal error.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -21,12 +22,13 @@ from bot.cli import main
 from bot.commands.db import Grant, grants_for
 from handlers.channels import ChannelLeases
 from handlers.storage import SlackStore
-from ledger.sql import make_engine
+from ledger.sql import SqlLedgerStore, make_engine
 from tests.conftest import PG_HOST, PG_PORT, PG_USER
 from tests.fakes import EXAMPLES
 
 PAYMENTS = EXAMPLES / "payments-cutover" / "package.yaml"
 TABLES = [
+    "stagehold_execution",
     "stagehold_ledger",
     "stagehold_lease",
     "stagehold_slack_channel",
@@ -54,13 +56,13 @@ def test_sqlite_gets_its_tables_and_no_roles(capsys: pytest.CaptureFixture[str],
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     code, out, err = run(capsys, "db", "init", "--db", url)
     assert (code, err) == (0, "")
-    assert "(6 created, 0 already there)" in out
+    assert "(7 created, 0 already there)" in out
     with sqlite3.connect(tmp_path / "fresh.db") as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     conn.close()
     assert set(TABLES) <= names
     code, out, _ = run(capsys, "db", "init", "--db", url)
-    assert code == 0 and "(0 created, 6 already there)" in out
+    assert code == 0 and "(0 created, 7 already there)" in out
     code, out, err = run(capsys, "db", "init", "--db", url, "--runtime-role", "stagehold")
     assert code == exits.INVALID and out == ""
     assert err.count("\n") == 1 and "SQLite has no roles" in err
@@ -119,13 +121,14 @@ def test_the_runtime_role_rehearses_and_cannot_rewrite_history(
     role = make_role()
     code, out, err = run(capsys, "db", "init", "--db", pg_url, "--runtime-role", role)
     assert (code, err) == (0, ""), err
-    assert "(6 created, 0 already there)" in out
+    assert "(7 created, 0 already there)" in out
     assert f"role {role}: stagehold_ledger SELECT, INSERT (history: no UPDATE, DELETE or TRUNCATE)" in out
     with _admin(pg_url) as conn:  # whatever it held before, a second db init leaves exactly the list
         conn.execute(sql.SQL("GRANT ALL ON stagehold_ledger TO {}").format(sql.Identifier(role)))
     code, out, _ = run(capsys, "db", "init", "--db", pg_url, "--runtime-role", role)
-    assert code == 0 and "(0 created, 6 already there)" in out
+    assert code == 0 and "(0 created, 7 already there)" in out
     assert _privileges(pg_url, role) == {
+        "stagehold_execution": {"SELECT"},  # its trigger writes it with the owner's rights
         "stagehold_ledger": {"SELECT", "INSERT"},
         "stagehold_lease": {"SELECT", "INSERT", "UPDATE"},
         "stagehold_slack_channel": {"SELECT", "INSERT", "UPDATE"},
@@ -143,6 +146,8 @@ def test_the_runtime_role_rehearses_and_cannot_rewrite_history(
     execution = out.split(": HELD")[0].split()[-1]
     code, out, _ = run(capsys, "ledger", "verify", execution, "--db", runtime_url)
     assert code == 0 and ": ok," in out
+    with psycopg.connect(runtime_url, autocommit=True) as conn:  # registered by the owner's trigger
+        assert conn.execute("SELECT execution_id FROM stagehold_execution").fetchall() == [(execution,)]
 
     # The Slack bookkeeping it keeps as the same role.
     engine = make_engine(runtime_url)
@@ -169,9 +174,47 @@ def test_the_runtime_role_rehearses_and_cannot_rewrite_history(
             "UPDATE stagehold_ledger SET actor = 'U0MALLORY'",
             "DELETE FROM stagehold_ledger",
             "TRUNCATE stagehold_ledger",
+            "DELETE FROM stagehold_execution",
+            "INSERT INTO stagehold_execution VALUES ('CHG-FORGED', '2026-01-01T00:00:00.000000Z')",
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
+
+
+@pytest.mark.postgres
+def test_a_runtime_role_on_a_database_without_the_registry_still_runs_and_says_what_to_do(
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    pg_url: str,
+    make_role: Callable[[], str],
+) -> None:
+    role = make_role()
+    assert run(capsys, "db", "init", "--db", pg_url, "--runtime-role", role)[0] == 0
+    with _admin(pg_url) as conn:  # as the db init of a stagehold before the registry left it
+        conn.execute("DROP TRIGGER stagehold_ledger_registers ON stagehold_ledger")
+        conn.execute("DROP FUNCTION stagehold_register_execution()")
+        conn.execute("DROP TABLE stagehold_execution")
+    runtime_url = _as(pg_url, role)
+    code, out, err = run(capsys, "rehearse", str(PAYMENTS), "--db", runtime_url, "--quiet")
+    assert code == exits.HELD, err  # at its first hold, as every rehearsal of this example
+    execution = out.split(": HELD")[0].split()[-1]
+    with caplog.at_level(logging.WARNING, logger="stagehold.ledger"):
+        store = SqlLedgerStore(runtime_url)
+    try:
+        assert not store.registered  # the runtime role may not create it: the ledger is read instead
+        assert store.executions() == [execution]
+        assert "the execution registry could not be installed (permission denied" in caplog.text
+        assert "until the tables' owner runs stagehold db init" in caplog.text
+    finally:
+        store.close()
+    # The owner's db init installs it and registers what is already there.
+    code, out, _ = run(capsys, "db", "init", "--db", pg_url, "--runtime-role", role)
+    assert code == 0 and "(1 created, 6 already there)" in out
+    store = SqlLedgerStore(runtime_url)
+    try:
+        assert store.registered and store.executions() == [execution]
+    finally:
+        store.close()
 
 
 @pytest.mark.postgres
