@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # Run in this order; each name is a module of this package.
-PARTS: tuple[str, ...] = ("verify", "append", "cli", "scale", "clicks", "reaction", "listing")
+PARTS: tuple[str, ...] = ("verify", "append", "cli", "scale", "clicks", "reaction", "listing", "startup")
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,19 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
+    """This process's peak resident memory so far: VmHWM, the high-water mark of its own memory.
+
+    Not getrusage's ru_maxrss: Linux carries the parent's resident size at fork across exec into
+    it, so a child of a large parent (one that has just built a ledger of 200,000 entries) reported
+    the parent's size, and chains of any length looked equally large.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

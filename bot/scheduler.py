@@ -41,7 +41,7 @@ from ledger.store import Lease
 class Coordination(Protocol):
     """What replicas read of each other, in one query each (``SqlLedgerStore``)."""
 
-    def heads(self) -> dict[str, int]: ...
+    def open_heads(self) -> dict[str, int]: ...
     def leases(self) -> dict[str, Lease]: ...
 
 
@@ -205,7 +205,7 @@ class Driver:
         """Wake executions whose lease lapsed, and ours that another replica appended to."""
         assert self.coordination is not None
         try:
-            heads = self.coordination.heads()
+            heads = self.coordination.open_heads()  # closed executions need no driving
             leases = self.coordination.leases()
         except Exception as exc:
             log.warning("poll: the ledger database does not answer: %s", type(exc).__name__)

@@ -146,9 +146,13 @@ class Engine:
         return self.store.executions()
 
     def active(self, skip: Callable[[str], bool] | None = None) -> list[str]:
-        """Executions not finished; those ``skip`` names are left out before their ledger is read."""
+        """Executions not finished; those ``skip`` names are left out before their ledger is read.
+
+        Only executions the store does not know to be closed are read (a process that starts on a
+        ledger with years of finished executions folds none of them).
+        """
         out = []
-        for eid in self.store.executions():
+        for eid in self.store.open_executions():
             if skip is not None and skip(eid):
                 continue
             state = self.load(eid)

@@ -175,6 +175,10 @@ class SlackStore:
         """The last ledger seq of every execution, in one query."""
         return execution_heads(self.engine, self._registered)
 
+    def open_heads(self) -> dict[str, int]:
+        """``heads()`` of the executions not known to have closed (all, without the registry)."""
+        return execution_heads(self.engine, self._registered, open_only=True)
+
 
 def hold_card_times(engine: Engine) -> dict[tuple[str, str], datetime]:
     """When Slack received each hold card, by (execution, hold): a message's ``ts`` is its post time.

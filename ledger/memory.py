@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 from ledger.chain import GENESIS_HASH, canonical_json, seal, verify_chain
 from ledger.entry import Entry, NewEntry
+from ledger.registry import CLOSING_KINDS
 from ledger.store import AppendConflict, FencedOut, Lease, VerifyResult
 
 
@@ -80,6 +81,12 @@ class MemoryLedgerStore:
         with self._lock:
             firsts = [(chain[0].ts, eid) for eid, chain in self._chains.items()]
         return [eid for _, eid in sorted(firsts, key=lambda pair: pair[0])]
+
+    def open_executions(self) -> list[str]:
+        """``executions()`` less those with a closing entry (as the SQL store's registry says)."""
+        with self._lock:
+            closed = {eid for eid, chain in self._chains.items() if any(e.kind in CLOSING_KINDS for e in chain)}
+        return [eid for eid in self.executions() if eid not in closed]
 
     def acquire_lease(self, execution_id: str, owner: str, now: datetime, ttl_seconds: float) -> Lease | None:
         """Take or renew the lease; a new owner gets a higher epoch so stale writers are fenced."""

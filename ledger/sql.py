@@ -60,6 +60,7 @@ class ExecutionRow(SQLModel, table=True):
 
     execution_id: str = Field(primary_key=True, max_length=200)
     started_at: str = Field(max_length=32)  # the ts of the execution's first entry
+    closed_seq: int | None = None  # the seq of its closing entry (registry.CLOSING_KINDS), once written
 
 
 class LeaseRow(SQLModel, table=True):
@@ -108,10 +109,17 @@ def make_engine(url: str) -> Engine:
 _STREAM_BATCH = 2000  # rows per fetch while streaming a chain: enough to amortise round trips
 
 
-def execution_heads(engine: Engine, registered: bool) -> dict[str, int]:
-    """The last seq of every execution, in one query (``registered``: read the registry)."""
+def execution_heads(engine: Engine, registered: bool, open_only: bool = False) -> dict[str, int]:
+    """The last seq of every execution, in one query (``registered``: read the registry).
+
+    ``open_only``: leave out executions the registry knows are closed (without it, none are).
+    """
+    if registered:
+        query = registry.OPEN_HEADS if open_only else registry.HEADS
+    else:
+        query = registry.LEDGER_HEADS
     with engine.connect() as conn:
-        rows = conn.exec_driver_sql(registry.HEADS if registered else registry.LEDGER_HEADS).all()
+        rows = conn.exec_driver_sql(query).all()
     return {eid: int(seq) for eid, seq in rows if seq is not None}
 
 
@@ -288,8 +296,16 @@ class SqlLedgerStore:
 
     def executions(self) -> list[str]:
         """Execution ids, oldest first (by the time of their first entry)."""
+        return self._listed(registry.EXECUTIONS)
+
+    def open_executions(self) -> list[str]:
+        """``executions()`` less those whose closing entry is recorded: where the registry is not
+        installed, all of them (the caller's fold tells)."""
+        return self._listed(registry.OPEN_EXECUTIONS)
+
+    def _listed(self, query: str) -> list[str]:
         with self.engine.connect() as conn:
-            rows = conn.exec_driver_sql(registry.EXECUTIONS if self.registered else registry.LEDGER_EXECUTIONS)
+            rows = conn.exec_driver_sql(query if self.registered else registry.LEDGER_EXECUTIONS)
             return [r[0] for r in rows]
 
     def acquire_lease(self, execution_id: str, owner: str, now: datetime, ttl_seconds: float) -> Lease | None:
@@ -349,6 +365,10 @@ class SqlLedgerStore:
 
     def heads(self) -> dict[str, int]:
         return execution_heads(self.engine, self.registered)
+
+    def open_heads(self) -> dict[str, int]:
+        """``heads()`` of ``open_executions()``."""
+        return execution_heads(self.engine, self.registered, open_only=True)
 
     def release_lease(self, lease: Lease) -> None:
         with self._txn(lease.execution_id) as session:

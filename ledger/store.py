@@ -74,6 +74,11 @@ class LedgerStore(Protocol):
 
     def executions(self) -> list[str]: ...
 
+    def open_executions(self) -> list[str]:
+        """Executions not known to have closed (completed, rolled back, needs a human, abandoned):
+        a cheap superset of the unfinished ones, oldest first; folding each tells exactly."""
+        ...
+
     def acquire_lease(self, execution_id: str, owner: str, now: datetime, ttl_seconds: float) -> Lease | None: ...
 
     def renew_leases(

@@ -50,3 +50,16 @@ def test_report_keeps_rows_for_a_partial_rerun(tmp_path: Path) -> None:
     assert "| verify | 300,000 / 310,000 / 320,000 entries/s |" in text
     assert "1.29×" in text  # a rate: the baseline's median over stagehold's
     assert previous(path) == rows
+
+
+def test_a_child_of_a_large_process_reports_its_own_peak_memory() -> None:
+    # The verify part's children are started by a process holding the ledger it just built; the
+    # figure must be the child's, not that process's (Linux's ru_maxrss keeps it across exec).
+    from bench.measure import child
+
+    ballast = bytearray(256 * 1024 * 1024)
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1  # resident, not just reserved
+    figures = child("tests.bench.peak_memory_child")
+    assert figures["rss_mib"] < 128, figures
+    del ballast

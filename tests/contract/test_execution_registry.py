@@ -8,6 +8,7 @@ database's trigger; two stores opening one database at once install it once.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -23,9 +24,9 @@ from ledger.sqlite_reader import open_reader
 T0 = datetime(2026, 11, 30, 8, 0, 0, 250000, tzinfo=UTC)
 
 
-def new(i: int, minute: int = 0) -> NewEntry:
+def new(i: int, minute: int = 0, kind: str = "stage.entered") -> NewEntry:
     ts = T0.replace(minute=minute, second=i % 60)
-    return NewEntry(ts=ts, kind="stage.entered", actor="role:executor", body={"i": i})
+    return NewEntry(ts=ts, kind=kind, actor="role:executor", body={"i": i})
 
 
 def fill(store: SqlLedgerStore, execution: str, n: int, minute: int = 0) -> None:
@@ -90,6 +91,43 @@ def test_a_ledger_written_before_the_registry_is_registered_when_a_store_opens_i
         reopened.close()
 
 
+def close(store: SqlLedgerStore, execution: str, head: int, kind: str = "execution.completed") -> None:
+    store.append(execution, head + 1, [new(head + 1, kind=kind)])
+
+
+@pytest.mark.parametrize("kind", registry.CLOSING_KINDS)
+def test_an_execution_closed_by_any_closing_entry_is_left_out_of_the_open_ones(
+    store: SqlLedgerStore, kind: str
+) -> None:
+    fill(store, "CHG-DONE-r1", 3, minute=1)
+    fill(store, "CHG-LIVE-r1", 2, minute=2)
+    close(store, "CHG-DONE-r1", 3, kind)
+    store.append("CHG-DONE-r1", 5, [new(5, kind="release.ignored")])  # entries may follow the closing one
+    assert store.open_executions() == ["CHG-LIVE-r1"]
+    assert store.open_heads() == {"CHG-LIVE-r1": 2}
+    assert store.executions() == ["CHG-DONE-r1", "CHG-LIVE-r1"]
+    assert store.heads() == {"CHG-DONE-r1": 5, "CHG-LIVE-r1": 2}
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql(
+            "SELECT closed_seq FROM stagehold_execution WHERE execution_id = 'CHG-DONE-r1'"
+        ).all() == [(4,)]
+
+
+def test_closing_entries_written_before_the_registry_are_found_when_a_store_opens_it(
+    store: SqlLedgerStore, ledger_url: str
+) -> None:
+    fill(store, "CHG-DONE-r1", 3, minute=1)
+    fill(store, "CHG-LIVE-r1", 2, minute=2)
+    uninstall(store)
+    close(store, "CHG-DONE-r1", 3, "execution.rolled_back")  # while there is no registry
+    reopened = SqlLedgerStore(ledger_url)
+    try:
+        assert reopened.open_executions() == ["CHG-LIVE-r1"]
+        assert reopened.open_heads() == {"CHG-LIVE-r1": 2}
+    finally:
+        reopened.close()
+
+
 def test_a_first_entry_written_by_a_plain_insert_is_registered_by_the_database(store: SqlLedgerStore) -> None:
     # An older stagehold during a rolling upgrade, or a restore, writes rows without knowing.
     with store.engine.begin() as conn:
@@ -101,8 +139,16 @@ def test_a_first_entry_written_by_a_plain_insert_is_registered_by_the_database(s
             )
         )
     assert registered(store) == ["CHG-PLAIN-r1"]
-    assert store.executions() == ["CHG-PLAIN-r1"]
+    assert store.executions() == store.open_executions() == ["CHG-PLAIN-r1"]
     assert store.heads() == {"CHG-PLAIN-r1": 2}
+    with store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO stagehold_ledger (execution_id, seq, ts, kind, actor, body, prev_hash, hash) "
+                "VALUES ('CHG-PLAIN-r1', 3, '2026-11-30T08:00:02.000000Z', 'execution.abandoned', 'a', '{}', 'h2', 'h3')"
+            )
+        )
+    assert store.open_executions() == [] and store.open_heads() == {}
 
 
 def test_an_execution_whose_entries_are_all_gone_is_not_listed(store: SqlLedgerStore) -> None:
@@ -169,3 +215,11 @@ def test_the_sqlite_reader_uses_the_registry_and_answers_as_the_store(sqlite_url
             reader.close()
     finally:
         store.close()
+
+
+def test_every_statement_names_exactly_the_closing_kinds() -> None:
+    # The trigger's SQL spells the kinds out; CLOSING_KINDS is what the rest of the code reads.
+    for statement in (*registry.SQLITE_INSTALL, *registry.postgres_install('"public"')):
+        for listed in re.findall(r"IN \(('execution\.[^)]*)\)", statement):
+            assert re.findall(r"'([^']+)'", listed) == list(registry.CLOSING_KINDS), statement
+    assert sum("closed_seq" in s for s in registry.SQLITE_INSTALL) == 2

@@ -6,6 +6,13 @@ import time
 from itertools import pairwise
 from typing import Any
 
+import pytest
+
+from bot.bootstrap import open_store
+from bot.clock import utc_now
+from execution.service import Engine
+from ledger.sql import SqlLedgerStore
+from tests.fakes import example
 from tests.slack.conftest import CHANGE, CHANNEL, INITIATOR, RELEASERS, BotFactory, Harness, card_text
 from tests.slack.fake_slack import Call
 
@@ -107,3 +114,34 @@ def test_a_restarted_bot_continues_the_same_thread(make_bot: BotFactory) -> None
     assert updates, "the restarted bot edits the original root card"
     assert second.bot.notifier.wait_idle(20)
     assert_in_ledger_order(second)
+
+
+def test_a_bot_starting_on_finished_command_line_executions_reads_none_of_them(
+    make_bot: BotFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rehearsals run from the command line earlier, all finished: no Slack thread, nothing to drive.
+    store = open_store(make_bot.db_url)
+    engine = Engine(store, lambda state: None, utc_now, "stagehold-cli")  # type: ignore[arg-type, return-value]
+    finished = []
+    for _ in range(3):
+        state = engine.start(example(), INITIATOR, (), mode="rehearsal", speed=60.0, exclusive=False)
+        engine.abandon(state.execution_id, INITIATOR, "rehearsed from the command line")
+        finished.append(state.execution_id)
+    store.close()
+    read: list[str] = []
+    original = SqlLedgerStore.read
+
+    def counted(self: SqlLedgerStore, execution_id: str, after_seq: int = 0) -> Any:
+        read.append(execution_id)
+        return original(self, execution_id, after_seq)
+
+    monkeypatch.setattr(SqlLedgerStore, "read", counted)
+    h = make_bot()
+    time.sleep(1.5)  # the Slack sweep (every 0.5 s here), the driver's resume and first sweep
+    assert h.bot.notifier.wait_idle(10)
+    assert not set(finished) & set(read)
+    # A change started from Slack meanwhile is read and posted as ever.
+    _, name = h.slash(f"start {CHANGE}", INITIATOR)
+    h.answer(name)
+    h.hold_card("H1")
+    assert any(eid not in finished for eid in read)

@@ -240,3 +240,15 @@ def test_events_without_a_row_never_change_the_phase() -> None:
     # A rollback step's intent and confirmation leave the phase at ROLLING_BACK.
     for event_type in (ev.ActionIntended, ev.ActionConfirmed):
         assert next_phase(Phase.ROLLING_BACK, _example(event_type), ev.Direction.ROLLBACK) is Phase.ROLLING_BACK
+
+
+def test_the_ledger_registry_closes_an_execution_on_exactly_the_events_that_lead_to_a_terminal_phase() -> None:
+    # ledger.registry names these kinds itself (the ledger imports nothing of the engine); a new
+    # terminal event the registry does not know would leave finished executions counted open
+    # (harmless, slower), and a registry kind that is not terminal would hide a live one.
+    from execution.transitions import TABLE, TERMINAL
+    from ledger.registry import CLOSING_KINDS
+
+    into_terminal = {event.kind for (_, event, _), target in TABLE.items() if target in TERMINAL}
+    assert set(CLOSING_KINDS) == into_terminal
+    assert all(target in TERMINAL for (_, event, _), target in TABLE.items() if event.kind in CLOSING_KINDS)
