@@ -14,8 +14,9 @@ Why the locking is done this way:
   writer at the same seq with ``AppendConflict``.
 
 There is deliberately no update or delete of ledger rows anywhere in this module. The lease table
-is coordination data, not history, and is the only table written with UPDATE. Listing executions
-and their heads reads the execution registry where it is installed (``ledger.registry``).
+is coordination data, not history, and is the only table this module writes with UPDATE (the
+execution registry's trigger sets a closing seq once). Listing executions and their heads reads
+the registry where it is installed (``ledger.registry``).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class LedgerRow(SQLModel, table=True):
 
 
 class ExecutionRow(SQLModel, table=True):
-    """The execution registry (``ledger.registry``): written by a trigger on the ledger, never updated."""
+    """The execution registry (``ledger.registry``): written by a trigger on the ledger; only
+    ``closed_seq`` is ever updated, once."""
 
     __tablename__ = registry.REGISTRY_TABLE
 
