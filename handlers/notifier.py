@@ -538,10 +538,9 @@ class Notifier:
 
     def _sweep(self) -> None:
         """Mark every execution with undelivered entries; forget finished, delivered threads."""
-        heads = self.slack.heads()
         # A closed execution without a thread finished before any bot knew of it (a command-line
         # rehearsal): it never gets one, so it is not even read (``_open`` would only ignore it).
-        unthreaded = self.slack.open_heads()
+        heads, closed = self.slack.heads_and_closed()
         known = self.slack.threads()
         marked = set()
         for execution_id, head in heads.items():
@@ -554,7 +553,7 @@ class Notifier:
             elif execution_id in known:
                 if known[execution_id] < head:
                     marked.add(execution_id)
-            elif execution_id not in self._ignored and execution_id in unthreaded:
+            elif execution_id not in self._ignored and execution_id not in closed:
                 marked.add(execution_id)
         if marked:
             with self._dirty_lock:

@@ -25,7 +25,8 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from ledger.sql import execution_heads, registry_installed
+from ledger import registry
+from ledger.sql import execution_heads, heads_and_closed, registry_installed
 
 
 class SlackThreadRow(SQLModel, table=True):
@@ -175,9 +176,9 @@ class SlackStore:
         """The last ledger seq of every execution, in one query."""
         return execution_heads(self.engine, self._registered)
 
-    def open_heads(self) -> dict[str, int]:
-        """``heads()`` of the executions not known to have closed (all, without the registry)."""
-        return execution_heads(self.engine, self._registered, open_only=True)
+    def heads_and_closed(self) -> tuple[dict[str, int], frozenset[str]]:
+        """``heads()``, and which of those executions the registry knows are closed (none without it)."""
+        return heads_and_closed(self.engine, registry.HEADS if self._registered else registry.LEDGER_HEADS)
 
 
 def hold_card_times(engine: Engine) -> dict[tuple[str, str], datetime]:

@@ -52,9 +52,10 @@ CLOSING_KINDS = ("execution.completed", "execution.rolled_back", "execution.need
 
 # ---------------------------------------------------------------- reads
 
+# (execution, last seq, closing seq or NULL) per execution.
 HEADS = (
-    "SELECT r.execution_id, (SELECT max(l.seq) FROM stagehold_ledger l WHERE l.execution_id = r.execution_id) "
-    "FROM stagehold_execution r"
+    "SELECT r.execution_id, (SELECT max(l.seq) FROM stagehold_ledger l WHERE l.execution_id = r.execution_id), "
+    "r.closed_seq FROM stagehold_execution r"
 )
 OPEN_HEADS = HEADS + " WHERE r.closed_seq IS NULL"
 _LISTED = (
@@ -65,7 +66,7 @@ _ORDER = " ORDER BY r.started_at, r.execution_id"
 EXECUTIONS = _LISTED + _ORDER
 OPEN_EXECUTIONS = _LISTED + " AND r.closed_seq IS NULL" + _ORDER
 # Without the registry: every row of the ledger is read, and every execution counts as open.
-LEDGER_HEADS = "SELECT execution_id, max(seq) FROM stagehold_ledger GROUP BY execution_id"
+LEDGER_HEADS = "SELECT execution_id, max(seq), NULL FROM stagehold_ledger GROUP BY execution_id"
 LEDGER_EXECUTIONS = "SELECT execution_id FROM stagehold_ledger GROUP BY execution_id ORDER BY min(ts), execution_id"
 
 # ---------------------------------------------------------------- is it installed?

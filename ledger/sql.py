@@ -40,6 +40,8 @@ from ledger.entry import Entry, NewEntry
 from ledger.rows import LEASE_TABLE, LEDGER_TABLE, canonical_rows, decode_row
 from ledger.store import Lease, VerifyResult
 
+_log = logging.getLogger("stagehold.ledger")
+
 
 class LedgerRow(SQLModel, table=True):
     __tablename__ = LEDGER_TABLE
@@ -114,15 +116,23 @@ _STREAM_BATCH = 2000  # rows per fetch while streaming a chain: enough to amorti
 def execution_heads(engine: Engine, registered: bool, open_only: bool = False) -> dict[str, int]:
     """The last seq of every execution, in one query (``registered``: read the registry).
 
-    ``open_only``: leave out executions the registry knows are closed (without it, none are).
+    ``open_only``: leave out executions the registry knows are closed (without it, none are); they
+    are not even probed.
     """
     if registered:
         query = registry.OPEN_HEADS if open_only else registry.HEADS
     else:
         query = registry.LEDGER_HEADS
+    return heads_and_closed(engine, query)[0]
+
+
+def heads_and_closed(engine: Engine, query: str) -> tuple[dict[str, int], frozenset[str]]:
+    """The last seq of every execution ``query`` (one of ``registry``'s heads queries) names, and
+    those of them the registry knows are closed: one query, one snapshot."""
     with engine.connect() as conn:
         rows = conn.exec_driver_sql(query).all()
-    return {eid: int(seq) for eid, seq in rows if seq is not None}
+    heads = {eid: int(seq) for eid, seq, _ in rows if seq is not None}
+    return heads, frozenset(eid for eid, seq, closed in rows if seq is not None and closed is not None)
 
 
 def registry_installed(conn: Connection) -> bool:
@@ -175,8 +185,6 @@ def install_registry_in(conn: Connection) -> None:
 def _ledger_table() -> Table:
     return SQLModel.metadata.tables[LedgerRow.__tablename__]
 
-
-_log = logging.getLogger("stagehold.ledger")
 
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 # The same locks for many executions, in the order of the keys given (sorted by the caller).

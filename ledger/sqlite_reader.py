@@ -104,7 +104,7 @@ class SqliteLedgerReader:
 
     def heads(self) -> dict[str, int]:
         rows = self._conn.execute(registry.HEADS if self._registered else registry.LEDGER_HEADS)
-        return {eid: int(seq) for eid, seq in rows if seq is not None}
+        return {eid: int(seq) for eid, seq, _ in rows if seq is not None}
 
     def lease(self, execution_id: str) -> Lease | None:
         row = self._conn.execute(_LEASE, (execution_id,)).fetchone()
